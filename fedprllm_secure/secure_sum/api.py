@@ -1,0 +1,167 @@
+"""The contract every secure-sum protocol implements.
+
+A protocol is a pair of state machines. The server starts one *aggregation* with `begin(spec)`
+and answers every batch of client replies with either the next messages to send or the final
+`AggregateResult`. Each client answers each server message with one message (or None). A session
+(`SessionConfig`) may run several aggregations in a row (one per decoder block in iterative mode);
+each has its own `index`, and protocols that mask must give each index its own PRG counter range.
+
+Vectors travel in chunks (one per prunable layer): the server asks for a chunk, the client reads
+it from its `InputProvider` and submits it. Memory per client is O(chunk).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..errors import ProtocolError
+
+ClientId = int
+
+
+@dataclass(frozen=True)
+class ChunkSpec:
+    """One named slice of the aggregated vector (normally one layer's flattened mask)."""
+
+    name: str
+    length: int
+    offset: int  # index of the chunk's first entry within the aggregation's vector
+
+    def __post_init__(self) -> None:
+        if self.length < 0 or self.offset < 0:
+            raise ValueError("chunk length and offset must be non-negative")
+
+
+@dataclass(frozen=True)
+class AggregationSpec:
+    """What one aggregation sums: the chunks in order and the bound of every client entry."""
+
+    index: int
+    chunks: tuple[ChunkSpec, ...]
+    bound: int  # every client entry lies in [0, bound]
+
+    def __post_init__(self) -> None:
+        if self.index < 0:
+            raise ValueError("aggregation index must be non-negative")
+        if self.bound < 1:
+            raise ValueError("bound must be at least 1")
+        expected = 0
+        names = set()
+        for chunk in self.chunks:
+            if chunk.offset != expected:
+                raise ValueError(
+                    f"chunk {chunk.name!r} has offset {chunk.offset}, expected {expected}"
+                )
+            if chunk.name in names:
+                raise ValueError(f"duplicate chunk name {chunk.name!r}")
+            names.add(chunk.name)
+            expected += chunk.length
+
+    @property
+    def total_length(self) -> int:
+        return sum(chunk.length for chunk in self.chunks)
+
+    def chunk(self, name: str) -> ChunkSpec:
+        for chunk in self.chunks:
+            if chunk.name == name:
+                return chunk
+        raise KeyError(name)
+
+    @classmethod
+    def from_lengths(cls, index: int, lengths: Mapping[str, int], bound: int) -> AggregationSpec:
+        chunks, offset = [], 0
+        for name, length in lengths.items():
+            chunks.append(ChunkSpec(name, int(length), offset))
+            offset += int(length)
+        return cls(index, tuple(chunks), bound)
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    """Fixed for a whole session: its id, the roster of client ids, protocol options."""
+
+    session_id: bytes
+    roster: tuple[ClientId, ...]
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if len(self.session_id) != 32:
+            raise ValueError("session_id must be 32 bytes")
+        if len(set(self.roster)) != len(self.roster):
+            raise ValueError("roster has duplicate client ids")
+        if not self.roster:
+            raise ValueError("roster is empty")
+
+
+@dataclass
+class AggregateResult:
+    """The only thing the server learns: per-chunk sums over `contributors`."""
+
+    spec: AggregationSpec
+    sums: dict[str, np.ndarray]
+    contributors: tuple[ClientId, ...]
+
+
+# Reads the client's vector for one chunk of aggregation `index`: chunk.length integers.
+InputProvider = Callable[[int, ChunkSpec], np.ndarray]
+
+
+def sum_dtype(max_sum: int) -> np.dtype:
+    """The smallest unsigned dtype holding every value in [0, max_sum]; never overflows."""
+    for dtype in (np.uint8, np.uint16, np.uint32, np.uint64):
+        if max_sum <= np.iinfo(dtype).max:
+            return np.dtype(dtype)
+    raise ProtocolError(f"sums up to {max_sum} do not fit in 64 bits")
+
+
+def read_checked_input(
+    provider: InputProvider, index: int, chunk: ChunkSpec, bound: int
+) -> np.ndarray:
+    """Call the provider and refuse a vector of the wrong length or outside [0, bound]."""
+    vector = np.asarray(provider(index, chunk)).reshape(-1)
+    if vector.shape[0] != chunk.length:
+        raise ProtocolError(
+            f"input for chunk {chunk.name!r} has {vector.shape[0]} entries, expected {chunk.length}"
+        )
+    if vector.dtype == np.bool_:
+        vector = vector.astype(np.uint8)
+    if not np.issubdtype(vector.dtype, np.integer):
+        raise ProtocolError(f"input for chunk {chunk.name!r} is not integer ({vector.dtype})")
+    if vector.size and (int(vector.min()) < 0 or int(vector.max()) > bound):
+        raise ProtocolError(f"input for chunk {chunk.name!r} lies outside [0, {bound}]")
+    return vector
+
+
+class ClientProtocol(ABC):
+    """One client's side of one session. `state` names the current round."""
+
+    client_id: ClientId
+
+    @property
+    @abstractmethod
+    def state(self) -> str: ...
+
+    @abstractmethod
+    def handle(self, message: Any) -> Any | None:
+        """Answer one server message; raise ProtocolError (and enter 'aborted') to refuse it."""
+
+
+class ServerProtocol(ABC):
+    """The server's side of one session."""
+
+    @property
+    @abstractmethod
+    def state(self) -> str: ...
+
+    @abstractmethod
+    def begin(self, spec: AggregationSpec) -> dict[ClientId, Any]:
+        """Start one aggregation; returns the first messages to send, by recipient."""
+
+    @abstractmethod
+    def handle(self, replies: dict[ClientId, Any]) -> dict[ClientId, Any] | AggregateResult:
+        """Consume the replies of the last round (absent clients dropped out)."""

@@ -1,0 +1,66 @@
+"""Bit-packing of unsigned integer vectors to a fixed width.
+
+Layout: entry i occupies stream bits [i*b, (i+1)*b), least significant bit first; stream bit j is
+bit (j mod 8) of byte j // 8 (LSB first). The last byte is zero-padded; `unpack_uint` refuses
+non-zero padding and a wrong byte count, so every vector has exactly one encoding.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import MessageDecodeError
+
+
+def bits_for(max_value: int) -> int:
+    """Bits needed for values in [0, max_value] (at least 1)."""
+    return max(1, int(max_value).bit_length())
+
+
+def packed_size(length: int, bits: int) -> int:
+    return (length * bits + 7) // 8
+
+
+def pack_uint(values: np.ndarray, bits: int) -> bytes:
+    """Pack non-negative integers < 2**bits into `packed_size(len, bits)` bytes."""
+    if not 1 <= bits <= 64:
+        raise ValueError("bits must be in 1..64")
+    flat = np.ascontiguousarray(values).reshape(-1)
+    if flat.size == 0:
+        return b""
+    if np.issubdtype(flat.dtype, np.signedinteger) and int(flat.min()) < 0:
+        raise ValueError("cannot pack negative values")
+    data = flat.astype(np.uint64)
+    if bits < 64 and int(data.max()) >> bits:
+        raise ValueError(f"a value does not fit in {bits} bits")
+    if bits in (8, 16, 32, 64):
+        return data.astype(f"<u{bits // 8}").tobytes()
+    if bits == 1:
+        return np.packbits(data.astype(np.uint8), bitorder="little").tobytes()
+    shifts = np.arange(bits, dtype=np.uint64)
+    planes = ((data[:, None] >> shifts) & np.uint64(1)).astype(np.uint8)
+    return np.packbits(planes.reshape(-1), bitorder="little").tobytes()
+
+
+def unpack_uint(data: bytes, bits: int, length: int) -> np.ndarray:
+    """Inverse of `pack_uint`; returns uint64. Raises MessageDecodeError on malformed input."""
+    if not 1 <= bits <= 64:
+        raise MessageDecodeError("bit width must be in 1..64")
+    if len(data) != packed_size(length, bits):
+        raise MessageDecodeError(
+            f"packed vector has {len(data)} bytes, expected {packed_size(length, bits)}"
+        )
+    if length == 0:
+        return np.zeros(0, dtype=np.uint64)
+    raw = np.frombuffer(data, dtype=np.uint8)
+    if bits in (8, 16, 32, 64):
+        return np.frombuffer(data, dtype=f"<u{bits // 8}").astype(np.uint64)
+    total = length * bits
+    stream = np.unpackbits(raw, bitorder="little")
+    if stream[total:].any():
+        raise MessageDecodeError("packed vector has non-zero padding bits")
+    if bits == 1:
+        return stream[:total].astype(np.uint64)
+    planes = stream[:total].reshape(length, bits).astype(np.uint64)
+    weights = np.uint64(1) << np.arange(bits, dtype=np.uint64)
+    return (planes * weights).sum(axis=1, dtype=np.uint64)

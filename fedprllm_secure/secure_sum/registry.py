@@ -1,0 +1,85 @@
+"""Name -> protocol implementation. Built-ins register on import; third parties register too.
+
+A third-party package can also expose a `ProtocolInfo` under the entry-point group
+`fedprllm_secure.protocols`; it is loaded the first time the registry is consulted.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+
+from ..errors import ConfigError
+from ..randomness import RandomSource
+from .api import ClientId, ClientProtocol, InputProvider, ServerProtocol, SessionConfig
+
+BUILTIN_MODULES = ("plaintext", "additive", "ckks")
+
+
+def no_enrollment(
+    config: SessionConfig, rng: RandomSource
+) -> tuple[SessionConfig, dict[ClientId, bytes]]:
+    """Default `enroll`: protocols without client identities need no setup."""
+    return config, {}
+
+
+@dataclass(frozen=True)
+class ProtocolInfo:
+    """How to build both sides of a protocol. `secure` is False for the insecure reference.
+
+    `enroll` is the out-of-band setup a deployment does before any session (e.g. publishing each
+    client's identity public key on the roster): it returns the config everyone shares and each
+    client's private identity bytes, handed to `make_client` as `identity`.
+    """
+
+    name: str
+    description: str
+    secure: bool
+    make_server: Callable[[SessionConfig, RandomSource], ServerProtocol]
+    make_client: Callable[
+        [SessionConfig, ClientId, RandomSource, InputProvider, bytes | None], ClientProtocol
+    ]
+    enroll: Callable[[SessionConfig, RandomSource], tuple[SessionConfig, dict[ClientId, bytes]]] = (
+        no_enrollment
+    )
+
+
+_PROTOCOLS: dict[str, ProtocolInfo] = {}
+_loaded = False
+
+
+def register(info: ProtocolInfo) -> ProtocolInfo:
+    existing = _PROTOCOLS.get(info.name)
+    if existing is not None and existing != info:
+        raise ValueError(f"protocol {info.name!r} registered twice")
+    _PROTOCOLS[info.name] = info
+    return info
+
+
+def _load() -> None:
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    for module in BUILTIN_MODULES:
+        try:
+            importlib.import_module(f"{__package__}.{module}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__package__}.{module}":
+                raise
+    for entry in entry_points(group="fedprllm_secure.protocols"):
+        register(entry.load())
+
+
+def available() -> list[str]:
+    _load()
+    return sorted(_PROTOCOLS)
+
+
+def get(name: str) -> ProtocolInfo:
+    _load()
+    if name not in _PROTOCOLS:
+        raise ConfigError(f"unknown protocol {name!r} (available: {', '.join(available())})")
+    return _PROTOCOLS[name]
