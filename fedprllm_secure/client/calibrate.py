@@ -1,0 +1,197 @@
+"""Activation statistics and local masks, block by block through the decoder.
+
+Only one block's activations for the samples at hand are ever held (`BlockInputs`), so a client
+with n samples costs n forward passes, never a buffer sized for every client.
+
+* one-shot: statistics of every block come from the dense model's activations.
+* sequential (Wanda): block l's statistics come from inputs that went through blocks 0..l-1
+  pruned with this client's own masks; after masking block l its outputs are recomputed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+from ..model import PrunableLayer, block_linears, decoder_blocks
+from .scores import magnitude_scores, row_mask, wanda_scores
+
+CALIBRATIONS = ("sequential", "one-shot")
+BlockCallback = Callable[[int, int], None]  # (block index, number of blocks)
+
+
+@dataclass
+class BlockInputs:
+    """The hidden states entering one block, in micro-batches, with the block's call kwargs."""
+
+    hidden: list[torch.Tensor]
+    kwargs: list[dict[str, Any]]
+
+
+@dataclass
+class LayerStats:
+    """Sum over tokens of x_j^2 for each input feature of one linear, and the token count."""
+
+    sq_sum: torch.Tensor  # float64 [in_features]
+    tokens: int
+
+    @property
+    def sq_mean(self) -> torch.Tensor:
+        return self.sq_sum / max(self.tokens, 1)
+
+    def __add__(self, other: LayerStats) -> LayerStats:
+        return LayerStats(
+            self.sq_sum + other.sq_sum.to(self.sq_sum.device), self.tokens + other.tokens
+        )
+
+
+class _StopForward(Exception):
+    pass
+
+
+def capture_block_inputs(
+    model: nn.Module, samples: torch.Tensor, batch_size: int = 8
+) -> BlockInputs:
+    """Run the embedding layers on `samples` [n, seqlen] and catch what enters block 0."""
+    blocks = decoder_blocks(model)
+    device = next(model.parameters()).device
+    hidden: list[torch.Tensor] = []
+    kwargs: list[dict[str, Any]] = []
+
+    def catch(_module: nn.Module, args: tuple, kw: dict) -> None:
+        hidden.append(args[0] if args else kw.pop("hidden_states"))
+        kw = {k: v for k, v in kw.items() if k != "hidden_states"}
+        kw.pop("past_key_values", None)  # no KV cache: each block is re-run on these inputs
+        kw["use_cache"] = False
+        kwargs.append(kw)
+        raise _StopForward
+
+    handle = blocks[0].register_forward_pre_hook(catch, with_kwargs=True)
+    try:
+        with torch.no_grad():
+            for start in range(0, samples.shape[0], batch_size):
+                try:
+                    model(samples[start : start + batch_size].to(device), use_cache=False)
+                except _StopForward:
+                    pass
+    finally:
+        handle.remove()
+    return BlockInputs(hidden, kwargs)
+
+
+def _block_output(result: Any) -> torch.Tensor:
+    return result[0] if isinstance(result, tuple) else result
+
+
+def run_block(block: nn.Module, inputs: BlockInputs) -> BlockInputs:
+    """The block's outputs for every micro-batch (they are the next block's inputs)."""
+    with torch.no_grad():
+        outputs = [_block_output(block(h, **kw)) for h, kw in zip(inputs.hidden, inputs.kwargs, strict=True)]
+    return BlockInputs(outputs, inputs.kwargs)
+
+
+def block_statistics(
+    block: nn.Module, layers: list[PrunableLayer], inputs: BlockInputs, keep_outputs: bool
+) -> tuple[dict[str, LayerStats], BlockInputs | None]:
+    """Hook every prunable linear of the block and accumulate sum x^2 per input feature."""
+    stats = {
+        layer.name: LayerStats(
+            torch.zeros(
+                layer.module.in_features, dtype=torch.float64, device=layer.module.weight.device
+            ),
+            0,
+        )
+        for layer in layers
+    }
+
+    def make_hook(name: str) -> Callable:
+        def hook(_module: nn.Module, args: tuple, _output: Any) -> None:
+            x = args[0].detach().reshape(-1, args[0].shape[-1]).float()
+            entry = stats[name]
+            entry.sq_sum += x.pow(2).sum(dim=0).double()
+            entry.tokens += x.shape[0]
+
+        return hook
+
+    handles = [layer.module.register_forward_hook(make_hook(layer.name)) for layer in layers]
+    try:
+        outputs = run_block(block, inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return stats, (outputs if keep_outputs else None)
+
+
+@contextmanager
+def masked_weights(layers: list[PrunableLayer], masks: dict[str, torch.Tensor]) -> Iterator[None]:
+    """Temporarily zero the masked weights of `layers`; the dense weights come back after."""
+    saved = {layer.name: layer.module.weight.data.clone() for layer in layers}
+    try:
+        for layer in layers:
+            layer.module.weight.data[masks[layer.name].to(layer.module.weight.device)] = 0
+        yield
+    finally:
+        for layer in layers:
+            layer.module.weight.data.copy_(saved[layer.name])
+
+
+def local_masks(
+    model: nn.Module,
+    samples: torch.Tensor | None,
+    sparsity: float,
+    pruner: str = "wanda",
+    calibration: str = "sequential",
+    batch_size: int = 8,
+    on_block: BlockCallback | None = None,
+) -> tuple[dict[str, torch.Tensor], dict[str, LayerStats]]:
+    """One client's local masks (per output row, True = pruned) and the statistics behind them.
+
+    `samples` [n, seqlen] are the client's token windows (None for magnitude). The model's weights
+    are unchanged when this returns.
+    """
+    if calibration not in CALIBRATIONS:
+        raise ConfigError(f"unknown calibration {calibration!r} (use {' or '.join(CALIBRATIONS)})")
+    if not 0.0 < sparsity < 1.0:
+        raise ConfigError(f"sparsity must lie in (0, 1), got {sparsity}")
+    blocks = decoder_blocks(model)
+    masks: dict[str, torch.Tensor] = {}
+    all_stats: dict[str, LayerStats] = {}
+    if pruner == "magnitude":
+        for index in range(len(blocks)):
+            for layer in block_linears(model, index):
+                masks[layer.name] = row_mask(
+                    magnitude_scores(layer.module.weight.data), sparsity
+                ).cpu()
+            if on_block:
+                on_block(index, len(blocks))
+        return masks, all_stats
+    if pruner != "wanda":
+        raise ConfigError(f"unknown pruner {pruner!r} (use wanda or magnitude)")
+    if samples is None:
+        raise ConfigError("wanda needs calibration samples")
+    inputs = capture_block_inputs(model, samples, batch_size)
+    for index, block in enumerate(blocks):
+        layers = block_linears(model, index)
+        one_shot = calibration == "one-shot"
+        stats, outputs = block_statistics(block, layers, inputs, keep_outputs=one_shot)
+        block_masks = {
+            layer.name: row_mask(
+                wanda_scores(layer.module.weight.data, stats[layer.name].sq_mean), sparsity
+            )
+            for layer in layers
+        }
+        if outputs is None:
+            with masked_weights(layers, block_masks):
+                outputs = run_block(block, inputs)
+        inputs = outputs
+        masks.update({name: mask.cpu() for name, mask in block_masks.items()})
+        all_stats.update({name: LayerStats(s.sq_sum.cpu(), s.tokens) for name, s in stats.items()})
+        if on_block:
+            on_block(index, len(blocks))
+    return masks, all_stats

@@ -1,0 +1,175 @@
+"""Load a causal LM and describe its prunable layout.
+
+A model spec is one of: an embedded name (`smollm2-135m`), a local `.gguf` file, a local
+directory with a Hugging Face checkpoint, or a Hub id (needs the network or a warm HF cache).
+The embedded GGUF is de-quantized once and cached as a float32 safetensors checkpoint next to it,
+so later loads take seconds.
+
+The *mask layout* is every `nn.Linear` inside the decoder blocks, in block order and, within a
+block, in module order: `prunable_layers(model)`. Masks, counts and protocol chunks all follow it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from . import assets
+from .errors import ModelError
+
+
+@dataclass
+class LoadedModel:
+    model: nn.Module
+    tokenizer: object
+    name: str
+    device: torch.device
+
+
+@dataclass(frozen=True)
+class PrunableLayer:
+    name: str  # full module name, e.g. "model.layers.3.mlp.up_proj"
+    block: int
+    module: nn.Linear
+
+    @property
+    def numel(self) -> int:
+        return int(self.module.weight.numel())
+
+
+def resolve_device(device: str) -> torch.device:
+    """`auto` picks CUDA when present; `cuda` without a GPU is an error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ModelError("--device cuda was asked for but no CUDA GPU is available")
+    if device not in ("cpu", "cuda"):
+        raise ModelError(f"unknown device {device!r} (use auto, cpu or cuda)")
+    return torch.device(device)
+
+
+def _quiet_transformers() -> None:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+
+
+def _from_pretrained(path: str, gguf_file: str | None = None) -> tuple[nn.Module, object]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    _quiet_transformers()
+    kwargs = {"gguf_file": gguf_file} if gguf_file else {}
+    os.environ.setdefault("TQDM_DISABLE", "1")  # the GGUF de-quantizer has its own bar
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, **kwargs)
+    except (OSError, ValueError, ImportError) as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"cannot load model {path!r}: {first_line}") from exc
+    return model, tokenizer
+
+
+def forget_gguf_origin(model: nn.Module) -> None:
+    """Make a GGUF-loaded model saveable: its weights are already de-quantized float tensors,
+    only the loader's quantizer marker blocks `save_pretrained`."""
+    if getattr(model, "hf_quantizer", None) is not None:
+        model.hf_quantizer = None
+    for attribute in ("quantization_config", "_pre_quantization_dtype"):
+        if hasattr(model.config, attribute):
+            delattr(model.config, attribute)
+    model.is_quantized = False
+
+
+def _embedded_checkpoint(name: str) -> Path:
+    """The float32 checkpoint converted from the embedded GGUF, built on first use."""
+    converted = assets.asset_dir(name) / "hf-float32"
+    if (converted / "config.json").is_file():
+        return converted
+    gguf = assets.fetch(name)
+    model, tokenizer = _from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    forget_gguf_origin(model)
+    staging = Path(tempfile.mkdtemp(dir=converted.parent, prefix=".convert-"))
+    try:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)  # type: ignore[attr-defined]
+        os.replace(staging, converted)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return converted
+
+
+def load_model(spec: str, device: str = "auto") -> LoadedModel:
+    """Load a model spec (embedded name, .gguf path, checkpoint dir, or Hub id) in float32."""
+    target = resolve_device(device)
+    path = Path(spec).expanduser()
+    if spec in assets.ASSETS:
+        if assets.ASSETS[spec].kind != "model":
+            raise ModelError(f"{spec!r} is a corpus, not a model")
+        model, tokenizer = _from_pretrained(str(_embedded_checkpoint(spec)))
+    elif spec.endswith(".gguf"):
+        if not path.is_file():
+            raise ModelError(f"model file not found: {spec}")
+        model, tokenizer = _from_pretrained(str(path.parent), gguf_file=path.name)
+        forget_gguf_origin(model)
+    elif path.exists():
+        if not (path / "config.json").is_file():
+            raise ModelError(f"{spec} is not a model directory (no config.json)")
+        model, tokenizer = _from_pretrained(str(path))
+    elif spec.startswith((".", "/", "~")):
+        raise ModelError(f"model path not found: {spec}")
+    else:
+        model, tokenizer = _from_pretrained(spec)
+    model.eval()
+    model.to(target)
+    decoder_blocks(model)  # fail early on architectures we cannot prune
+    return LoadedModel(model=model, tokenizer=tokenizer, name=spec, device=target)
+
+
+def decoder_blocks(model: nn.Module) -> nn.ModuleList:
+    """The decoder blocks: the ModuleList whose length is config.num_hidden_layers."""
+    expected = getattr(getattr(model, "config", None), "num_hidden_layers", None)
+    for candidate in ("model.layers", "model.decoder.layers", "transformer.h", "gpt_neox.layers"):
+        module: object = model
+        for part in candidate.split("."):
+            module = getattr(module, part, None)
+        if isinstance(module, nn.ModuleList) and (expected is None or len(module) == expected):
+            return module
+    raise ModelError(f"cannot find the decoder blocks of {type(model).__name__}")
+
+
+def block_prefix(model: nn.Module) -> str:
+    blocks = decoder_blocks(model)
+    for name, module in model.named_modules():
+        if module is blocks:
+            return name
+    raise ModelError("decoder blocks are not a submodule of the model")
+
+
+def block_linears(model: nn.Module, index: int) -> list[PrunableLayer]:
+    """The prunable linears of decoder block `index`, in module order."""
+    prefix = f"{block_prefix(model)}.{index}"
+    block = decoder_blocks(model)[index]
+    return [
+        PrunableLayer(f"{prefix}.{name}", index, module)
+        for name, module in block.named_modules()
+        if isinstance(module, nn.Linear)
+    ]
+
+
+def prunable_layers(model: nn.Module) -> list[PrunableLayer]:
+    """Every prunable linear of the decoder blocks in mask-layout order."""
+    layers: list[PrunableLayer] = []
+    for index in range(len(decoder_blocks(model))):
+        layers.extend(block_linears(model, index))
+    if not layers:
+        raise ModelError("the model has no nn.Linear layers inside its decoder blocks")
+    return layers

@@ -1,0 +1,354 @@
+"""A whole federated pruning run on one machine, over the in-memory transport.
+
+    samples per client -> local masks (Wanda or magnitude) -> secure sum of the masks
+    -> global mask per comparison group (+ optional scaling) -> perplexity
+
+plus the baselines (dense, centralized on the pooled samples, local-only averaged over clients).
+`run_simulation` returns the results as a JSON-ready dict; writing them is the caller's job.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from statistics import mean
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import __version__, data
+from .client.calibrate import CALIBRATIONS, local_masks
+from .client.scores import PRUNERS
+from .errors import ConfigError, DataError, ProtocolError
+from .evaluate import eval_windows, perplexity
+from .model import LoadedModel, PrunableLayer, load_model, prunable_layers
+from .progress import Progress, SilentProgress
+from .randomness import SeededRandomSource
+from .secure_sum import registry
+from .secure_sum.api import AggregationSpec, ChunkSpec
+from .secure_sum.session import SimulatedSession
+from .server.aggregate import GROUPS, global_mask, scaling_factors
+from .server.apply import apply_masks, restore_weights, snapshot_weights, sparsity_report
+
+METHODS = ("fedprllm", "centralized", "local")
+
+
+@dataclass
+class SimulationConfig:
+    model: str = "smollm2-135m"
+    corpus: str = "wiki-topics"
+    client_data: str | None = None
+    eval_text: str | None = None
+    protocol: str = "plaintext"
+    protocol_options: dict[str, Any] = field(default_factory=dict)
+    drop: dict[int, str] = field(default_factory=dict)
+    clients: int = 8
+    samples_per_client: int = 8
+    seqlen: int = 512
+    sparsity: float = 0.5
+    group: str = "layer"
+    split: str = "iid"
+    seed: int = 0
+    device: str = "auto"
+    scaling: bool = False
+    methods: tuple[str, ...] = ("fedprllm",)
+    pruner: str = "wanda"
+    calibration: str = "sequential"
+    eval_windows: int = 16
+    eval_seqlen: int | None = None
+    batch_size: int = 8
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the first bad value."""
+        checks: list[tuple[bool, str]] = [
+            (0.0 < self.sparsity < 1.0, f"--sparsity must lie in (0, 1), got {self.sparsity}"),
+            (self.group in GROUPS, f"unknown --group {self.group!r} (use {', '.join(GROUPS)})"),
+            (self.split in data.SPLITS, f"unknown --split {self.split!r} (use iid or topic)"),
+            (self.pruner in PRUNERS, f"unknown --pruner {self.pruner!r} (use wanda or magnitude)"),
+            (
+                self.calibration in CALIBRATIONS,
+                f"unknown --calibration {self.calibration!r} (use sequential or one-shot)",
+            ),
+            (self.clients >= 1, "--clients must be at least 1"),
+            (self.samples_per_client >= 1, "--samples-per-client must be at least 1"),
+            (self.seqlen >= 8, "--seqlen must be at least 8"),
+            (self.eval_windows >= 1, "--eval-windows must be at least 1"),
+            (self.batch_size >= 1, "--batch-size must be at least 1"),
+            (bool(self.methods), "--method names no method"),
+        ]
+        for ok, problem in checks:
+            if not ok:
+                raise ConfigError(problem)
+        for method in self.methods:
+            if method not in METHODS:
+                raise ConfigError(f"unknown --method {method!r} (use {', '.join(METHODS)})")
+        registry.get(self.protocol)
+        for flag, value in (("--client-data", self.client_data), ("--eval-text", self.eval_text)):
+            if value and not Path(value).expanduser().exists():
+                raise ConfigError(f"{flag} path not found: {value}")
+        for client in self.drop:
+            if not 0 <= client < self.clients:
+                raise ConfigError(
+                    f"--drop names client {client}, but clients are 0..{self.clients - 1}"
+                )
+
+
+@dataclass
+class _Timer:
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[name] = round(self.timings.get(name, 0.0) + time.perf_counter() - start, 3)
+
+
+def _pack(mask: torch.Tensor) -> np.ndarray:
+    return np.packbits(mask.reshape(-1).numpy().astype(np.uint8))
+
+
+def _unpack(packed: np.ndarray, length: int) -> np.ndarray:
+    return np.unpackbits(packed, count=length)
+
+
+def _client_texts(config: SimulationConfig) -> tuple[list[data.ClientText], str]:
+    if config.client_data:
+        clients = data.read_client_dir(config.client_data)
+    else:
+        pool, _ = data.heldout_split(data.load_corpus(config.corpus))
+        clients = data.split_clients(pool, config.clients, config.split, config.seed)
+    if config.eval_text:
+        path = Path(config.eval_text).expanduser()
+        try:
+            eval_text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise DataError(f"cannot read --eval-text {config.eval_text}: {exc}") from exc
+    else:
+        eval_text = data.heldout_text(data.load_corpus(config.corpus))
+    return clients, eval_text
+
+
+class FederatedPruning:
+    """The state of one simulation: model, samples, masks; one method per call."""
+
+    def __init__(self, config: SimulationConfig, progress: Progress, timer: _Timer) -> None:
+        self.config = config
+        self.progress = progress
+        self.timer = timer
+        with timer.phase("load_model"):
+            self.loaded: LoadedModel = load_model(config.model, config.device)
+        self.model = self.loaded.model
+        self.layers: list[PrunableLayer] = prunable_layers(self.model)
+        self.shapes = {layer.name: tuple(layer.module.weight.shape) for layer in self.layers}
+        self.dense = snapshot_weights(self.layers)
+        with timer.phase("prepare_data"):
+            self.clients, eval_text = _client_texts(config)
+            if config.client_data:
+                config.clients = len(self.clients)
+            self.samples = [
+                data.calibration_samples(
+                    self.loaded.tokenizer, client, config.samples_per_client, config.seqlen
+                )
+                for client in self.clients
+            ]
+            window = config.eval_seqlen or config.seqlen
+            self.windows = eval_windows(
+                data.tokenize(self.loaded.tokenizer, eval_text), window, config.eval_windows
+            )
+        self.client_masks: list[dict[str, np.ndarray]] | None = None
+        self.protocol_report: dict[str, Any] = {}
+
+    def evaluate(self, label: str) -> float:
+        with self.timer.phase(f"eval_{label}"):
+            with self.progress.stage(f"perplexity ({label})", len(self.windows)) as advance:
+                return perplexity(self.model, self.windows, advance)
+
+    def _masks_for(self, samples: torch.Tensor | None, label: str) -> dict[str, torch.Tensor]:
+        blocks = len({layer.block for layer in self.layers})
+        with self.progress.stage(f"calibrate {label}", blocks) as advance:
+            masks, _stats = local_masks(
+                self.model,
+                samples,
+                self.config.sparsity,
+                self.config.pruner,
+                self.config.calibration,
+                self.config.batch_size,
+                on_block=lambda _i, _n: advance(),
+            )
+        return masks
+
+    def compute_client_masks(self) -> list[dict[str, np.ndarray]]:
+        if self.client_masks is None:
+            self.client_masks = []
+            for index, samples in enumerate(self.samples):
+                with self.timer.phase("calibration_clients"):
+                    masks = self._masks_for(samples, f"client {index}")
+                self.client_masks.append({name: _pack(mask) for name, mask in masks.items()})
+        return self.client_masks
+
+    def _aggregate(self) -> tuple[dict[str, np.ndarray], int]:
+        packed = self.compute_client_masks()
+        lengths = {layer.name: layer.numel for layer in self.layers}
+
+        def provider(client: int) -> Callable[[int, ChunkSpec], np.ndarray]:
+            return lambda _index, chunk: _unpack(packed[client][chunk.name], chunk.length)
+
+        rng = SeededRandomSource(f"fedprllm-secure/simulate/{self.config.seed}")
+        with self.timer.phase("secure_sum"):
+            session = SimulatedSession(
+                self.config.protocol,
+                {client: provider(client) for client in range(len(packed))},
+                rng,
+                options=self.config.protocol_options,
+                drop_at=self.config.drop,
+            )
+            spec = AggregationSpec.from_lengths(0, lengths, bound=1)
+            with self.progress.stage(f"secure sum ({self.config.protocol})", 1) as advance:
+                result = session.aggregate(spec)
+                advance()
+        if not result.contributors:
+            raise ProtocolError("no client contributed to the sum (all dropped out)")
+        log = session.bus.log
+        self.protocol_report = {
+            "name": self.config.protocol,
+            "secure": session.info.secure,
+            "options": {k: v for k, v in self.config.protocol_options.items()},
+            "contributors": list(result.contributors),
+            "dropped": sorted(session.bus.dropped),
+            "uplink_bytes_per_client": {
+                str(c): n for c, n in sorted(log.uplink_by_client().items())
+            },
+            "uplink_bytes_per_client_round": {
+                str(c): log.uplink_by_round(c) for c in range(len(packed))
+            },
+            "uplink_bytes_per_weight": round(
+                mean(log.uplink_by_client().values()) / spec.total_length, 4
+            )
+            if log.uplink
+            else None,
+            "server_received": {
+                "messages": len(log.received),
+                "bytes": sum(r.nbytes for r in log.received),
+                "message_types": sorted({r.tag for r in log.received}),
+            },
+        }
+        return result.sums, len(result.contributors)
+
+    def run_fedprllm(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray] | None]:
+        sums, contributors = self._aggregate()
+        masks, scales = {}, {} if self.config.scaling else None
+        with self.timer.phase("server_prune"):
+            for index, layer in enumerate(self.layers):
+                counts = sums[layer.name].reshape(self.shapes[layer.name])
+                masks[layer.name] = global_mask(
+                    counts, self.config.sparsity, self.config.group, self.config.seed, index
+                )
+                if scales is not None:
+                    scales[layer.name] = scaling_factors(counts, contributors)
+        return masks, scales
+
+    def run_centralized(self) -> dict[str, np.ndarray]:
+        pooled = None if self.config.pruner == "magnitude" else torch.cat(self.samples)
+        with self.timer.phase("calibration_centralized"):
+            masks = self._masks_for(pooled, "centralized")
+        return {name: mask.numpy() for name, mask in masks.items()}
+
+    def client_mask(self, client: int) -> dict[str, np.ndarray]:
+        packed = self.compute_client_masks()[client]
+        return {
+            name: _unpack(packed[name], int(np.prod(shape))).reshape(shape).astype(bool)
+            for name, shape in self.shapes.items()
+        }
+
+    def evaluate_masks(
+        self, label: str, masks: dict[str, np.ndarray], scales: dict[str, np.ndarray] | None = None
+    ) -> tuple[float, dict[str, Any]]:
+        apply_masks(self.layers, masks, scales)
+        overall, per_layer = sparsity_report(self.layers)
+        ppl = self.evaluate(label)
+        return ppl, {
+            "overall": round(overall, 6),
+            "per_layer": {k: round(v, 6) for k, v in per_layer.items()},
+        }
+
+    def restore(self) -> None:
+        restore_weights(self.layers, self.dense)
+
+    def save(self, folder: Path) -> None:
+        self.model.save_pretrained(folder)
+        self.loaded.tokenizer.save_pretrained(folder)  # type: ignore[attr-defined]
+
+
+def run_simulation(
+    config: SimulationConfig, progress: Progress | None = None, save_model_to: Path | None = None
+) -> dict[str, Any]:
+    """Run every method of `config.methods`; return the results (JSON-ready).
+
+    With `save_model_to`, the model pruned by the first listed method is saved there.
+    """
+    config.validate()
+    progress = progress or SilentProgress()
+    timer = _Timer()
+    started = time.perf_counter()
+    saved_method = next((m for m in config.methods if m != "local"), None)
+    if save_model_to is not None and saved_method is None:
+        raise ConfigError("--save-model needs --method fedprllm or centralized")
+    run = FederatedPruning(config, progress, timer)
+    perplexities: dict[str, Any] = {"dense": run.evaluate("dense")}
+    sparsity: dict[str, Any] = {}
+    for method in config.methods:
+        if method == "local":
+            local = []
+            for client in range(len(run.clients)):
+                ppl, sparsity["local"] = run.evaluate_masks(
+                    f"local {client}", run.client_mask(client)
+                )
+                local.append(ppl)
+                run.restore()
+            perplexities["local"] = local
+            perplexities["local_mean"] = mean(local)
+            continue
+        if method == "fedprllm":
+            masks, scales = run.run_fedprllm()
+        else:
+            masks, scales = run.run_centralized(), None
+        perplexities[method], sparsity[method] = run.evaluate_masks(method, masks, scales)
+        if method == saved_method and save_model_to is not None:
+            with timer.phase("save_model"):
+                run.save(save_model_to)
+        run.restore()
+    layers = run.layers
+    return {
+        "fedprllm_secure_version": __version__,
+        "config": asdict(config),
+        "model": {
+            "name": config.model,
+            "device": str(run.loaded.device),
+            "prunable_layers": len(layers),
+            "prunable_weights": sum(layer.numel for layer in layers),
+        },
+        "data": {
+            "clients": [
+                {
+                    "name": c.name,
+                    "documents": len(c.documents),
+                    "topics": list(c.topics),
+                    "tokens": int(s.numel()),
+                }
+                for c, s in zip(run.clients, run.samples, strict=True)
+            ],  # fmt: skip
+            "eval": {"windows": len(run.windows), "window_tokens": int(run.windows[0].numel())},
+        },
+        "perplexity": perplexities,
+        "sparsity": sparsity,
+        "protocol": run.protocol_report or None,
+        "saved_model": str(save_model_to) if save_model_to else None,
+        "timings_s": {**timer.timings, "total": round(time.perf_counter() - started, 3)},
+    }
