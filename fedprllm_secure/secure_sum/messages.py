@@ -59,6 +59,11 @@ def round_of(msg: Any) -> str:
     return type(msg).ROUND  # type: ignore[no-any-return]
 
 
+def round_names(protocol: str) -> list[str]:
+    """The round names of a protocol's messages (tags are "<protocol>/<message>")."""
+    return sorted({cls.ROUND for tag, cls in _MESSAGES.items() if tag.startswith(protocol + "/")})
+
+
 def _fields(cls: type) -> list[tuple[str, Any]]:
     if cls not in _HINTS:
         hints = typing.get_type_hints(cls)

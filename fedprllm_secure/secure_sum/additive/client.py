@@ -1,0 +1,399 @@
+"""The client state machine of `additive` (one state per round, plus completed and aborted).
+
+Transitions (anything else aborts with ProtocolError and leaves the client in "aborted"):
+
+    advertise-keys    + AdvertiseRequest   -> share-keys         (once per session)
+    share-keys        + ShareKeysRequest   -> masked-input
+    completed         + ShareKeysRequest   -> masked-input       (next aggregation)
+    masked-input      + MaskedInputRequest -> masked-input | consistency-check (after last chunk)
+    consistency-check + ConsistencyRequest -> unmasking
+    unmasking         + UnmaskRequest      -> completed
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from ...errors import ProtocolError
+from ...randomness import RandomSource
+from ..api import (
+    AggregationSpec,
+    ClientId,
+    ClientProtocol,
+    InputProvider,
+    SessionConfig,
+    read_checked_input,
+)
+from ..packing import bits_for
+from . import primitives as P
+from .graph import connected, harary
+from .messages import (
+    AdvertiseKeys,
+    AdvertiseRequest,
+    ConsistencyRequest,
+    ConsistencySignature,
+    MaskedInput,
+    MaskedInputRequest,
+    Sealed,
+    Share,
+    ShareKeys,
+    ShareKeysRequest,
+    Signature,
+    SignedKeys,
+    SignedMaskKey,
+    UnmaskRequest,
+    UnmaskShares,
+)
+from .params import read_params
+from .shamir import split
+from .transcript import (
+    advertise_payload,
+    mask_key_payload,
+    mask_vector,
+    parse_share_plaintext,
+    share_plaintext,
+    survivors_payload,
+)
+from .wire import pack
+
+
+def _check_ids(ids: tuple[int, ...], what: str, roster: tuple[int, ...]) -> None:
+    """Refuse unsorted, duplicate or unknown ids (the canonical form is strictly ascending)."""
+    if any(a >= b for a, b in zip(ids, ids[1:], strict=False)):
+        raise ProtocolError(f"{what} is not a strictly ascending list of ids")
+    unknown = set(ids) - set(roster)
+    if unknown:
+        raise ProtocolError(f"{what} names clients not on the roster: {sorted(unknown)}")
+
+
+class AdditiveClient(ClientProtocol):
+    """One client of one session. Memory is O(one chunk) plus O(neighbours) keys and shares."""
+
+    def __init__(
+        self,
+        config: SessionConfig,
+        client_id: ClientId,
+        rng: RandomSource,
+        inputs: InputProvider,
+        identity: bytes | None,
+    ) -> None:
+        self.params = read_params(config)
+        if client_id not in self.params.roster:
+            raise ProtocolError(f"client {client_id} is not on the roster")
+        if identity is None or len(identity) != 32:
+            raise ProtocolError(f"client {client_id} has no 32-byte identity key")
+        self.config = config
+        self.client_id = client_id
+        self.rng = rng
+        self.inputs = inputs
+        self.identity = P.Ed25519PrivateKey.from_private_bytes(identity)
+        if P.public_bytes(self.identity) != self.params.identity_keys[client_id]:
+            raise ProtocolError(f"client {client_id}: identity key does not match the roster")
+        self._state = "advertise-keys"
+        self.first_aggregation: int | None = None
+        self.last_aggregation: int | None = None
+        self.graph: dict[int, frozenset[int]] = {}
+        self.peer_keys: dict[int, SignedKeys] = {}
+        self.dead: set[int] = set()  # peers whose mask key was revealed: never again
+        self._reset_aggregation()
+
+    def _reset_aggregation(self) -> None:
+        self.spec: AggregationSpec | None = None
+        self.aggregation = -1
+        self.self_seed: bytes | None = None
+        # fresh per aggregation, so revealing it (if this client drops) exposes no other one
+        self.mask_key: P.X25519PrivateKey | None = None
+        self.self_shares: dict[int, bytes] = {}
+        self.key_shares: dict[int, bytes] = {}  # mask-key shares this client holds, by owner
+        self.peer_masks: dict[int, bytes] = {}  # peers' mask public keys, this aggregation
+        self.pair_seeds: dict[int, bytes] = {}
+        self.listed: set[int] = set()
+        self.u2: set[int] = set()
+        self.next_chunk = 0
+        self.bits = 0
+        self.signed_survivors: tuple[int, ...] | None = None
+
+    @property
+    def state(self) -> str:
+        return self._state
+
+    @property
+    def holders(self) -> frozenset[int]:
+        return self.graph[self.client_id] | {self.client_id}
+
+    def handle(self, message: Any) -> Any:
+        step = _TRANSITIONS.get((self._state, type(message)))
+        try:
+            if step is None:
+                raise ProtocolError(
+                    f"client {self.client_id}: {type(message).__name__} is not expected in "
+                    f"state {self._state!r}"
+                )
+            if getattr(message, "session_id", None) != self.config.session_id:
+                raise ProtocolError(f"client {self.client_id}: message for another session")
+            return step(self, message)
+        except ProtocolError:
+            self._state = "aborted"
+            self._reset_aggregation()
+            raise
+
+    # --- rounds -------------------------------------------------------------------------------
+
+    def _advertise(self, msg: AdvertiseRequest) -> AdvertiseKeys:
+        if not 0 <= msg.aggregation <= P.MAX_AGGREGATION or len(msg.graph_seed) != 32:
+            raise ProtocolError("malformed advertise request")
+        self.graph = harary(self.params.roster, self.params.neighbors, msg.graph_seed)
+        self.first_aggregation = msg.aggregation
+        self.cipher_key = P.new_x25519(self.rng)
+        cpk = P.public_bytes(self.cipher_key)
+        signature = P.sign(
+            self.identity, advertise_payload(self.config.session_id, self.client_id, cpk)
+        )
+        self.own_keys = SignedKeys(self.client_id, cpk, signature)
+        self._state = "share-keys"
+        return AdvertiseKeys(self.config.session_id, self.own_keys)
+
+    def _check_keys(self, keys: tuple[SignedKeys, ...], first: bool) -> set[int]:
+        owners = tuple(k.owner for k in keys)
+        _check_ids(owners, "the key list", self.params.roster)
+        if not set(owners) <= self.holders:
+            raise ProtocolError("the key list names clients that are not my neighbours")
+        if set(owners) & self.dead:
+            raise ProtocolError("the key list names a client already declared dead")
+        if self.client_id not in owners:
+            raise ProtocolError("the key list leaves me out")
+        if len(owners) < self.params.threshold:
+            raise ProtocolError(
+                f"only {len(owners)} holders are live, below the threshold {self.params.threshold}"
+            )
+        sid = self.config.session_id
+        for k in keys:
+            if k.owner == self.client_id:
+                if k != self.own_keys:
+                    raise ProtocolError("the key list alters my own keys")
+                continue
+            if first:
+                payload = advertise_payload(sid, k.owner, k.cipher_public)
+                if not P.verify(self.params.identity_keys[k.owner], k.signature, payload):
+                    raise ProtocolError(f"bad signature on the keys of client {k.owner}")
+                if k.cipher_public == self.own_keys.cipher_public:
+                    raise ProtocolError(f"client {k.owner} advertises my own key")
+                self.peer_keys[k.owner] = k
+            elif self.peer_keys.get(k.owner) != k:
+                raise ProtocolError(f"keys of client {k.owner} changed within the session")
+        return set(owners)
+
+    def _share(self, msg: ShareKeysRequest) -> ShareKeys:
+        first = self._state == "share-keys"
+        if first and msg.aggregation != self.first_aggregation:
+            raise ProtocolError("share-keys request for another aggregation than advertised")
+        if not first and (
+            self.last_aggregation is None
+            or not self.last_aggregation < msg.aggregation <= P.MAX_AGGREGATION
+        ):
+            raise ProtocolError("aggregation index is not fresh (replay?)")
+        spec = msg.spec
+        if spec.index != msg.aggregation or not spec.chunks:
+            raise ProtocolError("aggregation spec does not match the request")
+        bits = bits_for(spec.bound * self.params.n)
+        P.word_bytes(bits)  # refuses moduli wider than 64 bits
+        listed = self._check_keys(msg.keys, first)
+        self._reset_aggregation()
+        self.spec, self.aggregation, self.bits, self.listed = spec, msg.aggregation, bits, listed
+        points = {self.params.point(c): c for c in listed}
+        self.self_seed = self.rng.random_bytes(32)
+        self.mask_key = P.new_x25519(self.rng)
+        t = self.params.threshold
+        self_shares = split(self.self_seed, t, sorted(points), self.rng)
+        key_shares = split(self.mask_key.private_bytes_raw(), t, sorted(points), self.rng)
+        sid, me = self.config.session_id, self.client_id
+        sealed = []
+        for x, peer in sorted(points.items(), key=lambda item: item[1]):
+            if peer == me:
+                self.self_shares[me], self.key_shares[me] = self_shares[x], key_shares[x]
+                continue
+            key = self._share_key(peer)
+            plain = share_plaintext(self_shares[x], key_shares[x])
+            sealed.append(Sealed(me, peer, P.seal(key, sid, msg.aggregation, me, peer, plain)))
+        commitment = P.commitment(sid, msg.aggregation, me, self.self_seed)
+        mpk = P.public_bytes(self.mask_key)
+        signature = P.sign(self.identity, mask_key_payload(sid, msg.aggregation, me, mpk))
+        self._state = "masked-input"
+        return ShareKeys(
+            sid, msg.aggregation, me, SignedMaskKey(me, mpk, signature), commitment, tuple(sealed)
+        )
+
+    def _share_key(self, peer: int) -> bytes:
+        secret = P.agree(self.cipher_key, self.peer_keys[peer].cipher_public)
+        return P.derive_key(secret, self.config.session_id, P.LABEL_SHARE_KEY, self.client_id, peer)
+
+    def _pair_seed(self, peer: int) -> bytes:
+        if peer not in self.pair_seeds:
+            assert self.mask_key is not None
+            secret = P.agree(self.mask_key, self.peer_masks[peer])
+            self.pair_seeds[peer] = P.derive_key(
+                secret, self.config.session_id, P.LABEL_MASK_SEED, self.client_id, peer
+            )
+        return self.pair_seeds[peer]
+
+    def _receive_shares(
+        self, mask_keys: tuple[SignedMaskKey, ...], sealed: tuple[Sealed, ...]
+    ) -> None:
+        senders = tuple(s.sender for s in sealed)
+        _check_ids(senders, "the relayed shares", self.params.roster)
+        if not set(senders) <= self.listed - {self.client_id}:
+            raise ProtocolError("relayed shares come from clients outside my key list")
+        if tuple(k.owner for k in mask_keys) != senders:
+            raise ProtocolError("relayed mask keys do not match the relayed shares")
+        assert self.mask_key is not None
+        own_mask = P.public_bytes(self.mask_key)
+        for k in mask_keys:
+            payload = mask_key_payload(
+                self.config.session_id, self.aggregation, k.owner, k.mask_public
+            )
+            if not P.verify(self.params.identity_keys[k.owner], k.signature, payload):
+                raise ProtocolError(f"bad signature on the mask key of client {k.owner}")
+            if k.mask_public == own_mask:
+                raise ProtocolError(f"client {k.owner} reuses my mask key")
+            self.peer_masks[k.owner] = k.mask_public
+        for s in sealed:
+            if s.recipient != self.client_id:
+                raise ProtocolError("a relayed share is addressed to another client")
+            plain = P.open_sealed(
+                self._share_key(s.sender),
+                self.config.session_id,
+                self.aggregation,
+                s.sender,
+                self.client_id,
+                s.ciphertext,
+            )
+            self.self_shares[s.sender], self.key_shares[s.sender] = parse_share_plaintext(plain)
+        self.u2 = set(senders) | {self.client_id}
+        if len(self.u2) < self.params.threshold:
+            raise ProtocolError(f"only {len(self.u2)} holders shared keys, below the threshold")
+
+    def _masked(self, msg: MaskedInputRequest) -> MaskedInput:
+        assert self.spec is not None and self.self_seed is not None
+        if msg.aggregation != self.aggregation or msg.chunk_index != self.next_chunk:
+            raise ProtocolError("masked-input request out of order (replay?)")
+        if msg.chunk_index == 0:
+            self._receive_shares(msg.mask_keys, msg.sealed)
+        elif msg.sealed or msg.mask_keys:
+            raise ProtocolError("shares may only be relayed with the first chunk")
+        chunk = self.spec.chunks[msg.chunk_index]
+        x = read_checked_input(self.inputs, self.aggregation, chunk, self.spec.bound)
+        dtype = P.word_dtype(self.bits)
+        peers = {v: self._pair_seed(v) for v in sorted(self.u2 - {self.client_id})}
+        y = mask_vector(
+            self.self_seed,
+            peers,
+            self.client_id,
+            self.aggregation,
+            chunk.offset,
+            chunk.length,
+            self.bits,
+            dtype,
+        )
+        y += x.astype(dtype)
+        y &= np.array((1 << self.bits) - 1, dtype=dtype)
+        self.next_chunk += 1
+        if self.next_chunk == len(self.spec.chunks):
+            self._state = "consistency-check"
+        return MaskedInput(
+            self.config.session_id,
+            self.aggregation,
+            self.client_id,
+            msg.chunk_index,
+            pack(y, self.bits),
+        )
+
+    def _check_survivors(self, survivors: tuple[int, ...]) -> None:
+        _check_ids(survivors, "the survivor list", self.params.roster)
+        alive = set(survivors)
+        if self.client_id not in alive:
+            raise ProtocolError("the survivor list leaves me out")
+        if len(alive) < self.params.threshold:
+            raise ProtocolError(
+                f"only {len(alive)} survivors, below the threshold {self.params.threshold}"
+            )
+        if alive & self.graph[self.client_id] - self.u2:
+            raise ProtocolError("the survivor list names neighbours that never shared keys")
+        if alive & self.dead:
+            raise ProtocolError("the survivor list names a client already declared dead")
+        if not connected(alive, self.graph):
+            raise ProtocolError("survivors are disconnected in the graph (partial sums would leak)")
+
+    def _consistency(self, msg: ConsistencyRequest) -> ConsistencySignature:
+        if msg.aggregation != self.aggregation:
+            raise ProtocolError("consistency request for another aggregation (replay?)")
+        self._check_survivors(msg.survivors)
+        self.signed_survivors = msg.survivors
+        payload = survivors_payload(self.config.session_id, self.aggregation, msg.survivors)
+        self._state = "unmasking"
+        return ConsistencySignature(
+            self.config.session_id,
+            self.aggregation,
+            Signature(self.client_id, P.sign(self.identity, payload)),
+        )
+
+    def _unmask(self, msg: UnmaskRequest) -> UnmaskShares:
+        if msg.aggregation != self.aggregation:
+            raise ProtocolError("unmasking request for another aggregation (replay?)")
+        if msg.survivors != self.signed_survivors:
+            raise ProtocolError("the survivor list differs from the one I signed")
+        _check_ids(msg.dead, "the dead list", self.params.roster)
+        alive, dead = set(msg.survivors), set(msg.dead)
+        if alive & dead:
+            raise ProtocolError(
+                f"request names clients {sorted(alive & dead)} as both alive and dead"
+            )
+        if self.client_id in dead:
+            raise ProtocolError("request declares me dead")
+        neighbours = self.graph[self.client_id]
+        if dead & neighbours != (self.u2 & neighbours) - alive:
+            raise ProtocolError("the dead list disagrees with the neighbours that shared keys")
+        self._check_signatures(msg)
+        self_shares = tuple(
+            Share(v, self.self_shares[v]) for v in sorted(alive & self.u2) if v in self.self_shares
+        )
+        if len(self_shares) != len(alive & self.u2):
+            raise ProtocolError("asked for a self-mask share I do not hold")
+        key_owners = sorted(dead & neighbours)
+        if any(v not in self.key_shares for v in key_owners):
+            raise ProtocolError("asked for a key share I do not hold")
+        key_shares = tuple(Share(v, self.key_shares[v]) for v in key_owners)
+        self.dead |= dead
+        reply = UnmaskShares(
+            self.config.session_id, self.aggregation, self.client_id, self_shares, key_shares
+        )
+        self.last_aggregation = self.aggregation
+        self._reset_aggregation()
+        self._state = "completed"
+        return reply
+
+    def _check_signatures(self, msg: UnmaskRequest) -> None:
+        signers = tuple(s.signer for s in msg.signatures)
+        _check_ids(signers, "the signer list", self.params.roster)
+        if not set(signers) <= set(msg.survivors):
+            raise ProtocolError("a consistency signature comes from a non-survivor")
+        if len(signers) < self.params.threshold:
+            raise ProtocolError(f"only {len(signers)} consistency signatures, below the threshold")
+        payload = survivors_payload(self.config.session_id, self.aggregation, msg.survivors)
+        for s in msg.signatures:
+            if not P.verify(self.params.identity_keys[s.signer], s.signature, payload):
+                raise ProtocolError(f"bad consistency signature of client {s.signer}")
+
+
+_Step = Callable[[AdditiveClient, Any], Any]
+_TRANSITIONS: dict[tuple[str, type], _Step] = {
+    ("advertise-keys", AdvertiseRequest): AdditiveClient._advertise,
+    ("share-keys", ShareKeysRequest): AdditiveClient._share,
+    ("completed", ShareKeysRequest): AdditiveClient._share,
+    ("masked-input", MaskedInputRequest): AdditiveClient._masked,
+    ("consistency-check", ConsistencyRequest): AdditiveClient._consistency,
+    ("unmasking", UnmaskRequest): AdditiveClient._unmask,
+}
+CLIENT_TRANSITIONS = frozenset(_TRANSITIONS)

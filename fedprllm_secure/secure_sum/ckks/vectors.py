@@ -1,0 +1,101 @@
+"""Generate the known-answer vectors of protocols/vectors/ckks/ (deterministic parts only).
+
+    python -m fedprllm_secure.secure_sum.ckks.vectors protocols/vectors/ckks
+
+params.json pins the context parameters and the packing chosen for every client count 1..127
+(bound 1) and a few larger bounds; packing.json pins pack/unpack and the CKKS centring on boundary
+cases. Ciphertexts are randomized inside SEAL, so they have no known answers.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .packing import center_offset2, pack, to_ckks_values
+from .params import SCHEMES, Packing, choose_packing, he_params
+
+BOUNDS = ((1, range(1, 128)), (3, (1, 2, 8, 42)), (255, (1, 8, 64)))
+
+
+def params_vectors() -> dict[str, Any]:
+    out: dict[str, Any] = {"schemes": {}, "packings": []}
+    for scheme in SCHEMES:
+        he = he_params(scheme)
+        out["schemes"][scheme] = {
+            "poly_modulus_degree": he.poly_modulus_degree,
+            "coeff_mod_bit_sizes": list(he.coeff_mod_bit_sizes),
+            "scale_bits": he.scale_bits,
+            "plain_modulus": he.plain_modulus,
+            "slots": he.slots,
+        }
+        for bound, counts in BOUNDS:
+            for clients in counts:
+                packing = choose_packing(he, clients, bound)
+                out["packings"].append(
+                    {
+                        "scheme": scheme,
+                        "clients": clients,
+                        "bound": bound,
+                        "base": packing.base,
+                        "per_slot": packing.per_slot,
+                        "centered": packing.centered,
+                        "error_bound": packing.error_bound,
+                    }
+                )
+    return out
+
+
+def _case(name: str, values: list[int], base: int, per_slot: int, bound: int) -> dict[str, Any]:
+    packed = pack(np.array(values, dtype=np.uint64), base, per_slot)
+    layout = _fake(base, per_slot)
+    return {
+        "name": name,
+        "base": base,
+        "per_slot": per_slot,
+        "bound": bound,
+        "values": values,
+        "packed": [int(v) for v in packed],
+        # One client's centred CKKS slot values, doubled so they stay integers in JSON.
+        "centered_x2": [int(round(2 * v)) for v in to_ckks_values(packed, layout, bound)],
+        "offset2_one_client": center_offset2(layout, bound, 1),
+    }
+
+
+def _fake(base: int, per_slot: int) -> Packing:
+    """A packing with the given base and K (only the layout matters for these vectors)."""
+    return Packing(base, per_slot, True, 0.0)
+
+
+def packing_vectors() -> dict[str, Any]:
+    cases = [
+        _case("empty", [], 2, 3, 1),
+        _case("one entry", [1], 2, 49, 1),
+        _case("exactly one slot", [1, 0, 1], 2, 3, 1),
+        _case("one slot plus one", [1, 1, 1, 1], 2, 3, 1),
+        _case("all max, 127 clients", [127] * 14, 128, 7, 1),
+        _case("all max plus padding", [127] * 15, 128, 7, 1),
+        _case("digit order", [1, 2, 3, 4, 5, 6, 7], 128, 7, 1),
+        _case("zeros", [0] * 10, 9, 15, 1),
+        _case("bound 3, 4 clients", [12, 0, 7, 3, 12], 13, 5, 3),
+        _case("bfv all max, 127 clients", [127] * 9, 128, 8, 1),
+    ]
+    return {
+        "layout": "slot[j] = sum_k x[j*K+k] * B**k, least significant digit first",
+        "cases": cases,
+    }
+
+
+def main(argv: list[str]) -> None:
+    target = Path(argv[0] if argv else "protocols/vectors/ckks")
+    target.mkdir(parents=True, exist_ok=True)
+    for name, data in (("params.json", params_vectors()), ("packing.json", packing_vectors())):
+        (target / name).write_text(json.dumps(data, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

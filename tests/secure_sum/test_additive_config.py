@@ -1,0 +1,158 @@
+"""Options, defaults, registry wiring, wire packing and per-aggregation freshness."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fedprllm_secure.errors import ConfigError, ProtocolError
+from fedprllm_secure.randomness import SeededRandomSource
+from fedprllm_secure.secure_sum.additive import enroll
+from fedprllm_secure.secure_sum.additive.graph import connected, harary
+from fedprllm_secure.secure_sum.additive.harness import build, deliver, run
+from fedprllm_secure.secure_sum.additive.params import (
+    default_neighbors,
+    default_threshold,
+    read_params,
+)
+from fedprllm_secure.secure_sum.additive.wire import pack, unpack
+from fedprllm_secure.secure_sum.api import AggregateResult, AggregationSpec, SessionConfig
+from fedprllm_secure.secure_sum.packing import pack_uint
+from fedprllm_secure.secure_sum.registry import available, get
+from fedprllm_secure.secure_sum.session import SimulatedSession
+
+
+def config(n, **options):
+    return SessionConfig(bytes(32), tuple(range(n)), options)
+
+
+def test_registered_as_a_secure_protocol():
+    assert "additive" in available()
+    info = get("additive")
+    assert info.secure and info.name == "additive"
+
+
+@pytest.mark.parametrize(
+    "n, options, match",
+    [
+        (8, {"threshold": 9}, "exceeds"),
+        (8, {"threshold": 4}, "unsafe"),
+        (8, {"threshold": "5"}, "integer"),
+        (8, {"neighbors": 0}, "between 1 and 7"),
+        (8, {"neighbors": 8}, "between 1 and 7"),
+        (9, {"neighbors": 3}, "odd"),
+        (1, {}, "at least 2"),
+        (10, {"neighbors": 4, "threshold": 6}, "exceeds"),
+        (10, {"neighbors": 4, "threshold": 2}, "unsafe"),
+    ],
+)
+def test_bad_options_raise_a_one_line_config_error(n, options, match):
+    with pytest.raises(ConfigError, match=match) as info:
+        enroll(config(n, **options), SeededRandomSource(0))
+    assert "\n" not in str(info.value)
+
+
+def test_defaults_are_safe():
+    assert default_neighbors(8) == 7  # complete graph for small cohorts
+    assert default_neighbors(1000) < 40  # O(log n) for large ones
+    for n in (2, 3, 8, 33, 64, 1000):
+        k = default_neighbors(n)
+        t = default_threshold(k)
+        assert (k + 1) / 2 < t <= k + 1
+        params = read_params(config(n), need_identities=False)
+        assert (params.neighbors, params.threshold) == (k, t)
+
+
+def test_harary_graph_is_regular_symmetric_and_connected():
+    for n, k in [(10, 4), (11, 4), (12, 5), (50, 6)]:
+        graph = harary(range(n), k, bytes(32))
+        assert all(len(vs) == k and u not in vs for u, vs in graph.items())
+        assert all(u in graph[v] for u, vs in graph.items() for v in vs)
+        assert connected(range(n), graph)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 8), st.lists(st.integers(0, 255), max_size=50))
+def test_fast_packing_matches_the_seam_layout(bits, values):
+    values = np.array([v % 2**bits for v in values], dtype=np.uint8)
+    packed = pack(values, bits)
+    assert packed == pack_uint(values, bits)
+    assert np.array_equal(unpack(packed, bits, len(values), np.dtype(np.uint8)), values)
+
+
+def test_identity_must_match_the_roster():
+    cfg, identities = enroll(config(3, threshold=2), SeededRandomSource(1))
+    info = get("additive")
+    with pytest.raises(ProtocolError, match="does not match"):
+        info.make_client(cfg, 0, SeededRandomSource(2), lambda i, c: None, identities[1])
+
+
+def test_simulated_session_with_drops_over_several_aggregations():
+    rng = np.random.default_rng(3)
+    data = {c: rng.integers(0, 2, 500) for c in range(6)}
+    inputs = {c: (lambda i, ch, c=c: data[c][ch.offset : ch.offset + ch.length]) for c in range(6)}
+    session = SimulatedSession(
+        "additive",
+        inputs,
+        SeededRandomSource(4),
+        options={"threshold": 4},
+        drop_at={1: "masked-input", 4: "unmasking"},
+    )
+    for index, expected in [(0, (0, 2, 3, 4, 5)), (1, (0, 2, 3, 5)), (2, (0, 2, 3, 5))]:
+        spec = AggregationSpec.from_lengths(index, {"q": 200, "k": 300}, 1)
+        result = session.aggregate(spec)
+        assert result.contributors == expected
+        total = sum(data[c] for c in expected)
+        assert np.array_equal(np.concatenate([result.sums["q"], result.sums["k"]]), total)
+        assert result.sums["q"].dtype == np.uint8
+
+
+def test_each_aggregation_uses_fresh_self_masks_and_fresh_keystream():
+    inputs = {c: (lambda i, ch: np.zeros(ch.length, dtype=np.uint8)) for c in range(3)}
+    session = build((0, 1, 2), inputs, SeededRandomSource(5), {"threshold": 2}, record=True)
+    seeds = []
+    for index in range(2):
+        spec = AggregationSpec.from_lengths(index, {"a": 64}, 1)
+        out = session.server.begin(spec)
+        out = session.server.handle(deliver(session, out))
+        seeds.append(session.clients[0].self_seed)
+        run_rest(session, out)
+    assert seeds[0] != seeds[1]
+    masked = [w for d, c, w in session.transcript if d == "up" and c == 0 and b"masked-input" in w]
+    assert len(masked) == 2 and masked[0][-32:] != masked[1][-32:]
+
+
+def run_rest(session, out):
+    while not isinstance(out, AggregateResult):
+        out = session.server.handle(deliver(session, out))
+
+
+def test_sparse_graph_session_sums_exactly():
+    n = 14
+    data = {c: np.full(30, c % 2, dtype=np.uint8) for c in range(n)}
+    inputs = {c: (lambda i, ch, c=c: data[c][: ch.length]) for c in range(n)}
+    session = build(tuple(range(n)), inputs, SeededRandomSource(6), {"neighbors": 4})
+    result = run(session, AggregationSpec.from_lengths(0, {"a": 30}, 1), drop_at={3: "share-keys"})
+    assert result.contributors == tuple(c for c in range(n) if c != 3)
+    assert np.all(result.sums["a"] == sum(c % 2 for c in range(n) if c != 3))
+
+
+def test_server_keeps_one_running_sum_per_chunk_in_the_smallest_word():
+    """Server memory: O(d) words of ceil(b/8) bytes, never one vector per client."""
+    n = 8
+    inputs = {c: (lambda i, ch: np.ones(ch.length, dtype=np.uint8)) for c in range(n)}
+    session = build(tuple(range(n)), inputs, SeededRandomSource(8))
+    spec = AggregationSpec.from_lengths(0, {"a": 1000, "b": 500}, 1)
+    out = session.server.begin(spec)
+    while session.server.state != "consistency-check":
+        out = session.server.handle(deliver(session, out))
+    sums = session.server.sums
+    assert {k: (v.dtype, v.shape) for k, v in sums.items()} == {
+        "a": (np.dtype(np.uint8), (1000,)),
+        "b": (np.dtype(np.uint8), (500,)),
+    }
+    held = [v for v in vars(session.server).values() if isinstance(v, np.ndarray)]
+    assert not held  # nothing else vector-sized
+    run_rest(session, out)

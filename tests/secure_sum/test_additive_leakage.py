@@ -1,0 +1,164 @@
+"""What the recorded server view holds for one client is independent of that client's mask."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fedprllm_secure.errors import ProtocolError
+from fedprllm_secure.randomness import SeededRandomSource
+from fedprllm_secure.secure_sum.additive import primitives as P
+from fedprllm_secure.secure_sum.additive.harness import build, deliver, run
+from fedprllm_secure.secure_sum.additive.messages import MaskedInput, ShareKeys, UnmaskShares
+from fedprllm_secure.secure_sum.additive.shamir import combine, split
+from fedprllm_secure.secure_sum.api import AggregateResult, AggregationSpec
+from fedprllm_secure.secure_sum.messages import decode
+from fedprllm_secure.secure_sum.packing import bits_for, unpack_uint
+from fedprllm_secure.secure_sum.session import SimulatedSession
+
+stats = pytest.importorskip("scipy.stats")
+
+N = 4
+LENGTH = 40_000
+TARGET = 0
+
+
+def mask_bits(seed: int) -> np.ndarray:
+    rng = SeededRandomSource(f"mask-{seed}")
+    return np.frombuffer(rng.random_bytes(LENGTH), dtype=np.uint8) & 1
+
+
+def server_view(protocol: str, target_input: np.ndarray, seed: str = "leak", drop_at=None):
+    inputs = {c: (lambda i, ch, c=c: mask_bits(c)) for c in range(N)}
+    inputs[TARGET] = lambda i, ch: target_input
+    session = SimulatedSession(
+        protocol, inputs, SeededRandomSource(seed), record_payloads=True, drop_at=drop_at
+    )
+    session.aggregate(AggregationSpec.from_lengths(0, {"layer": LENGTH}, 1))
+    return [r for r in session.bus.log.received if r.sender == TARGET]
+
+
+def received_vector(view, bits):
+    """The vector the server received (masked for additive, raw for plaintext)."""
+    tags = ("additive/masked-input", "plaintext/submission")
+    (payload,) = [r.payload for r in view if r.tag in tags]
+    return unpack_uint(decode(payload).data, bits, LENGTH).astype(np.int64)
+
+
+def contingency_p(x: np.ndarray, y: np.ndarray, levels: int) -> float:
+    table = np.zeros((2, levels), dtype=np.int64)
+    np.add.at(table, (x, y), 1)
+    return float(stats.chi2_contingency(table)[1])
+
+
+def test_masked_input_is_independent_of_the_mask_and_uniform():
+    x = mask_bits(100)
+    bits = bits_for(N)
+    y = received_vector(server_view("additive", x), bits)
+    assert contingency_p(x.astype(np.int64), y, 2**bits) > 1e-3
+    assert stats.chisquare(np.bincount(y, minlength=2**bits)).pvalue > 1e-3
+    assert abs(np.corrcoef(x, y)[0, 1]) < 0.03
+
+
+def test_the_same_test_detects_the_plaintext_protocol():
+    """Control: the test has power (the insecure reference leaks the mask outright)."""
+    x = mask_bits(100)
+    y = received_vector(server_view("plaintext", x), bits_for(1))
+    assert contingency_p(x.astype(np.int64), y, 2) < 1e-10
+
+
+@pytest.mark.parametrize("drop_at", [None, {2: "masked-input"}])
+def test_everything_but_the_masked_vector_is_identical_for_any_mask(drop_at):
+    """Keys, shares, signatures, sizes: byte-identical whether the mask is all zeros or all ones."""
+    zeros = server_view("additive", np.zeros(LENGTH, dtype=np.uint8), drop_at=drop_at)
+    ones = server_view("additive", np.ones(LENGTH, dtype=np.uint8), drop_at=drop_at)
+    assert [(r.tag, r.nbytes) for r in zeros] == [(r.tag, r.nbytes) for r in ones]
+    for a, b in zip(zeros, ones, strict=True):
+        if not a.tag.endswith("masked-input"):
+            assert a.payload == b.payload
+    # and the masked vectors themselves: y1 - y0 = x1 - x0 (same masks), so only the
+    # randomness of the masks hides x; the uniformity test above covers that
+    bits = bits_for(N)
+    diff = (received_vector(ones, bits) - received_vector(zeros, bits)) % 2**bits
+    assert np.all(diff == 1)
+
+
+def test_fewer_than_t_shares_are_independent_of_the_secret():
+    """What t - 1 colluding holders see of a client's secret does not depend on the secret."""
+    rng = SeededRandomSource("shares")
+    table = np.zeros((2, 16), dtype=np.int64)
+    for trial in range(1500):
+        secret = bytes(32) if trial % 2 == 0 else b"\xff" * 32
+        shares = split(secret, 3, [1, 2, 3, 4], rng)
+        for x in (2, 4):  # a coalition of t - 1 = 2 holders
+            table[trial % 2, shares[x][-1] & 15] += 1
+        with pytest.raises(ProtocolError, match="cannot recover"):
+            combine({x: shares[x] for x in (2, 4)}, 3)
+    assert stats.chi2_contingency(table)[1] > 1e-3
+
+
+def test_a_later_dropout_does_not_unmask_earlier_aggregations():
+    """Client 2 survives aggregation 0 and drops in aggregation 1, so its aggregation-1 mask key is
+    reconstructed. Were that key reused from aggregation 0, the server could strip the pairwise masks
+    0-2 and 1-2 of aggregation 0 and learn x_2 of aggregation 0 from the sum. Mask keys are fresh
+    per aggregation, so the same computation yields garbage; with the true aggregation-0 key it
+    would succeed (control)."""
+    length, bits = 2000, bits_for(3)
+    x = {c: mask_bits(200 + c)[:length] for c in range(3)}
+    inputs = {c: (lambda i, ch, c=c: x[c]) for c in range(3)}
+    session = build((0, 1, 2), inputs, SeededRandomSource("later"), {"threshold": 2}, record=True)
+    out = session.server.begin(AggregationSpec.from_lengths(0, {"layer": length}, 1))
+    true_key_2 = None  # aggregation-0 mask key of client 2, only for the control
+    while not isinstance(out, AggregateResult):
+        out = session.server.handle(deliver(session, out))
+        true_key_2 = true_key_2 or session.clients[2].mask_key
+    first = out
+    gone: set[int] = set()
+    ups = [(c, decode(w)) for d, c, w in session.transcript if d == "up"]
+    mask_pub0 = {m.sender: m.mask_key.mask_public for _, m in ups if isinstance(m, ShareKeys)}
+    y0 = {
+        m.sender: unpack_uint(m.data, bits, length).astype(np.int64)
+        for _, m in ups
+        if isinstance(m, MaskedInput)
+    }
+    b0 = {}
+    for owner in range(3):
+        shares = {
+            c + 1: s.value
+            for c, m in ups
+            if isinstance(m, UnmaskShares)
+            for s in m.self_mask_shares
+            if s.owner == owner
+        }
+        b0[owner] = combine(shares, 2)
+    run(
+        session,
+        AggregationSpec.from_lengths(1, {"layer": length}, 1),
+        drop_at={2: "masked-input"},
+        gone=gone,
+    )
+    later = [decode(w) for d, c, w in session.transcript if d == "up"][len(ups) :]
+    key_shares = {
+        m.sender + 1: s.value
+        for m in later
+        if isinstance(m, UnmaskShares)
+        for s in m.key_shares
+        if s.owner == 2
+    }
+    revealed = P.X25519PrivateKey.from_private_bytes(combine(key_shares, 2))
+    sid = session.config.session_id
+
+    def attack(key_2) -> np.ndarray:
+        """x_2 of aggregation 0 as a server holding `key_2` would compute it."""
+        rest = np.zeros(length, dtype=np.int64)
+        for u in (0, 1):
+            seed = P.derive_key(P.agree(key_2, mask_pub0[u]), sid, b"mask-seed", u, 2)
+            pair = P.keystream_words(seed, 0, 0, length, bits).astype(np.int64)
+            own = P.keystream_words(b0[u], 0, 0, length, bits).astype(np.int64)
+            # x_0 + x_1 = y_0 + y_1 - b-masks - (the 0-2, 1-2 masks); the 0-1 masks cancel
+            rest += y0[u] - own - pair
+        return (first.sums["layer"].astype(np.int64) - rest) % 2**bits
+
+    assert np.array_equal(attack(true_key_2), x[2])  # control: the attack is real
+    assert not np.array_equal(attack(revealed), x[2])
+    assert np.mean(attack(revealed) == x[2]) < 0.3

@@ -1,0 +1,400 @@
+"""`ckks` end to end through the in-memory bus: exact sums, roles, refusals, dropouts."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+
+import numpy as np
+import pytest
+import tenseal as ts
+
+from fedprllm_secure.errors import ConfigError, ProtocolError
+from fedprllm_secure.randomness import SeededRandomSource
+from fedprllm_secure.secure_sum.api import AggregationSpec, ChunkSpec, ClientProtocol
+from fedprllm_secure.secure_sum.ckks import context as he_ctx
+from fedprllm_secure.secure_sum.ckks.authority import AuthorityLink, chunk_request
+from fedprllm_secure.secure_sum.ckks.messages import EncryptedChunk, EncryptRequest
+from fedprllm_secure.secure_sum.ckks.params import choose_packing, he_params
+from fedprllm_secure.secure_sum.ckks.settings import AUTHORITY_LINK, PUBLIC_CONTEXT
+from fedprllm_secure.secure_sum.packing import bits_for, packed_size, unpack_uint
+from fedprllm_secure.secure_sum.registry import get
+from fedprllm_secure.secure_sum.session import SimulatedSession
+from fedprllm_secure.secure_sum.transport import InMemoryBus
+
+Data = dict[int, dict[int, dict[str, np.ndarray]]]  # client -> aggregation -> chunk -> vector
+
+
+def provider(data: Data, client: int):
+    return lambda index, chunk: data[client][index][chunk.name]
+
+
+def session(data: Data, seed: int = 0, **options) -> SimulatedSession:
+    drop_at = options.pop("drop_at", None)
+    inputs = {client: provider(data, client) for client in data}
+    return SimulatedSession(
+        "ckks", inputs, SeededRandomSource(seed), options=options, drop_at=drop_at
+    )
+
+
+def spec_of(data: Data, index: int, bound: int = 1) -> AggregationSpec:
+    first = next(iter(data.values()))[index]
+    return AggregationSpec.from_lengths(index, {n: v.size for n, v in first.items()}, bound)
+
+
+def check_exact(result, data: Data, index: int) -> None:
+    for name, total in result.sums.items():
+        expected = sum(data[c][index][name].astype(np.int64) for c in result.contributors)
+        assert total.dtype == np.dtype(total.dtype)  # an unsigned dtype from api.sum_dtype
+        assert np.array_equal(total.astype(np.int64), expected), name
+
+
+def stressed_masks(clients: int, lengths: Mapping[str, int], seed: int, per_slot: int = 7) -> Data:
+    """Random bits, except the first third of each chunk where every client has the same
+    slot-level pattern: a slot is all ones iff its index is a multiple of 3. Identical masks make
+    every digit 0 or maximal, so centred slots alternate between -V and +V: the pattern with the
+    largest measured CKKS error (see protocols/ckks.md)."""
+    rng = np.random.default_rng(seed)
+    data: Data = {}
+    for client in range(clients):
+        chunks = {}
+        for name, length in lengths.items():
+            bits = rng.integers(0, 2, length, dtype=np.uint8)
+            head = length // 3
+            slot = np.arange(head) // per_slot
+            bits[:head] = (slot % 3 == 0).astype(np.uint8)
+            chunks[name] = bits
+        data[client] = {0: chunks}
+    return data
+
+
+def packing_boundaries(scheme: str) -> list[int]:
+    """Both sides of every client count (1..127, bound 1) where K, counts per slot, changes."""
+    he = he_params(scheme)
+    k = {n: choose_packing(he, n, 1).per_slot for n in range(1, 128)}
+    changes = [n for n in range(2, 128) if k[n] != k[n - 1]]
+    return sorted({1, 127, *changes, *(n - 1 for n in changes)})
+
+
+CKKS_COUNTS = packing_boundaries("ckks")
+
+
+@pytest.mark.parametrize("clients", CKKS_COUNTS + [100])
+def test_ckks_sum_is_exact_at_every_packing_boundary(clients: int) -> None:
+    packing = choose_packing(he_params("ckks"), clients, 1)
+    slots = he_params("ckks").slots
+    lengths = {
+        "full-ciphertext": packing.per_slot * slots,
+        "slot-plus-one": packing.per_slot + 1,
+        "one": 1,
+    }
+    data = stressed_masks(clients, lengths, seed=clients, per_slot=packing.per_slot)
+    result = session(data).aggregate(spec_of(data, 0))
+    assert result.contributors == tuple(range(clients))
+    check_exact(result, data, 0)
+
+
+@pytest.mark.parametrize("clients", [1, 2, 86, 87, 127])
+def test_bfv_sum_is_exact(clients: int) -> None:
+    packing = choose_packing(he_params("bfv"), clients, 1)
+    lengths = {"a": packing.per_slot * 8192 // 4, "b": packing.per_slot + 1}
+    data = stressed_masks(clients, lengths, seed=1000 + clients, per_slot=packing.per_slot)
+    result = session(data, he_scheme="bfv").aggregate(spec_of(data, 0))
+    check_exact(result, data, 0)
+
+
+@pytest.mark.parametrize("scheme", ["ckks", "bfv"])
+@pytest.mark.parametrize("clients", [1, 8, 127])
+@pytest.mark.parametrize("fill", [0, 1])
+def test_all_zeros_and_all_ones(scheme: str, clients: int, fill: int) -> None:
+    packing = choose_packing(he_params(scheme), clients, 1)
+    length = packing.per_slot * 300 + 3
+    data: Data = {c: {0: {"w": np.full(length, fill, np.uint8)}} for c in range(clients)}
+    result = session(data, he_scheme=scheme).aggregate(spec_of(data, 0))
+    assert np.array_equal(result.sums["w"], np.full(length, fill * clients))
+
+
+@pytest.mark.parametrize("scheme", ["ckks", "bfv"])
+def test_bounds_above_one_and_several_aggregations(scheme: str) -> None:
+    rng = np.random.default_rng(7)
+    bound = 5
+    data: Data = {
+        c: {
+            i: {f"L{j}": rng.integers(0, bound + 1, 500 + 31 * j) for j in range(3)} for i in (0, 1)
+        }
+        for c in range(6)
+    }
+    sim = session(data, he_scheme=scheme)
+    for index in (0, 1):
+        result = sim.aggregate(spec_of(data, index, bound))
+        check_exact(result, data, index)
+        assert result.sums["L0"].dtype == np.uint8  # sum_dtype(5 * 6)
+
+
+def test_packed_uploads_are_smaller_than_one_count_per_slot() -> None:
+    data = stressed_masks(8, {"w": 9 * 4096 * 3}, seed=3, per_slot=15)
+    packed = session(data)
+    packed.aggregate(spec_of(data, 0))
+    unpacked = session(data, max_per_slot=1)
+    unpacked.aggregate(spec_of(data, 0))
+    ratio = unpacked.bus.log.uplink_by_client()[0] / packed.bus.log.uplink_by_client()[0]
+    assert ratio > 5
+    assert packed.bus.log.uplink_by_client()[0] / (9 * 4096 * 3) < 10  # bytes per entry
+
+
+# -- roles ------------------------------------------------------------------------------------
+
+
+def test_server_holds_only_a_public_context_and_cannot_decrypt() -> None:
+    data = stressed_masks(3, {"w": 100}, seed=4)
+    sim = session(data)
+    server = sim.bus.server
+    assert server.public_context.is_private() is False
+    assert not he_ctx.load_context(sim.config.options[PUBLIC_CONTEXT], private=False).is_private()
+    reply = sim.bus.clients[0].handle(
+        EncryptRequest(sim.config.session_id, 0, 1, ChunkSpec("w", 100, 0), 4, 24)
+    )
+    vector = ts.ckks_vector_from(server.public_context, reply.ciphertexts[0])
+    with pytest.raises(ValueError, match="secret"):
+        vector.decrypt()
+    with pytest.raises(ProtocolError, match="secret key"):
+        he_ctx.decrypt(server.public_context, he_params("ckks"), vector)
+    # Nothing the server is configured with holds the secret key.
+    for value in sim.config.options.values():
+        if isinstance(value, bytes):
+            assert not ts.context_from(value).is_private()
+    assert repr(sim.config.options[AUTHORITY_LINK]) == "AuthorityLink(<separate key authority>)"
+
+
+def test_server_refuses_a_private_context() -> None:
+    sim = session(stressed_masks(2, {"w": 10}, seed=5))
+    secret = he_ctx.secret_bytes(he_ctx.new_secret_context(he_params("ckks")))
+    config = dataclasses.replace(sim.config, options={**sim.config.options, PUBLIC_CONTEXT: secret})
+    with pytest.raises(ProtocolError, match="secret key"):
+        get("ckks").make_server(config, SeededRandomSource(0))
+
+
+@pytest.mark.parametrize("scheme", ["ckks", "bfv"])
+def test_designated_client_authority(scheme: str) -> None:
+    data = stressed_masks(4, {"a": 3000, "b": 17}, seed=6)
+    sim = session(data, he_scheme=scheme, authority=2)
+    assert AUTHORITY_LINK not in sim.config.options
+    result = sim.aggregate(spec_of(data, 0))
+    check_exact(result, data, 0)
+    assert sim.bus.log.uplink_by_round(2)["decrypt"] > 0  # the counts came from client 2
+    assert "decrypt" not in sim.bus.log.uplink_by_round(1)
+
+
+def test_designated_authority_dropping_out_aborts() -> None:
+    data = stressed_masks(4, {"a": 30}, seed=7)
+    with pytest.raises(ProtocolError, match="key authority"):
+        session(data, authority=1, drop_at={1: "decrypt"}).aggregate(spec_of(data, 0))
+    with pytest.raises(ProtocolError, match="key authority"):
+        session(data, authority=1, drop_at={1: "encrypted-input"}).aggregate(spec_of(data, 0))
+
+
+def test_bad_options_are_config_errors() -> None:
+    data = stressed_masks(2, {"a": 3}, seed=8)
+    with pytest.raises(ConfigError):
+        session(data, he_scheme="paillier")
+    with pytest.raises(ConfigError):
+        session(data, authority=9)
+    with pytest.raises(ConfigError):
+        session(data, max_per_slot=0)
+
+
+# -- dropouts ---------------------------------------------------------------------------------
+
+
+def test_dropouts_give_the_survivors_sum() -> None:
+    data = stressed_masks(6, {"a": 2000, "b": 500}, seed=9)
+    data = {c: {0: v[0], 1: v[0]} for c, v in data.items()}
+    sim = session(data, drop_at={1: "encrypted-input", 4: "encrypted-input"})
+    for index in (0, 1):
+        result = sim.aggregate(spec_of(data, index))
+        assert result.contributors == (0, 2, 3, 5)
+        check_exact(result, data, index)
+
+
+class DropsAfter(ClientProtocol):
+    """Answers `answers` messages, then never again (a dropout in the middle of a stream)."""
+
+    def __init__(self, inner: ClientProtocol, answers: int) -> None:
+        self.inner, self.left, self.client_id = inner, answers, inner.client_id
+
+    @property
+    def state(self) -> str:
+        return self.inner.state
+
+    def handle(self, message: object) -> object | None:
+        if self.left <= 0:
+            return None
+        self.left -= 1
+        return self.inner.handle(message)
+
+
+def test_dropout_mid_stream_is_left_out_of_every_chunk() -> None:
+    lengths = {f"L{j}": 300 + j for j in range(5)}
+    data = stressed_masks(5, lengths, seed=10)
+    sim = session(data)
+    clients = dict(sim.bus.clients)
+    clients[1] = DropsAfter(clients[1], 3)  # sent L0..L2, then vanished
+    clients[3] = DropsAfter(clients[3], 1)
+    link: AuthorityLink = sim.config.options[AUTHORITY_LINK]
+    asked: list[tuple[str, tuple[int, ...]]] = []
+    forward = link.request
+
+    def spy(request):
+        asked.append((request.chunk.name, request.contributors))
+        return forward(request)
+
+    link.request = spy  # type: ignore[method-assign]
+    bus = InMemoryBus(sim.bus.server, clients)
+    result = bus.run(spec_of(data, 0))
+    assert result.contributors == (0, 2, 4)
+    check_exact(result, data, 0)
+    # Decryption waited for the final contributor set: one request per chunk, all over {0, 2, 4}.
+    assert asked == [(name, (0, 2, 4)) for name in lengths]
+
+
+def test_everyone_dropping_gives_empty_contributors() -> None:
+    data = stressed_masks(2, {"a": 10}, seed=11)
+    sim = session(data, drop_at={0: "encrypted-input", 1: "encrypted-input"})
+    result = sim.aggregate(spec_of(data, 0))
+    assert result.contributors == () and not result.sums["a"].any()
+
+
+def test_too_few_contributors_is_refused() -> None:
+    data = stressed_masks(3, {"a": 10}, seed=12)
+    sim = session(data, min_contributors=3, drop_at={0: "encrypted-input"})
+    with pytest.raises(ProtocolError, match="at least 3"):
+        sim.aggregate(spec_of(data, 0))
+
+
+# -- refusals ---------------------------------------------------------------------------------
+
+
+def started(clients: int = 2, length: int = 5000, **options):
+    data = stressed_masks(clients, {"w": length}, seed=13)
+    sim = session(data, **options)
+    spec = spec_of(data, 0)
+    requests = sim.bus.server.begin(spec)
+    good = {c: sim.bus.clients[c].handle(requests[c]) for c in requests}
+    return sim, good
+
+
+def replace_ciphertexts(reply: EncryptedChunk, ciphertexts: tuple[bytes, ...]) -> EncryptedChunk:
+    return dataclasses.replace(reply, ciphertexts=ciphertexts)
+
+
+@pytest.mark.parametrize(
+    "corrupt",
+    [
+        lambda ct, other: (b"garbage",),
+        lambda ct, other: (ct[0][:-100],),
+        lambda ct, other: (ct[0][:50] + bytes([ct[0][50] ^ 1]) + ct[0][51:],),
+        lambda ct, other: (),
+        lambda ct, other: (ct[0], ct[0]),
+        lambda ct, other: (other,),
+    ],
+    ids=["garbage", "truncated", "bit-flip", "missing", "extra", "other-parameters"],
+)
+def test_server_refuses_bad_ciphertexts(corrupt) -> None:
+    sim, good = started()
+    small = ts.context(
+        ts.SCHEME_TYPE.CKKS, poly_modulus_degree=4096, coeff_mod_bit_sizes=[40, 20, 40]
+    )
+    small.global_scale = 2.0**20
+    other = ts.ckks_vector(small, [1.0] * 10).serialize()
+    bad = replace_ciphertexts(good[1], corrupt(good[1].ciphertexts, other))
+    with pytest.raises(ProtocolError):
+        sim.bus.server.handle({0: good[0], 1: bad})
+    assert sim.bus.server.state == "aborted"
+
+
+def test_server_refuses_a_ciphertext_of_the_wrong_length() -> None:
+    sim, good = started()
+    public = he_ctx.load_context(sim.config.options[PUBLIC_CONTEXT], private=False)
+    short = he_ctx.encrypt(public, he_params("ckks"), np.zeros(10))
+    with pytest.raises(ProtocolError, match="slots"):
+        sim.bus.server.handle({0: good[0], 1: replace_ciphertexts(good[1], (short,))})
+
+
+def test_server_refuses_a_bfv_ciphertext_in_a_ckks_session() -> None:
+    sim, good = started()
+    bfv = he_ctx.new_secret_context(he_params("bfv"))
+    wrong = he_ctx.encrypt(bfv, he_params("bfv"), np.zeros(10, dtype=np.int64))
+    with pytest.raises(ProtocolError):
+        sim.bus.server.handle({0: good[0], 1: replace_ciphertexts(good[1], (wrong,))})
+
+
+def test_server_refuses_a_submission_for_another_chunk_or_sender() -> None:
+    sim, good = started()
+    with pytest.raises(ProtocolError):
+        sim.bus.server.handle({0: good[0], 1: dataclasses.replace(good[1], sender=0)})
+
+
+@pytest.mark.parametrize("scheme", ["ckks", "bfv"])
+def test_ciphertext_under_another_key_is_never_released(scheme: str) -> None:
+    # Same parameters, different key: the server cannot tell, but the authority's range and
+    # rounding checks refuse the garbage aggregate instead of releasing it.
+    sim, good = started(he_scheme=scheme)
+    stranger = he_ctx.new_secret_context(he_params(scheme))
+    packing = choose_packing(he_params(scheme), 2, 1)
+    count = good[1].ciphertexts
+    size = min(he_params(scheme).slots, -(-5000 // packing.per_slot))
+    values = np.zeros(size) if scheme == "ckks" else np.zeros(size, dtype=np.int64)
+    foreign = (he_ctx.encrypt(stranger, he_params(scheme), values),) + count[1:]
+    with pytest.raises(ProtocolError):
+        sim.bus.server.handle({0: good[0], 1: replace_ciphertexts(good[1], foreign)})
+
+
+def test_authority_decrypts_each_chunk_once_and_checks_requests() -> None:
+    sim, good = started(length=100)
+    link: AuthorityLink = sim.config.options[AUTHORITY_LINK]
+    packing = choose_packing(he_params("ckks"), 2, 1)
+    chunk = ChunkSpec("w", 100, 0)
+
+    def request(contributors=(0, 1), ciphertexts=None, base=packing.base):
+        layout = dataclasses.replace(packing, base=base)
+        return chunk_request(
+            sim.config, 0, 1, chunk, layout, contributors, ciphertexts or good[0].ciphertexts
+        )
+
+    with pytest.raises(ProtocolError, match="sorted subset"):
+        link.request(request(contributors=(1, 0)))
+    with pytest.raises(ProtocolError, match="packing"):
+        link.request(request(base=7))
+    with pytest.raises(ProtocolError, match="ciphertexts"):
+        link.request(request(ciphertexts=good[0].ciphertexts * 2))
+    reply = link.request(request(contributors=(0,)))  # one client's vector, as the sum over {0}
+    assert reply.chunk_name == "w"
+    # Only rounded integers leave the authority: 100 counts of bits_for(1) = 1 bit each.
+    assert len(reply.counts) == packed_size(100, bits_for(1))
+    assert unpack_uint(reply.counts, 1, 100).tolist() == list(
+        sim.bus.clients[0].inputs(0, chunk)[:100]
+    )
+    with pytest.raises(ProtocolError, match="already"):
+        link.request(request(contributors=(0,)))
+
+
+def test_client_refuses_another_packing_and_decrypt_requests() -> None:
+    data = stressed_masks(3, {"w": 10}, seed=14)
+    sim = session(data)
+    client = sim.bus.clients[0]
+    with pytest.raises(ProtocolError, match="packing"):
+        client.handle(EncryptRequest(sim.config.session_id, 0, 1, ChunkSpec("w", 10, 0), 2, 49))
+    assert client.state == "aborted"
+    other = sim.bus.clients[1]
+    with pytest.raises(ProtocolError, match="not the key authority"):
+        other.handle(
+            chunk_request(
+                sim.config,
+                0,
+                1,
+                ChunkSpec("w", 10, 0),
+                choose_packing(he_params("ckks"), 3, 1),
+                (0, 1, 2),
+                (),
+            )
+        )

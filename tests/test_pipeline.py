@@ -1,0 +1,193 @@
+"""Calibration and whole simulations on a tiny random LLaMA (no download)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fedprllm_secure.client.calibrate import (
+    block_statistics,
+    capture_block_inputs,
+    local_masks,
+    masked_weights,
+    run_block,
+)
+from fedprllm_secure.client.scores import row_mask, wanda_scores
+from fedprllm_secure.model import block_linears, decoder_blocks, load_model, prunable_layers
+from fedprllm_secure.progress import SilentProgress
+from fedprllm_secure.simulate import FederatedPruning, SimulationConfig, _Timer, run_simulation
+
+from .conftest import make_tiny_model
+
+
+def tiny_samples(count: int, seqlen: int = 24, seed: int = 0) -> torch.Tensor:
+    return torch.randint(0, 256, (count, seqlen), generator=torch.Generator().manual_seed(seed))
+
+
+def test_layout_is_every_linear_of_every_block_in_order() -> None:
+    model = make_tiny_model(layers=2)
+    names = [layer.name for layer in prunable_layers(model)]
+    assert len(names) == 14
+    assert names[:7] == [
+        f"model.layers.0.{n}"
+        for n in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+                  "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
+    ]  # fmt: skip
+
+
+def test_one_shot_equals_sequential_on_a_one_block_model() -> None:
+    model = make_tiny_model(layers=1)
+    samples = tiny_samples(5)
+    one_shot, stats_a = local_masks(model, samples, 0.5, calibration="one-shot", batch_size=2)
+    sequential, stats_b = local_masks(model, samples, 0.5, calibration="sequential", batch_size=3)
+    assert one_shot.keys() == sequential.keys()
+    for name in one_shot:
+        assert torch.equal(one_shot[name], sequential[name])
+        assert torch.allclose(stats_a[name].sq_sum, stats_b[name].sq_sum)
+
+
+def test_sequential_block_inputs_come_from_the_clients_own_pruned_blocks() -> None:
+    model = make_tiny_model(layers=2)
+    samples = tiny_samples(4)
+    masks, stats = local_masks(model, samples, 0.5, calibration="sequential")
+    # Recompute block 1's statistics by hand: block 0 pruned with the client's own masks.
+    inputs = capture_block_inputs(model, samples)
+    block0 = block_linears(model, 0)
+    with masked_weights(block0, masks):
+        inputs = run_block(decoder_blocks(model)[0], inputs)
+    expected, _ = block_statistics(decoder_blocks(model)[1], block_linears(model, 1), inputs, False)
+    for layer in block_linears(model, 1):
+        assert torch.allclose(stats[layer.name].sq_sum, expected[layer.name].sq_sum)
+        assert torch.equal(
+            masks[layer.name],
+            row_mask(wanda_scores(layer.module.weight, expected[layer.name].sq_mean), 0.5),
+        )
+    # And they differ from the dense (one-shot) statistics.
+    _, dense = local_masks(model, samples, 0.5, calibration="one-shot")
+    name = block_linears(model, 1)[0].name
+    assert not torch.allclose(stats[name].sq_sum, dense[name].sq_sum)
+    # The model is left dense.
+    assert all(bool((layer.module.weight != 0).all()) for layer in prunable_layers(model))
+
+
+def config_for(tiny_model_dir: Path, client_dir: Path, **overrides) -> SimulationConfig:
+    settings = dict(
+        model=str(tiny_model_dir),
+        client_data=str(client_dir),
+        eval_text=str(client_dir.parent / "eval.txt"),
+        samples_per_client=2,
+        seqlen=32,
+        eval_windows=3,
+        device="cpu",
+    )
+    settings.update(overrides)
+    return SimulationConfig(**settings)
+
+
+def test_counts_equal_the_sum_of_client_masks(tiny_model_dir: Path, client_dir: Path) -> None:
+    run = FederatedPruning(config_for(tiny_model_dir, client_dir), SilentProgress(), _Timer())
+    sums, contributors = run._aggregate()
+    assert contributors == 3
+    for layer in run.layers:
+        expected = sum(run.client_mask(c)[layer.name].astype(np.int64) for c in range(3))
+        assert np.array_equal(sums[layer.name].reshape(expected.shape), expected)
+
+
+def test_one_client_equals_centralized(
+    tiny_model_dir: Path, client_dir: Path, tmp_path: Path
+) -> None:
+    single = tmp_path / "single"
+    single.mkdir()
+    (single / "only.txt").write_text((client_dir / "alice.txt").read_text())
+    for group in ("layer", "row"):
+        results = run_simulation(
+            config_for(
+                tiny_model_dir, single, group=group, methods=("fedprllm", "centralized", "local")
+            )
+        )
+        ppl = results["perplexity"]
+        assert ppl["fedprllm"] == ppl["centralized"] == ppl["local_mean"]
+        assert ppl["fedprllm"] != ppl["dense"]
+
+
+def test_simulation_results_and_dropouts(tiny_model_dir: Path, client_dir: Path) -> None:
+    results = run_simulation(
+        config_for(
+            tiny_model_dir, client_dir, drop={1: "input"}, calibration="one-shot", scaling=True
+        )
+    )
+    assert results["protocol"]["contributors"] == [0, 2]
+    assert results["protocol"]["dropped"] == [1]
+    assert results["sparsity"]["fedprllm"]["overall"] == pytest.approx(0.5)
+    assert results["model"]["prunable_layers"] == 14
+    assert results["data"]["eval"]["windows"] == 3
+
+
+def test_magnitude_pruner_needs_no_calibration(tiny_model_dir: Path, client_dir: Path) -> None:
+    results = run_simulation(
+        config_for(
+            tiny_model_dir, client_dir, pruner="magnitude", methods=("fedprllm", "centralized")
+        )
+    )
+    assert results["perplexity"]["fedprllm"] == results["perplexity"]["centralized"]
+
+
+def test_saved_model_loads_with_from_pretrained(
+    tiny_model_dir: Path, client_dir: Path, tmp_path: Path
+) -> None:
+    from transformers import AutoModelForCausalLM
+
+    run_simulation(config_for(tiny_model_dir, client_dir), save_model_to=tmp_path / "saved")
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "saved")
+    zeros = sum(int((layer.module.weight == 0).sum()) for layer in prunable_layers(model))
+    total = sum(layer.numel for layer in prunable_layers(model))
+    assert zeros / total == pytest.approx(0.5, abs=0.01)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_masks_equal_cpu_masks(tiny_model_dir: Path) -> None:
+    samples = tiny_samples(6)
+    cpu = load_model(str(tiny_model_dir), "cpu").model
+    gpu = load_model(str(tiny_model_dir), "cuda").model
+    for calibration in ("one-shot", "sequential"):
+        a, _ = local_masks(cpu, samples, 0.5, calibration=calibration)
+        b, _ = local_masks(gpu, samples, 0.5, calibration=calibration)
+        differing = sum(int((a[n] != b[n]).sum()) for n in a)
+        total = sum(a[n].numel() for n in a)
+        assert differing / total < 1e-3  # float rounding can swap near-ties only
+
+
+@pytest.mark.parametrize(
+    "protocol, drop_round, options",
+    [
+        ("additive", "masked-input", {"threshold": 2}),
+        ("additive", "share-keys", {"threshold": 2}),
+        ("ckks", "encrypted-input", {}),
+        ("ckks", "encrypted-input", {"he_scheme": "bfv"}),
+    ],
+)
+def test_secure_protocols_give_the_plaintext_pruned_model(
+    tiny_model_dir: Path, client_dir: Path, protocol: str, drop_round: str, options: dict
+) -> None:
+    def global_masks(name: str, drop: dict[int, str], opts: dict) -> tuple[dict, dict]:
+        config = config_for(
+            tiny_model_dir, client_dir, protocol=name, drop=drop, protocol_options=opts
+        )
+        run = FederatedPruning(config, SilentProgress(), _Timer())
+        masks, _ = run.run_fedprllm()
+        return masks, run.protocol_report
+
+    for dropped in ({}, {1: drop_round}):
+        reference, plain = global_masks("plaintext", {c: "input" for c in dropped}, {})
+        secure, report = global_masks(protocol, dropped, options)
+        assert (
+            report["contributors"]
+            == plain["contributors"]
+            == [c for c in range(3) if c not in dropped]
+        )
+        assert report["secure"] and not plain["secure"]
+        for name in reference:
+            assert np.array_equal(reference[name], secure[name])
