@@ -124,6 +124,13 @@ def simulate(
             help="sequential (Wanda: through own pruned blocks) or one-shot (dense activations)."
         ),
     ] = "sequential",
+    mode: Annotated[
+        str,
+        typer.Option(
+            help="one-shot (one secure sum for all layers) or iterative (one per block; clients "
+            "propagate through the globally pruned block)."
+        ),
+    ] = "one-shot",
     scaling: Annotated[
         bool, typer.Option(help="Scale kept weights by (m - C) / m (the paper finds it hurts).")
     ] = False,
@@ -208,6 +215,7 @@ def simulate(
         methods=_parse_methods(method),
         pruner=pruner,
         calibration=calibration,
+        mode=mode,
         eval_windows=eval_windows,
         eval_seqlen=eval_seqlen,
         batch_size=batch_size,

@@ -21,7 +21,12 @@ import numpy as np
 import torch
 
 from . import __version__, data
-from .client.calibrate import CALIBRATIONS, local_masks
+from .client.calibrate import (
+    CALIBRATIONS,
+    BlockwiseCalibration,
+    local_masks,
+    wanda_block_masks,
+)
 from .client.scores import PRUNERS
 from .errors import ConfigError, DataError, ProtocolError
 from .evaluate import eval_windows, perplexity
@@ -36,6 +41,7 @@ from .server.aggregate import GROUPS, global_mask, scaling_factors
 from .server.apply import apply_masks, restore_weights, snapshot_weights, sparsity_report
 
 METHODS = ("fedprllm", "centralized", "local")
+MODES = ("one-shot", "iterative")
 
 
 @dataclass
@@ -59,6 +65,7 @@ class SimulationConfig:
     methods: tuple[str, ...] = ("fedprllm",)
     pruner: str = "wanda"
     calibration: str = "sequential"
+    mode: str = "one-shot"
     eval_windows: int = 16
     eval_seqlen: int | None = None
     batch_size: int = 8
@@ -74,6 +81,7 @@ class SimulationConfig:
                 self.calibration in CALIBRATIONS,
                 f"unknown --calibration {self.calibration!r} (use sequential or one-shot)",
             ),
+            (self.mode in MODES, f"unknown --mode {self.mode!r} (use one-shot or iterative)"),
             (self.clients >= 1, "--clients must be at least 1"),
             (self.samples_per_client >= 1, "--samples-per-client must be at least 1"),
             (self.seqlen >= 8, "--seqlen must be at least 8"),
@@ -125,6 +133,10 @@ def _unpack(packed: np.ndarray, length: int) -> np.ndarray:
     return np.unpackbits(packed, count=length)
 
 
+def _lengths(layers: list[PrunableLayer]) -> dict[str, int]:
+    return {layer.name: layer.numel for layer in layers}
+
+
 def _client_texts(config: SimulationConfig) -> tuple[list[data.ClientText], str]:
     if config.client_data:
         clients = data.read_client_dir(config.client_data)
@@ -169,8 +181,10 @@ class FederatedPruning:
             self.windows = eval_windows(
                 data.tokenize(self.loaded.tokenizer, eval_text), window, config.eval_windows
             )
+        self.layer_index = {layer.name: i for i, layer in enumerate(self.layers)}
         self.client_masks: list[dict[str, np.ndarray]] | None = None
         self.protocol_report: dict[str, Any] = {}
+        self._contributors: list[int] = []
 
     def evaluate(self, label: str) -> float:
         with self.timer.phase(f"eval_{label}"):
@@ -200,45 +214,48 @@ class FederatedPruning:
                 self.client_masks.append({name: _pack(mask) for name, mask in masks.items()})
         return self.client_masks
 
-    def _aggregate(self) -> tuple[dict[str, np.ndarray], int]:
-        packed = self.compute_client_masks()
-        lengths = {layer.name: layer.numel for layer in self.layers}
-
-        def provider(client: int) -> Callable[[int, ChunkSpec], np.ndarray]:
-            return lambda _index, chunk: _unpack(packed[client][chunk.name], chunk.length)
-
+    def _open_session(
+        self, read: Callable[[int, ChunkSpec], np.ndarray], clients: int
+    ) -> SimulatedSession:
+        """One secure-sum session over every client; `read(client, chunk)` gives its input."""
         rng = SeededRandomSource(f"fedprllm-secure/simulate/{self.config.seed}")
+        return SimulatedSession(
+            self.config.protocol,
+            {c: (lambda _index, chunk, c=c: read(c, chunk)) for c in range(clients)},
+            rng,
+            options=self.config.protocol_options,
+            drop_at=self.config.drop,
+        )
+
+    def _sum(
+        self, session: SimulatedSession, spec: AggregationSpec
+    ) -> tuple[dict[str, np.ndarray], int]:
         with self.timer.phase("secure_sum"):
-            session = SimulatedSession(
-                self.config.protocol,
-                {client: provider(client) for client in range(len(packed))},
-                rng,
-                options=self.config.protocol_options,
-                drop_at=self.config.drop,
-            )
-            spec = AggregationSpec.from_lengths(0, lengths, bound=1)
-            with self.progress.stage(f"secure sum ({self.config.protocol})", 1) as advance:
-                result = session.aggregate(spec)
-                advance()
+            result = session.aggregate(spec)
         if not result.contributors:
             raise ProtocolError("no client contributed to the sum (all dropped out)")
+        self._contributors.append(len(result.contributors))
+        self._report(session, result.contributors)
+        return result.sums, len(result.contributors)
+
+    def _report(self, session: SimulatedSession, contributors: tuple[int, ...]) -> None:
         log = session.bus.log
+        per_client = log.uplink_by_client()
+        total_weights = sum(layer.numel for layer in self.layers)
         self.protocol_report = {
             "name": self.config.protocol,
             "secure": session.info.secure,
-            "options": {k: v for k, v in self.config.protocol_options.items()},
-            "contributors": list(result.contributors),
+            "options": dict(self.config.protocol_options),
+            "aggregations": len(self._contributors),
+            "contributors": list(contributors),
+            "contributors_per_aggregation": list(self._contributors),
             "dropped": sorted(session.bus.dropped),
-            "uplink_bytes_per_client": {
-                str(c): n for c, n in sorted(log.uplink_by_client().items())
-            },
+            "uplink_bytes_per_client": {str(c): n for c, n in sorted(per_client.items())},
             "uplink_bytes_per_client_round": {
-                str(c): log.uplink_by_round(c) for c in range(len(packed))
+                str(c): log.uplink_by_round(c) for c in range(len(self.clients))
             },
-            "uplink_bytes_per_weight": round(
-                mean(log.uplink_by_client().values()) / spec.total_length, 4
-            )
-            if log.uplink
+            "uplink_bytes_per_weight": round(mean(per_client.values()) / total_weights, 4)
+            if per_client
             else None,
             "server_received": {
                 "messages": len(log.received),
@@ -246,19 +263,90 @@ class FederatedPruning:
                 "message_types": sorted({r.tag for r in log.received}),
             },
         }
-        return result.sums, len(result.contributors)
 
-    def run_fedprllm(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray] | None]:
-        sums, contributors = self._aggregate()
-        masks, scales = {}, {} if self.config.scaling else None
+    def _server_masks(
+        self,
+        layers: list[PrunableLayer],
+        sums: dict[str, np.ndarray],
+        contributors: int,
+        masks: dict[str, np.ndarray],
+        scales: dict[str, np.ndarray] | None,
+    ) -> None:
+        """Global masks (and scaling factors) of `layers` from their aggregate counts."""
         with self.timer.phase("server_prune"):
-            for index, layer in enumerate(self.layers):
+            for layer in layers:
                 counts = sums[layer.name].reshape(self.shapes[layer.name])
                 masks[layer.name] = global_mask(
-                    counts, self.config.sparsity, self.config.group, self.config.seed, index
+                    counts,
+                    self.config.sparsity,
+                    self.config.group,
+                    self.config.seed,
+                    self.layer_index[layer.name],
                 )
                 if scales is not None:
                     scales[layer.name] = scaling_factors(counts, contributors)
+
+    def run_fedprllm(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray] | None]:
+        """Global masks (and scales) of FedPrLLM; the model is left dense."""
+        self._contributors = []
+        if self.config.mode == "iterative":
+            return self._run_iterative()
+        packed = self.compute_client_masks()
+        session = self._open_session(
+            lambda c, chunk: _unpack(packed[c][chunk.name], chunk.length), len(packed)
+        )
+        spec = AggregationSpec.from_lengths(0, _lengths(self.layers), bound=1)
+        with self.progress.stage(f"secure sum ({self.config.protocol})", 1) as advance:
+            sums, contributors = self._sum(session, spec)
+            advance()
+        masks: dict[str, np.ndarray] = {}
+        scales: dict[str, np.ndarray] | None = {} if self.config.scaling else None
+        self._server_masks(self.layers, sums, contributors, masks, scales)
+        return masks, scales
+
+    def _run_iterative(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray] | None]:
+        """One secure sum per decoder block; clients propagate through the globally pruned block.
+
+        One session (keys set up once) runs every block's aggregation under its own index.
+        """
+        if self.config.pruner != "wanda":
+            raise ConfigError(
+                "--mode iterative needs --pruner wanda (magnitude has no calibration)"
+            )
+        with self.timer.phase("calibration_clients"):
+            walks = [
+                BlockwiseCalibration(self.model, samples, self.config.batch_size)
+                for samples in self.samples
+            ]
+        block_masks: list[dict[str, torch.Tensor]] = [{} for _ in walks]
+        session = self._open_session(
+            lambda c, chunk: block_masks[c][chunk.name].reshape(-1).numpy().astype(np.uint8),
+            len(walks),
+        )
+        masks: dict[str, np.ndarray] = {}
+        scales: dict[str, np.ndarray] | None = {} if self.config.scaling else None
+        blocks = len(walks[0].blocks)
+        with self.progress.stage("iterative (per block)", blocks) as advance:
+            for index in range(blocks):
+                layers = walks[0].layers
+                with self.timer.phase("calibration_clients"):
+                    for client, walk in enumerate(walks):
+                        stats = walk.statistics()
+                        block_masks[client] = {
+                            name: mask.cpu()
+                            for name, mask in wanda_block_masks(
+                                layers, stats, self.config.sparsity
+                            ).items()
+                        }
+                spec = AggregationSpec.from_lengths(index, _lengths(layers), 1)
+                sums, contributors = self._sum(session, spec)
+                self._server_masks(layers, sums, contributors, masks, scales)
+                apply_masks(layers, masks, scales)
+                with self.timer.phase("calibration_clients"):
+                    for walk in walks:
+                        walk.propagate(None)  # through the globally pruned block
+                advance()
+        self.restore()
         return masks, scales
 
     def run_centralized(self) -> dict[str, np.ndarray]:

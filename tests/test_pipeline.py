@@ -18,6 +18,8 @@ from fedprllm_secure.client.calibrate import (
 from fedprllm_secure.client.scores import row_mask, wanda_scores
 from fedprllm_secure.model import block_linears, decoder_blocks, load_model, prunable_layers
 from fedprllm_secure.progress import SilentProgress
+from fedprllm_secure.secure_sum.messages import decode
+from fedprllm_secure.secure_sum.packing import unpack_uint
 from fedprllm_secure.simulate import FederatedPruning, SimulationConfig, _Timer, run_simulation
 
 from .conftest import make_tiny_model
@@ -191,3 +193,93 @@ def test_secure_protocols_give_the_plaintext_pruned_model(
         assert report["secure"] and not plain["secure"]
         for name in reference:
             assert np.array_equal(reference[name], secure[name])
+
+
+def test_iterative_equals_one_shot_on_a_one_block_model(
+    tiny_one_block_dir: Path, client_dir: Path
+) -> None:
+    def masks(mode: str) -> dict:
+        config = config_for(tiny_one_block_dir, client_dir, mode=mode, protocol="additive")
+        config.protocol_options = {"threshold": 2}
+        run = FederatedPruning(config, SilentProgress(), _Timer())
+        return run.run_fedprllm()[0]
+
+    one_shot, iterative = masks("one-shot"), masks("iterative")
+    for name in one_shot:
+        assert np.array_equal(one_shot[name], iterative[name])
+
+
+def test_iterative_clients_see_the_globally_pruned_blocks(
+    tiny_model_dir: Path, client_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Block 1's client statistics are computed on inputs from the *global* pruned block 0."""
+    from fedprllm_secure.client import calibrate
+
+    config = config_for(tiny_model_dir, client_dir, mode="iterative")
+    run = FederatedPruning(config, SilentProgress(), _Timer())
+    seen: list[tuple[int, dict]] = []
+    original = calibrate.BlockwiseCalibration.statistics
+
+    def spy(self: calibrate.BlockwiseCalibration) -> dict:
+        stats = original(self)
+        seen.append((self.index, {n: s.sq_sum.clone() for n, s in stats.items()}))
+        return stats
+
+    monkeypatch.setattr(calibrate.BlockwiseCalibration, "statistics", spy)
+    masks, _ = run.run_fedprllm()
+    block0 = block_linears(run.model, 0)
+    for client, samples in enumerate(run.samples):
+        inputs = capture_block_inputs(run.model, samples, config.batch_size)
+        with masked_weights(block0, {k: torch.as_tensor(v) for k, v in masks.items()}):
+            inputs = run_block(decoder_blocks(run.model)[0], inputs)
+        expected, _ = block_statistics(
+            decoder_blocks(run.model)[1], block_linears(run.model, 1), inputs, False
+        )
+        observed = [stats for index, stats in seen if index == 1][client]
+        for name, value in expected.items():
+            assert torch.allclose(observed[name], value.sq_sum)
+    assert run.protocol_report["aggregations"] == 2
+    assert all(bool((layer.module.weight != 0).all()) for layer in run.layers)  # left dense
+
+
+def test_a_session_reused_over_blocks_never_repeats_a_keystream(
+    tiny_model_dir: Path, client_dir: Path
+) -> None:
+    """Iterative additive: every masked upload of every block differs from every other one."""
+    config = config_for(tiny_model_dir, client_dir, mode="iterative", protocol="additive")
+    config.protocol_options = {"threshold": 2}
+    run = FederatedPruning(config, SilentProgress(), _Timer())
+    recorded: list = []
+    from fedprllm_secure.secure_sum import session as session_module
+
+    original = session_module.SimulatedSession.__init__
+
+    def recording(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        kwargs["record_payloads"] = True
+        original(self, *args, **kwargs)
+        recorded.append(self)
+
+    session_module.SimulatedSession.__init__ = recording  # type: ignore[method-assign]
+    try:
+        run.run_fedprllm()
+    finally:
+        session_module.SimulatedSession.__init__ = original  # type: ignore[method-assign]
+    assert len(recorded) == 1  # one session for all blocks
+
+    uploads = [
+        decode(r.payload) for r in recorded[0].bus.log.received if r.tag == "additive/masked-input"
+    ]
+    assert len(uploads) == 3 * 14  # 3 clients x 7 layers x 2 blocks
+    assert {u.aggregation for u in uploads} == {0, 1}
+    # Inputs are bits of 3 clients: the modulus is 2^2. Had two uploads reused one keystream,
+    # their difference mod 4 would be a difference of bits, never 2. With fresh keystreams about
+    # a quarter of the entries differ by exactly 2.
+    bits, modulus = 2, 4
+    vectors = [
+        unpack_uint(u.data, bits, run.layers[u.chunk_index].numel).astype(np.int64) for u in uploads
+    ]
+    for i in range(len(vectors)):
+        for j in range(i + 1, len(vectors)):
+            if vectors[i].shape == vectors[j].shape:
+                difference = (vectors[i] - vectors[j]) % modulus
+                assert np.mean(difference == 2) > 0.1

@@ -144,6 +144,86 @@ def masked_weights(layers: list[PrunableLayer], masks: dict[str, torch.Tensor]) 
             layer.module.weight.data.copy_(saved[layer.name])
 
 
+class BlockwiseCalibration:
+    """One client's samples walking through the decoder, one block at a time.
+
+    For the current block call `statistics()`, then exactly one of `propagate_dense()` (the
+    dense block's outputs, a by-product of the statistics pass) or `propagate(masks)` (the block
+    re-run with `masks` applied for the pass only; None runs it with the weights as they are, e.g.
+    after the server pruned the global block in place). Holds one block's activations.
+    """
+
+    def __init__(self, model: nn.Module, samples: torch.Tensor, batch_size: int = 8) -> None:
+        self.model = model
+        self.blocks = decoder_blocks(model)
+        self.index = 0
+        self._inputs = capture_block_inputs(model, samples, batch_size)
+        self._dense_outputs: BlockInputs | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.index >= len(self.blocks)
+
+    @property
+    def layers(self) -> list[PrunableLayer]:
+        return block_linears(self.model, self.index)
+
+    def statistics(self) -> dict[str, LayerStats]:
+        stats, self._dense_outputs = block_statistics(
+            self.blocks[self.index], self.layers, self._inputs, keep_outputs=True
+        )
+        return stats
+
+    def propagate_dense(self) -> None:
+        if self._dense_outputs is None:
+            raise RuntimeError("statistics() must run before propagate_dense()")
+        self._advance(self._dense_outputs)
+
+    def propagate(self, masks: dict[str, torch.Tensor] | None) -> None:
+        block = self.blocks[self.index]
+        if masks is None:
+            outputs = run_block(block, self._inputs)
+        else:
+            with masked_weights(self.layers, masks):
+                outputs = run_block(block, self._inputs)
+        self._advance(outputs)
+
+    def _advance(self, outputs: BlockInputs) -> None:
+        self._inputs = outputs
+        self._dense_outputs = None
+        self.index += 1
+
+
+def wanda_block_masks(
+    layers: list[PrunableLayer], stats: dict[str, LayerStats], sparsity: float
+) -> dict[str, torch.Tensor]:
+    """Per-row Wanda masks of one block's linears from their activation statistics."""
+    return {
+        layer.name: row_mask(
+            wanda_scores(layer.module.weight.data, stats[layer.name].sq_mean), sparsity
+        )
+        for layer in layers
+    }
+
+
+def magnitude_masks(model: nn.Module, sparsity: float) -> dict[str, torch.Tensor]:
+    """Per-row magnitude masks of every prunable linear (no calibration data)."""
+    return {
+        layer.name: row_mask(magnitude_scores(layer.module.weight.data), sparsity).cpu()
+        for index in range(len(decoder_blocks(model)))
+        for layer in block_linears(model, index)
+    }
+
+
+def check_mask_options(sparsity: float, pruner: str, calibration: str) -> None:
+    if calibration not in CALIBRATIONS:
+        raise ConfigError(f"unknown calibration {calibration!r} (use {' or '.join(CALIBRATIONS)})")
+    if not 0.0 < sparsity < 1.0:
+        raise ConfigError(f"sparsity must lie in (0, 1), got {sparsity}")
+    if pruner not in ("wanda", "magnitude"):
+        raise ConfigError(f"unknown pruner {pruner!r} (use wanda or magnitude)")
+
+
 def local_masks(
     model: nn.Module,
     samples: torch.Tensor | None,
@@ -155,46 +235,32 @@ def local_masks(
 ) -> tuple[dict[str, torch.Tensor], dict[str, LayerStats]]:
     """One client's local masks (per output row, True = pruned) and the statistics behind them.
 
-    `samples` [n, seqlen] are the client's token windows (None for magnitude). The model's weights
-    are unchanged when this returns.
+    `samples` [n, seqlen] are the client's token windows (None for magnitude). one-shot: every
+    block sees dense activations; sequential: block l sees the outputs of blocks 0..l-1 pruned with
+    this client's own masks (Wanda). The model's weights are unchanged when this returns.
     """
-    if calibration not in CALIBRATIONS:
-        raise ConfigError(f"unknown calibration {calibration!r} (use {' or '.join(CALIBRATIONS)})")
-    if not 0.0 < sparsity < 1.0:
-        raise ConfigError(f"sparsity must lie in (0, 1), got {sparsity}")
-    blocks = decoder_blocks(model)
-    masks: dict[str, torch.Tensor] = {}
-    all_stats: dict[str, LayerStats] = {}
+    check_mask_options(sparsity, pruner, calibration)
     if pruner == "magnitude":
-        for index in range(len(blocks)):
-            for layer in block_linears(model, index):
-                masks[layer.name] = row_mask(
-                    magnitude_scores(layer.module.weight.data), sparsity
-                ).cpu()
-            if on_block:
-                on_block(index, len(blocks))
-        return masks, all_stats
-    if pruner != "wanda":
-        raise ConfigError(f"unknown pruner {pruner!r} (use wanda or magnitude)")
+        masks = magnitude_masks(model, sparsity)
+        blocks = len(decoder_blocks(model))
+        for index in range(blocks if on_block else 0):
+            on_block(index, blocks)  # type: ignore[misc]
+        return masks, {}
     if samples is None:
         raise ConfigError("wanda needs calibration samples")
-    inputs = capture_block_inputs(model, samples, batch_size)
-    for index, block in enumerate(blocks):
-        layers = block_linears(model, index)
-        one_shot = calibration == "one-shot"
-        stats, outputs = block_statistics(block, layers, inputs, keep_outputs=one_shot)
-        block_masks = {
-            layer.name: row_mask(
-                wanda_scores(layer.module.weight.data, stats[layer.name].sq_mean), sparsity
-            )
-            for layer in layers
-        }
-        if outputs is None:
-            with masked_weights(layers, block_masks):
-                outputs = run_block(block, inputs)
-        inputs = outputs
+    walk = BlockwiseCalibration(model, samples, batch_size)
+    masks: dict[str, torch.Tensor] = {}
+    all_stats: dict[str, LayerStats] = {}
+    while not walk.done:
+        index, layers = walk.index, walk.layers
+        stats = walk.statistics()
+        block_masks = wanda_block_masks(layers, stats, sparsity)
+        if calibration == "one-shot":
+            walk.propagate_dense()
+        else:
+            walk.propagate(block_masks)
         masks.update({name: mask.cpu() for name, mask in block_masks.items()})
         all_stats.update({name: LayerStats(s.sq_sum.cpu(), s.tokens) for name, s in stats.items()})
         if on_block:
-            on_block(index, len(blocks))
+            on_block(index, len(walk.blocks))
     return masks, all_stats
