@@ -131,6 +131,16 @@ def simulate(
             "propagate through the globally pruned block)."
         ),
     ] = "one-shot",
+    aggregate: Annotated[
+        str,
+        typer.Option(
+            help="masks (the paper: clients send their masks) or stats (clients send activation "
+            "statistics; the server computes exactly the centralized Wanda mask, per-row group)."
+        ),
+    ] = "masks",
+    stats_precision_bits: Annotated[
+        int, typer.Option(help="stats: fixed-point bits below each layer's largest statistic.")
+    ] = 30,
     scaling: Annotated[
         bool, typer.Option(help="Scale kept weights by (m - C) / m (the paper finds it hurts).")
     ] = False,
@@ -216,6 +226,8 @@ def simulate(
         pruner=pruner,
         calibration=calibration,
         mode=mode,
+        aggregate=aggregate,
+        stats_precision_bits=stats_precision_bits,
         eval_windows=eval_windows,
         eval_seqlen=eval_seqlen,
         batch_size=batch_size,

@@ -21,13 +21,16 @@ import numpy as np
 import torch
 
 from . import __version__, data
+from .client import fixed_point
 from .client.calibrate import (
     CALIBRATIONS,
     BlockwiseCalibration,
+    LayerStats,
     local_masks,
+    shared_input_groups,
     wanda_block_masks,
 )
-from .client.scores import PRUNERS
+from .client.scores import PRUNERS, row_mask, wanda_scores
 from .errors import ConfigError, DataError, ProtocolError
 from .evaluate import eval_windows, perplexity
 from .model import LoadedModel, PrunableLayer, load_model, prunable_layers
@@ -42,6 +45,8 @@ from .server.apply import apply_masks, restore_weights, snapshot_weights, sparsi
 
 METHODS = ("fedprllm", "centralized", "local")
 MODES = ("one-shot", "iterative")
+AGGREGATES = ("masks", "stats")
+TOKENS_CHUNK = "__tokens__"
 
 
 @dataclass
@@ -66,6 +71,8 @@ class SimulationConfig:
     pruner: str = "wanda"
     calibration: str = "sequential"
     mode: str = "one-shot"
+    aggregate: str = "masks"
+    stats_precision_bits: int = 30
     eval_windows: int = 16
     eval_seqlen: int | None = None
     batch_size: int = 8
@@ -82,6 +89,14 @@ class SimulationConfig:
                 f"unknown --calibration {self.calibration!r} (use sequential or one-shot)",
             ),
             (self.mode in MODES, f"unknown --mode {self.mode!r} (use one-shot or iterative)"),
+            (
+                self.aggregate in AGGREGATES,
+                f"unknown --aggregate {self.aggregate!r} (use masks or stats)",
+            ),
+            (
+                self.aggregate == "masks" or self.pruner == "wanda",
+                "--aggregate stats needs --pruner wanda",
+            ),
             (self.clients >= 1, "--clients must be at least 1"),
             (self.samples_per_client >= 1, "--samples-per-client must be at least 1"),
             (self.seqlen >= 8, "--seqlen must be at least 8"),
@@ -289,6 +304,8 @@ class FederatedPruning:
     def run_fedprllm(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray] | None]:
         """Global masks (and scales) of FedPrLLM; the model is left dense."""
         self._contributors = []
+        if self.config.aggregate == "stats":
+            return self._run_stats(), None
         if self.config.mode == "iterative":
             return self._run_iterative()
         packed = self.compute_client_masks()
@@ -348,6 +365,93 @@ class FederatedPruning:
                 advance()
         self.restore()
         return masks, scales
+
+    def _run_stats(self) -> dict[str, np.ndarray]:
+        """Clients submit activation statistics; the server computes centralized Wanda masks.
+
+        Per round, two secure sums: the binade histogram of each layer's largest statistic
+        (fixes the fixed-point scale), then the fixed-point statistics and the token counts.
+        one-shot calibration: one round over all blocks with dense activations. sequential: one
+        round per block, clients propagating through the globally pruned block.
+        """
+        precision = self.config.stats_precision_bits
+        fixed_point.check_capacity(precision, len(self.samples))
+        token_bound = max(int(s.numel()) for s in self.samples)
+        with self.timer.phase("calibration_clients"):
+            walks = [
+                BlockwiseCalibration(self.model, samples, self.config.batch_size)
+                for samples in self.samples
+            ]
+        uploads: list[dict[str, np.ndarray]] = [{} for _ in walks]
+        session = self._open_session(lambda c, chunk: uploads[c][chunk.name], len(walks))
+        masks: dict[str, np.ndarray] = {}
+        one_shot = self.config.calibration == "one-shot"
+        blocks = len(walks[0].blocks)
+        rounds = [list(range(blocks))] if one_shot else [[b] for b in range(blocks)]
+        with self.progress.stage("stats (per round)", len(rounds)) as advance:
+            for number, round_blocks in enumerate(rounds):
+                stats: list[dict[str, LayerStats]] = [{} for _ in walks]
+                layers: list[PrunableLayer] = []
+                with self.timer.phase("calibration_clients"):
+                    for _block in round_blocks:
+                        layers += walks[0].layers
+                        for client, walk in enumerate(walks):
+                            stats[client].update(walk.statistics())
+                            if one_shot:
+                                walk.propagate_dense()
+                # One chunk per distinct input tensor (q/k/v share one, gate/up another).
+                groups = [
+                    group
+                    for block in round_blocks
+                    for group in shared_input_groups(
+                        [layer for layer in layers if layer.block == block], stats[0]
+                    )
+                ]
+                leaders = [group[0] for group in groups]
+                for client in range(len(walks)):
+                    uploads[client] = {
+                        name: fixed_point.exponent_one_hot(stats[client][name].sq_sum.numpy())
+                        for name in leaders
+                    }
+                lengths = {name: fixed_point.EXPONENT_SLOTS for name in leaders}
+                histograms, _ = self._sum(
+                    session, AggregationSpec.from_lengths(2 * number, lengths, 1)
+                )
+                exponents = {name: fixed_point.layer_exponent(h) for name, h in histograms.items()}
+                for client in range(len(walks)):
+                    uploads[client] = {
+                        name: fixed_point.encode(
+                            stats[client][name].sq_sum.numpy(), exponents[name], precision
+                        )
+                        for name in leaders
+                    }
+                    uploads[client][TOKENS_CHUNK] = np.array(
+                        [stats[client][leaders[0]].tokens], dtype=np.uint64
+                    )
+                lengths = {name: int(stats[0][name].sq_sum.numel()) for name in leaders}
+                lengths[TOKENS_CHUNK] = 1
+                bound = max(fixed_point.bound(precision), token_bound)
+                sums, _ = self._sum(
+                    session, AggregationSpec.from_lengths(2 * number + 1, lengths, bound)
+                )
+                tokens = int(sums[TOKENS_CHUNK][0])
+                by_name = {layer.name: layer for layer in layers}
+                with self.timer.phase("server_prune"):
+                    for group in groups:
+                        total = fixed_point.decode(sums[group[0]], exponents[group[0]], precision)
+                        feature_mean = torch.from_numpy(total / max(tokens, 1))
+                        for name in group:
+                            weight = by_name[name].module.weight.data.cpu()
+                            scores = wanda_scores(weight, feature_mean)
+                            masks[name] = row_mask(scores, self.config.sparsity).numpy()
+                if not one_shot:
+                    apply_masks(layers, masks)
+                    with self.timer.phase("calibration_clients"):
+                        for walk in walks:
+                            walk.propagate(None)  # through the globally pruned block
+                advance()
+        self.restore()
+        return masks
 
     def run_centralized(self) -> dict[str, np.ndarray]:
         pooled = None if self.config.pruner == "magnitude" else torch.cat(self.samples)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from fedprllm_secure.client import calibrate
 from fedprllm_secure.client.calibrate import (
     block_statistics,
     capture_block_inputs,
@@ -283,3 +284,50 @@ def test_a_session_reused_over_blocks_never_repeats_a_keystream(
             if vectors[i].shape == vectors[j].shape:
                 difference = (vectors[i] - vectors[j]) % modulus
                 assert np.mean(difference == 2) > 0.1
+
+
+@pytest.mark.parametrize(
+    "protocol, options",
+    [
+        ("plaintext", {}),
+        ("additive", {"threshold": 2}),
+        ("ckks", {}),
+        ("ckks", {"he_scheme": "bfv"}),
+    ],
+)
+@pytest.mark.parametrize("calibration", ["one-shot", "sequential"])
+def test_stats_mode_gives_exactly_the_centralized_mask(
+    tiny_model_dir: Path, client_dir: Path, protocol: str, options: dict, calibration: str
+) -> None:
+    precision = 30 if protocol == "ckks" and not options else 48
+    config = config_for(
+        tiny_model_dir,
+        client_dir,
+        protocol=protocol,
+        protocol_options=options,
+        aggregate="stats",
+        calibration=calibration,
+        stats_precision_bits=precision,
+    )
+    run = FederatedPruning(config, SilentProgress(), _Timer())
+    stats_masks, _ = run.run_fedprllm()
+    centralized = run.run_centralized()
+    for name, mask in centralized.items():
+        assert np.array_equal(stats_masks[name], mask), name
+    rounds = 1 if calibration == "one-shot" else 2
+    assert run.protocol_report["aggregations"] == 2 * rounds
+    assert all(bool((layer.module.weight != 0).all()) for layer in run.layers)
+
+
+def test_shared_input_groups_follow_the_architecture() -> None:
+    model = make_tiny_model(layers=1)
+    walk = calibrate.BlockwiseCalibration(model, tiny_samples(2))
+    layers = walk.layers
+    groups = calibrate.shared_input_groups(layers, walk.statistics())
+    short = [[name.rsplit(".", 1)[-1] for name in group] for group in groups]
+    assert short == [
+        ["q_proj", "k_proj", "v_proj"],
+        ["o_proj"],
+        ["gate_proj", "up_proj"],
+        ["down_proj"],
+    ]

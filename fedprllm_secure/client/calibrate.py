@@ -40,6 +40,7 @@ class LayerStats:
 
     sq_sum: torch.Tensor  # float64 [in_features]
     tokens: int
+    input_key: tuple = ()  # identifies the tensor the layer read (q/k/v read the same one)
 
     @property
     def sq_mean(self) -> torch.Tensor:
@@ -117,6 +118,8 @@ def block_statistics(
         def hook(_module: nn.Module, args: tuple, _output: Any) -> None:
             x = args[0].detach().reshape(-1, args[0].shape[-1]).float()
             entry = stats[name]
+            if not entry.input_key:
+                entry.input_key = (args[0].data_ptr(), tuple(args[0].shape), args[0].stride())
             entry.sq_sum += x.pow(2).sum(dim=0).double()
             entry.tokens += x.shape[0]
 
@@ -129,6 +132,21 @@ def block_statistics(
         for handle in handles:
             handle.remove()
     return stats, (outputs if keep_outputs else None)
+
+
+def shared_input_groups(
+    layers: list[PrunableLayer], stats: dict[str, LayerStats]
+) -> list[list[str]]:
+    """The block's linears grouped by the input tensor they read, in layer order.
+
+    Linears of one group (LLaMA: q/k/v, and gate/up) have identical statistics, so a client needs
+    to send them once. The grouping depends on the architecture only, never on the data.
+    """
+    groups: dict[tuple, list[str]] = {}
+    for layer in layers:
+        key = stats[layer.name].input_key or (layer.name,)
+        groups.setdefault(key, []).append(layer.name)
+    return list(groups.values())
 
 
 @contextmanager

@@ -1,0 +1,238 @@
+"""Reproduce the FedPrLLM paper's table (REFERENCE.md section 1) on the embedded SmolLM2.
+
+    python experiments/paper_table.py                      # the README table (about an hour)
+    python experiments/paper_table.py --model DIR --quick  # a smoke run on any small model
+
+Part A, IID split over 8 clients, at 50/60/70% sparsity: dense, centralized Wanda, local-only
+(mean over clients), FedPrLLM layer/row/column one-shot, layer one-shot with scaling, layer and
+row iterative. Part B, at 50%: a topic (non-IID) split for 2, 8 and 32 clients at a fixed total
+sample budget. Part C, at 50%: 25% of the clients dropped out (IID and topic, 8 clients).
+
+Client masks are computed once per (split, clients, sparsity) and reused by every variant; every
+finished row is saved to OUT/rows.json at once, so an interrupted run resumes where it stopped.
+Writes OUT/paper_table.md and OUT/paper_table.json and prints the time each part took.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from statistics import mean
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from fedprllm_secure.outputs import write_json  # noqa: E402
+from fedprllm_secure.progress import SilentProgress  # noqa: E402
+from fedprllm_secure.simulate import FederatedPruning, SimulationConfig, _Timer  # noqa: E402
+
+
+class Rows:
+    """Finished rows by key, persisted after each one (resume support)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.rows: dict[str, dict[str, Any]] = (
+            json.loads(path.read_text()) if path.is_file() else {}
+        )
+
+    def get(self, key: str, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        if key not in self.rows:
+            started = time.perf_counter()
+            row = compute()
+            row["seconds"] = round(time.perf_counter() - started, 1)
+            self.rows[key] = row
+            write_json(self.path, self.rows)
+            print(f"  {key:<55} ppl {row['ppl']:10.3f}  ({row['seconds']:.0f}s)", flush=True)
+        return self.rows[key]
+
+
+def evaluate(run: FederatedPruning, label: str, masks: dict, scales: dict | None = None) -> float:
+    ppl, _ = run.evaluate_masks(label, masks, scales)
+    run.restore()
+    return ppl
+
+
+def fedprllm_row(run: FederatedPruning, **changes: Any) -> dict[str, Any]:
+    saved = run.config
+    run.config = replace(saved, **changes)
+    try:
+        masks, scales = run.run_fedprllm()
+        report = run.protocol_report
+        ppl = evaluate(run, "fedprllm", masks, scales)
+    finally:
+        run.config = saved
+    return {
+        "ppl": ppl,
+        "contributors": len(report["contributors"]),
+        "upload_bytes_per_client": mean(report["uplink_bytes_per_client"].values()),
+    }
+
+
+def local_row(run: FederatedPruning) -> dict[str, Any]:
+    values = [evaluate(run, f"local {c}", run.client_mask(c)) for c in range(len(run.clients))]
+    return {"ppl": mean(values), "per_client": values}
+
+
+def setting(rows: Rows, base: SimulationConfig, tag: str, variants: list[str]) -> None:
+    """Run every variant of one (split, clients, sparsity) setting, sharing the client masks."""
+    def key(variant: str) -> str:
+        return f"{tag}/{variant}" if tag else variant
+
+    pending = [v for v in variants if key(v) not in rows.rows]
+    if not pending:
+        return
+    run = FederatedPruning(base, SilentProgress(), _Timer())
+    dropped = {c: "input" for c in range(max(1, base.clients // 4))}
+    recipes: dict[str, Callable[[], dict[str, Any]]] = {
+        "dense": lambda: {"ppl": run.evaluate("dense")},
+        "centralized": lambda: {"ppl": evaluate(run, "centralized", run.run_centralized())},
+        "local-only (mean)": lambda: local_row(run),
+        "fedprllm layer one-shot": lambda: fedprllm_row(run, group="layer"),
+        "fedprllm row one-shot": lambda: fedprllm_row(run, group="row"),
+        "fedprllm column one-shot": lambda: fedprllm_row(run, group="column"),
+        "fedprllm layer one-shot scaling": lambda: fedprllm_row(run, group="layer", scaling=True),
+        "fedprllm layer iterative": lambda: fedprllm_row(run, group="layer", mode="iterative"),
+        "fedprllm row iterative": lambda: fedprllm_row(run, group="row", mode="iterative"),
+        "fedprllm layer one-shot, 25% dropped": lambda: fedprllm_row(run, drop=dropped),
+    }
+    for variant in variants:
+        rows.get(key(variant), recipes[variant])
+
+
+PART_A = [
+    "centralized",
+    "local-only (mean)",
+    "fedprllm layer one-shot",
+    "fedprllm row one-shot",
+    "fedprllm column one-shot",
+    "fedprllm layer one-shot scaling",
+    "fedprllm layer iterative",
+    "fedprllm row iterative",
+]
+PART_B = ["centralized", "local-only (mean)", "fedprllm layer one-shot", "fedprllm row one-shot"]
+
+
+def markdown(rows: Rows, args: argparse.Namespace) -> str:
+    def cell(key: str) -> str:
+        row = rows.rows.get(key)
+        return "-" if row is None else f"{row['ppl']:.2f}"
+
+    sparsities = args.sparsities
+    lines = [
+        f"Perplexity on the held-out Wikipedia text ({args.eval_windows} windows x {args.seqlen} "
+        f"tokens); model `{args.model}`; {args.budget} calibration samples of {args.seqlen} tokens "
+        f"in all; protocol `{args.protocol}`; seed {args.seed}.",
+        "",
+        "**A. IID split, 8 clients**",
+        "",
+        "| method | " + " | ".join(f"{int(s * 100)}%" for s in sparsities) + " |",
+        "|---|" + "---|" * len(sparsities),
+        "| dense | " + " | ".join(cell("dense") for _ in sparsities) + " |",
+    ]
+    for variant in PART_A:
+        cells = [cell(f"iid-8-{s}/{variant}") for s in sparsities]
+        lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        f"**B. Topic (non-IID) split at 50%, {args.budget} samples in all**",
+        "",
+        "| method | " + " | ".join(f"{m} clients" for m in args.client_counts) + " |",
+        "|---|" + "---|" * len(args.client_counts),
+    ]
+    for variant in PART_B:
+        cells = [cell(f"topic-{m}-0.5/{variant}") for m in args.client_counts]
+        lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "**C. 25% of 8 clients dropped out (50%, layer, one-shot)**",
+        "",
+        "| split | all clients | 25% dropped |",
+        "|---|---|---|",
+    ]
+    for split in ("iid", "topic"):
+        tag = f"{split}-8-0.5"
+        lines.append(
+            f"| {split} | {cell(tag + '/fedprllm layer one-shot')} | "
+            f"{cell(tag + '/fedprllm layer one-shot, 25% dropped')} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--out", type=Path, default=Path("experiments/results/paper_table"))
+    parser.add_argument("--budget", type=int, default=32, help="calibration samples in all")
+    parser.add_argument("--seqlen", type=int, default=512)
+    parser.add_argument("--eval-windows", type=int, default=16)
+    parser.add_argument("--sparsities", type=float, nargs="+", default=[0.5, 0.6, 0.7])
+    parser.add_argument("--client-counts", type=int, nargs="+", default=[2, 8, 32])
+    parser.add_argument("--protocol", default="plaintext")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--quick", action="store_true", help="tiny settings for a smoke run")
+    args = parser.parse_args()
+    if args.quick:
+        args.budget, args.seqlen, args.eval_windows = 8, 32, 2
+        args.sparsities, args.client_counts = [0.5], [2, 4]
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows = Rows(args.out / "rows.json")
+    options = {"threshold": None} if args.protocol == "additive" else {}
+
+    def base(split: str, clients: int, sparsity: float) -> SimulationConfig:
+        return SimulationConfig(
+            model=args.model,
+            protocol=args.protocol,
+            protocol_options={k: v for k, v in options.items() if v is not None},
+            clients=clients,
+            samples_per_client=max(1, args.budget // clients),
+            seqlen=args.seqlen,
+            sparsity=sparsity,
+            split=split,
+            seed=args.seed,
+            device=args.device,
+            eval_windows=args.eval_windows,
+        )
+
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    print("A. IID, 8 clients", flush=True)
+    for sparsity in args.sparsities:
+        variants = (["dense"] if sparsity == args.sparsities[0] else []) + PART_A
+        if sparsity == 0.5:
+            variants.append("fedprllm layer one-shot, 25% dropped")
+        tag = f"iid-8-{sparsity}"
+        if "dense" in variants:
+            setting(rows, base("iid", 8, sparsity), "", ["dense"])
+            variants.remove("dense")
+        setting(rows, base("iid", 8, sparsity), tag, variants)
+    timings["A (iid, 8 clients)"] = time.perf_counter() - started
+    started = time.perf_counter()
+    print("B. topic split at 50%", flush=True)
+    for clients in args.client_counts:
+        variants = list(PART_B)
+        if clients == 8:
+            variants.append("fedprllm layer one-shot, 25% dropped")
+        setting(rows, base("topic", clients, 0.5), f"topic-{clients}-0.5", variants)
+    timings["B+C (topic split, dropouts)"] = time.perf_counter() - started
+    write_json(rows.path, rows.rows)
+    table = markdown(rows, args)
+    (args.out / "paper_table.md").write_text(table)
+    write_json(
+        args.out / "paper_table.json",
+        {"settings": vars(args) | {"out": str(args.out)}, "rows": rows.rows},
+    )
+    print(table)
+    print("time per part: " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in timings.items()))
+
+
+if __name__ == "__main__":
+    main()
