@@ -81,6 +81,7 @@ def local_row(run: FederatedPruning) -> dict[str, Any]:
 
 def setting(rows: Rows, base: SimulationConfig, tag: str, variants: list[str]) -> None:
     """Run every variant of one (split, clients, sparsity) setting, sharing the client masks."""
+
     def key(variant: str) -> str:
         return f"{tag}/{variant}" if tag else variant
 
@@ -100,6 +101,10 @@ def setting(rows: Rows, base: SimulationConfig, tag: str, variants: list[str]) -
         "fedprllm layer iterative": lambda: fedprllm_row(run, group="layer", mode="iterative"),
         "fedprllm row iterative": lambda: fedprllm_row(run, group="row", mode="iterative"),
         "fedprllm layer one-shot, 25% dropped": lambda: fedprllm_row(run, drop=dropped),
+        "fedprllm stats one-shot": lambda: fedprllm_row(
+            run, aggregate="stats", calibration="one-shot"
+        ),
+        "fedprllm stats sequential": lambda: fedprllm_row(run, aggregate="stats"),
     }
     for variant in variants:
         rows.get(key(variant), recipes[variant])
@@ -114,6 +119,8 @@ PART_A = [
     "fedprllm layer one-shot scaling",
     "fedprllm layer iterative",
     "fedprllm row iterative",
+    "fedprllm stats one-shot",
+    "fedprllm stats sequential",
 ]
 PART_B = ["centralized", "local-only (mean)", "fedprllm layer one-shot", "fedprllm row one-shot"]
 
@@ -131,12 +138,18 @@ def markdown(rows: Rows, args: argparse.Namespace) -> str:
         "",
         "**A. IID split, 8 clients**",
         "",
-        "| method | " + " | ".join(f"{int(s * 100)}%" for s in sparsities) + " |",
-        "|---|" + "---|" * len(sparsities),
-        "| dense | " + " | ".join(cell("dense") for _ in sparsities) + " |",
+        "| method | "
+        + " | ".join(f"{int(s * 100)}%" for s in sparsities)
+        + " | upload per client | time (50%) |",
+        "|---|" + "---|" * (len(sparsities) + 2),
+        "| dense | " + " | ".join(cell("dense") for _ in sparsities) + " | - | - |",
     ]
     for variant in PART_A:
         cells = [cell(f"iid-8-{s}/{variant}") for s in sparsities]
+        row = rows.rows.get(f"iid-8-{sparsities[0]}/{variant}", {})
+        upload = row.get("upload_bytes_per_client")
+        cells.append("-" if upload is None else f"{upload / 1e6:.2f} MB")
+        cells.append("-" if "seconds" not in row else f"{row['seconds']:.0f} s")
         lines.append(f"| {variant} | " + " | ".join(cells) + " |")
     lines += [
         "",

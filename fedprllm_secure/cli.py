@@ -140,7 +140,7 @@ def simulate(
     ] = "masks",
     stats_precision_bits: Annotated[
         int, typer.Option(help="stats: fixed-point bits below each layer's largest statistic.")
-    ] = 30,
+    ] = 48,
     scaling: Annotated[
         bool, typer.Option(help="Scale kept weights by (m - C) / m (the paper finds it hurts).")
     ] = False,

@@ -72,7 +72,7 @@ class SimulationConfig:
     calibration: str = "sequential"
     mode: str = "one-shot"
     aggregate: str = "masks"
-    stats_precision_bits: int = 30
+    stats_precision_bits: int = 48
     eval_windows: int = 16
     eval_seqlen: int | None = None
     batch_size: int = 8
@@ -308,18 +308,24 @@ class FederatedPruning:
             return self._run_stats(), None
         if self.config.mode == "iterative":
             return self._run_iterative()
+        sums, contributors = self.aggregate_client_masks()
+        masks: dict[str, np.ndarray] = {}
+        scales: dict[str, np.ndarray] | None = {} if self.config.scaling else None
+        self._server_masks(self.layers, sums, contributors, masks, scales)
+        return masks, scales
+
+    def aggregate_client_masks(self) -> tuple[dict[str, np.ndarray], int]:
+        """Counts C (per layer, flattened) of every client's local mask through the protocol."""
+        self._contributors = []
         packed = self.compute_client_masks()
         session = self._open_session(
             lambda c, chunk: _unpack(packed[c][chunk.name], chunk.length), len(packed)
         )
         spec = AggregationSpec.from_lengths(0, _lengths(self.layers), bound=1)
         with self.progress.stage(f"secure sum ({self.config.protocol})", 1) as advance:
-            sums, contributors = self._sum(session, spec)
+            result = self._sum(session, spec)
             advance()
-        masks: dict[str, np.ndarray] = {}
-        scales: dict[str, np.ndarray] | None = {} if self.config.scaling else None
-        self._server_masks(self.layers, sums, contributors, masks, scales)
-        return masks, scales
+        return result
 
     def _run_iterative(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray] | None]:
         """One secure sum per decoder block; clients propagate through the globally pruned block.
@@ -418,19 +424,22 @@ class FederatedPruning:
                     session, AggregationSpec.from_lengths(2 * number, lengths, 1)
                 )
                 exponents = {name: fixed_point.layer_exponent(h) for name, h in histograms.items()}
+                limbs = fixed_point.limb_count(precision)
                 for client in range(len(walks)):
-                    uploads[client] = {
-                        name: fixed_point.encode(
+                    uploads[client] = {TOKENS_CHUNK: np.array([stats[client][leaders[0]].tokens])}
+                    for name in leaders:
+                        encoded = fixed_point.encode(
                             stats[client][name].sq_sum.numpy(), exponents[name], precision
                         )
-                        for name in leaders
-                    }
-                    uploads[client][TOKENS_CHUNK] = np.array(
-                        [stats[client][leaders[0]].tokens], dtype=np.uint64
-                    )
-                lengths = {name: int(stats[0][name].sq_sum.numel()) for name in leaders}
+                        for k, limb in enumerate(fixed_point.to_limbs(encoded, precision)):
+                            uploads[client][f"{name}#{k}"] = limb
+                lengths = {
+                    f"{name}#{k}": int(stats[0][name].sq_sum.numel())
+                    for name in leaders
+                    for k in range(limbs)
+                }
                 lengths[TOKENS_CHUNK] = 1
-                bound = max(fixed_point.bound(precision), token_bound)
+                bound = max(fixed_point.LIMB_BOUND, token_bound)
                 sums, _ = self._sum(
                     session, AggregationSpec.from_lengths(2 * number + 1, lengths, bound)
                 )
@@ -438,7 +447,11 @@ class FederatedPruning:
                 by_name = {layer.name: layer for layer in layers}
                 with self.timer.phase("server_prune"):
                     for group in groups:
-                        total = fixed_point.decode(sums[group[0]], exponents[group[0]], precision)
+                        leader = group[0]
+                        joined = fixed_point.from_limbs(
+                            [sums[f"{leader}#{k}"] for k in range(limbs)]
+                        )
+                        total = fixed_point.decode(joined, exponents[leader], precision)
                         feature_mean = torch.from_numpy(total / max(tokens, 1))
                         for name in group:
                             weight = by_name[name].module.weight.data.cpu()

@@ -114,13 +114,22 @@ def block_statistics(
         for layer in layers
     }
 
+    sources: list[torch.Tensor] = []
+
     def make_hook(name: str) -> Callable:
         def hook(_module: nn.Module, args: tuple, _output: Any) -> None:
-            x = args[0].detach().reshape(-1, args[0].shape[-1]).float()
+            # float64 before the reduction: sums over different token groupings (one client vs
+            # all pooled) must agree far below any Wanda score gap.
+            x = args[0].detach().reshape(-1, args[0].shape[-1]).double()
             entry = stats[name]
             if not entry.input_key:
-                entry.input_key = (args[0].data_ptr(), tuple(args[0].shape), args[0].stride())
-            entry.sq_sum += x.pow(2).sum(dim=0).double()
+                # Hold every distinct input of the first pass so no address is reused: the key
+                # is the position of the very tensor object this layer read.
+                position = next((i for i, t in enumerate(sources) if t is args[0]), len(sources))
+                if position == len(sources):
+                    sources.append(args[0])
+                entry.input_key = (position,)
+            entry.sq_sum += x.pow(2).sum(dim=0)
             entry.tokens += x.shape[0]
 
         return hook

@@ -11,13 +11,16 @@ from hypothesis import strategies as st
 
 from fedprllm_secure.client.fixed_point import (
     EXPONENT_MIN,
+    LIMB_BOUND,
     bound,
     check_capacity,
     decode,
     encode,
     exponent_of,
     exponent_one_hot,
+    from_limbs,
     layer_exponent,
+    to_limbs,
 )
 from fedprllm_secure.errors import ConfigError, ProtocolError
 
@@ -40,11 +43,15 @@ def test_encoded_values_never_exceed_the_bound_and_sums_fit(clients, precision) 
         return
     encoded = [encode(v, exponent, precision) for v in vectors]
     assert all(int(q.max()) <= bound(precision) for q in encoded)
+    limbs = [to_limbs(q, precision) for q in encoded]
+    assert all(int(part.max()) <= LIMB_BOUND for parts in limbs for part in parts)
+    limb_sums = [np.sum([parts[k] for parts in limbs], axis=0) for k in range(len(limbs[0]))]
+    assert np.array_equal(from_limbs(limb_sums), np.sum(encoded, axis=0, dtype=np.uint64))
     total = sum(int(q.max()) for q in encoded)
     assert total < 1 << 64  # the sum over clients cannot overflow
     exact = np.sum(vectors, axis=0)
     error = np.abs(decode(np.sum(encoded, axis=0), exponent, precision) - exact)
-    assert (error <= len(vectors) * math.ldexp(1.0, exponent - precision - 1) * 1.0001).all()
+    assert (error <= len(vectors) * math.ldexp(1.0, exponent - precision) * 1.0001).all()
 
 
 def test_exponent_is_the_smallest_binade_holding_the_value() -> None:
