@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fedprllm_secure.client.calibrate import BlockInputs, block_statistics
 from fedprllm_secure.client.scores import magnitude_scores, row_mask, wanda_scores
@@ -41,3 +43,23 @@ def test_block_statistics_are_sum_of_squares_per_input_feature() -> None:
     assert torch.allclose(stats["0"].sq_sum, (flat**2).sum(0))
     assert torch.allclose(stats["0"].sq_mean, (flat**2).mean(0))
     assert outputs is not None and torch.allclose(outputs.hidden[0], linear(x[0]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    rows=st.integers(1, 6),
+    columns=st.integers(1, 12),
+    levels=st.integers(1, 5),
+    sparsity=st.floats(0.01, 0.99),
+    seed=st.integers(0, 1000),
+)
+def test_row_mask_equals_the_stable_sort_reference(
+    rows: int, columns: int, levels: int, sparsity: float, seed: int
+) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    scores = torch.randint(0, levels, (rows, columns), generator=generator).float()
+    k = int(columns * sparsity)
+    expected = torch.zeros_like(scores, dtype=torch.bool)
+    if k:
+        expected.scatter_(1, torch.sort(scores, dim=1, stable=True).indices[:, :k], True)
+    assert torch.equal(row_mask(scores, sparsity), expected)
