@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 DEMO_OUT ?= runs/demo
 
-.PHONY: setup test test-all demo lint clean
+.PHONY: setup test test-all test-flower demo lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -20,6 +20,12 @@ test: setup
 
 test-all: setup
 	$(PY) -m pytest -q
+
+# Flower 1.42 pins typer<0.21 and rich<15: installing the extra downgrades them in this venv.
+test-flower: setup
+	$(PY) -m pip install --quiet -e '.[dev,flower]'
+	$(PY) -m pip check
+	$(PY) -m pytest -q -m flower tests/integrations
 
 demo: setup
 	$(VENV)/bin/fedprllm-secure simulate --protocol plaintext --clients 8 --samples-per-client 8 \

@@ -12,6 +12,8 @@ it from its `InputProvider` and submits it. Memory per client is O(chunk).
 
 from __future__ import annotations
 
+import base64
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -138,7 +140,13 @@ def read_checked_input(
 
 
 class ClientProtocol(ABC):
-    """One client's side of one session. `state` names the current round."""
+    """One client's side of one session. `state` names the current round.
+
+    A client whose process does not outlive one message (a Flower ClientApp) saves itself with
+    `to_state()` and comes back with `type(client).from_state(data, inputs, rng)`. The bytes hold
+    the client's secrets: they must stay on the client's node. Protocols that cannot be saved keep
+    the default, which raises NotImplementedError.
+    """
 
     client_id: ClientId
 
@@ -149,6 +157,16 @@ class ClientProtocol(ABC):
     @abstractmethod
     def handle(self, message: Any) -> Any | None:
         """Answer one server message; raise ProtocolError (and enter 'aborted') to refuse it."""
+
+    def to_state(self) -> bytes:
+        """Everything the client needs to resume, except its InputProvider and RandomSource."""
+        raise NotImplementedError(f"{type(self).__name__} cannot be saved")
+
+    @classmethod
+    def from_state(cls, data: bytes, inputs: InputProvider, rng: Any) -> ClientProtocol:
+        """The client saved by `to_state`, reading its vectors from `inputs` and drawing fresh
+        randomness from `rng` (a RandomSource). ProtocolError on bytes it did not write."""
+        raise NotImplementedError(f"{cls.__name__} cannot be restored")
 
 
 class ServerProtocol(ABC):
@@ -165,3 +183,92 @@ class ServerProtocol(ABC):
     @abstractmethod
     def handle(self, replies: dict[ClientId, Any]) -> dict[ClientId, Any] | AggregateResult:
         """Consume the replies of the last round (absent clients dropped out)."""
+
+
+# --- client state codec ---------------------------------------------------------------------------
+# Tagged JSON: exact for None, bool, int, str, float, bytes, tuple, list, set, dicts with any
+# scalar keys, SessionConfig, AggregationSpec and ChunkSpec. Never pickle: a state blob read back
+# must not be able to run code.
+
+STATE_MAGIC = b"FPST"
+STATE_VERSION = 1
+
+
+def _to_json(value: Any) -> Any:
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return {"$b": base64.b64encode(bytes(value)).decode("ascii")}
+    if isinstance(value, tuple):
+        return {"$t": [_to_json(v) for v in value]}
+    if isinstance(value, list):
+        return [_to_json(v) for v in value]
+    if isinstance(value, (set, frozenset)):
+        return {"$s": [_to_json(v) for v in sorted(value)]}
+    if isinstance(value, Mapping):
+        return {"$d": [[_to_json(k), _to_json(v)] for k, v in value.items()]}
+    if isinstance(value, SessionConfig):
+        return {
+            "$cfg": [_to_json(value.session_id), _to_json(value.roster), _to_json(value.options)]
+        }
+    if isinstance(value, AggregationSpec):
+        return {"$spec": [value.index, value.bound, _to_json(value.chunks)]}
+    if isinstance(value, ChunkSpec):
+        return {"$chunk": [value.name, value.length, value.offset]}
+    raise TypeError(f"cannot save a {type(value).__name__} in a client state")
+
+
+def _from_json(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_from_json(v) for v in value]
+    if not isinstance(value, dict):
+        return value
+    if len(value) != 1:
+        raise ProtocolError("client state: malformed tagged value")
+    ((tag, body),) = value.items()
+    if tag == "$b":
+        return base64.b64decode(body.encode("ascii"), validate=True)
+    if tag == "$t":
+        return tuple(_from_json(v) for v in body)
+    if tag == "$s":
+        return {_from_json(v) for v in body}
+    if tag == "$d":
+        return {_from_json(k): _from_json(v) for k, v in body}
+    if tag == "$cfg":
+        sid, roster, options = (_from_json(v) for v in body)
+        return SessionConfig(sid, roster, options)
+    if tag == "$spec":
+        index, bound, chunks = body
+        return AggregationSpec(index, _from_json(chunks), bound)
+    if tag == "$chunk":
+        return ChunkSpec(*body)
+    raise ProtocolError(f"client state: unknown tag {tag!r}")
+
+
+def encode_state(protocol: str, fields: Mapping[str, Any]) -> bytes:
+    """Serialize a client's fields under the protocol's name (checked by `decode_state`)."""
+    body = json.dumps(
+        {"protocol": protocol, "fields": _to_json(dict(fields))}, separators=(",", ":")
+    )
+    return STATE_MAGIC + bytes([STATE_VERSION]) + body.encode("utf-8")
+
+
+def decode_state(protocol: str, data: bytes) -> dict[str, Any]:
+    """The fields saved by `encode_state(protocol, ...)`; ProtocolError on anything else."""
+    data = bytes(data)
+    if data[:4] != STATE_MAGIC or len(data) < 5 or data[4] != STATE_VERSION:
+        raise ProtocolError("not a saved client state of this version")
+    try:
+        raw = json.loads(data[5:].decode("utf-8"))
+        if raw.get("protocol") != protocol:
+            raise ProtocolError(
+                f"saved client state is of protocol {raw.get('protocol')!r}, not {protocol!r}"
+            )
+        fields = _from_json(raw["fields"])
+    except ProtocolError:
+        raise
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ProtocolError(f"saved client state is corrupt: {exc}") from exc
+    if not isinstance(fields, dict):
+        raise ProtocolError("saved client state is corrupt")
+    return fields

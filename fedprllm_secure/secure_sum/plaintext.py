@@ -22,6 +22,8 @@ from .api import (
     InputProvider,
     ServerProtocol,
     SessionConfig,
+    decode_state,
+    encode_state,
     read_checked_input,
     sum_dtype,
 )
@@ -63,6 +65,22 @@ class PlaintextClient(ClientProtocol):
     @property
     def state(self) -> str:
         return self._state
+
+    def to_state(self) -> bytes:
+        return encode_state(
+            "plaintext",
+            {"config": self.config, "client_id": self.client_id, "state": self._state},
+        )
+
+    @classmethod
+    def from_state(cls, data: bytes, inputs: InputProvider, rng: object = None) -> PlaintextClient:
+        fields = decode_state("plaintext", data)
+        try:
+            client = cls(fields["config"], fields["client_id"], inputs)
+            client._state = str(fields["state"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ProtocolError(f"saved plaintext client state is corrupt: {exc}") from exc
+        return client
 
     def handle(self, message: object) -> ChunkSubmission:
         if self._state != "ready" or not isinstance(message, ChunkRequest):

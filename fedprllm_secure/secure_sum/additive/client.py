@@ -25,6 +25,8 @@ from ..api import (
     ClientProtocol,
     InputProvider,
     SessionConfig,
+    decode_state,
+    encode_state,
     read_checked_input,
 )
 from ..packing import bits_for
@@ -119,6 +121,79 @@ class AdditiveClient(ClientProtocol):
     @property
     def state(self) -> str:
         return self._state
+
+    # --- saving and restoring (a client process per message, e.g. Flower) ---------------------
+
+    def to_state(self) -> bytes:
+        """All of this client's state, secrets included: keep the bytes on the client's node."""
+
+        def keys(k: SignedKeys) -> tuple[int, bytes, bytes]:
+            return (k.owner, k.cipher_public, k.signature)
+
+        cipher_key = getattr(self, "cipher_key", None)
+        own_keys = getattr(self, "own_keys", None)
+        fields = {
+            "config": self.config,
+            "client_id": self.client_id,
+            "identity": self.identity.private_bytes_raw(),
+            "state": self._state,
+            "first_aggregation": self.first_aggregation,
+            "last_aggregation": self.last_aggregation,
+            "graph": self.graph,
+            "peer_keys": {c: keys(k) for c, k in self.peer_keys.items()},
+            "dead": self.dead,
+            "cipher_key": cipher_key.private_bytes_raw() if cipher_key is not None else None,
+            "own_keys": keys(own_keys) if own_keys is not None else None,
+            "spec": self.spec,
+            "aggregation": self.aggregation,
+            "self_seed": self.self_seed,
+            "mask_key": self.mask_key.private_bytes_raw() if self.mask_key is not None else None,
+            "self_shares": self.self_shares,
+            "key_shares": self.key_shares,
+            "peer_masks": self.peer_masks,
+            "pair_seeds": self.pair_seeds,
+            "listed": self.listed,
+            "u2": self.u2,
+            "next_chunk": self.next_chunk,
+            "bits": self.bits,
+            "signed_survivors": self.signed_survivors,
+        }
+        return encode_state("additive", fields)
+
+    @classmethod
+    def from_state(cls, data: bytes, inputs: InputProvider, rng: RandomSource) -> AdditiveClient:
+        """The client `to_state` saved; it draws any fresh randomness from `rng`."""
+        f = decode_state("additive", data)
+        try:
+            client = cls(f["config"], f["client_id"], rng, inputs, f["identity"])
+            client._state = str(f["state"])
+            client.first_aggregation = f["first_aggregation"]
+            client.last_aggregation = f["last_aggregation"]
+            client.graph = {int(c): frozenset(peers) for c, peers in f["graph"].items()}
+            client.peer_keys = {int(c): SignedKeys(*k) for c, k in f["peer_keys"].items()}
+            client.dead = set(f["dead"])
+            if f["cipher_key"] is not None:
+                client.cipher_key = P.X25519PrivateKey.from_private_bytes(f["cipher_key"])
+            if f["own_keys"] is not None:
+                client.own_keys = SignedKeys(*f["own_keys"])
+            client.spec = f["spec"]
+            client.aggregation = int(f["aggregation"])
+            client.self_seed = f["self_seed"]
+            if f["mask_key"] is not None:
+                client.mask_key = P.X25519PrivateKey.from_private_bytes(f["mask_key"])
+            client.self_shares = dict(f["self_shares"])
+            client.key_shares = dict(f["key_shares"])
+            client.peer_masks = dict(f["peer_masks"])
+            client.pair_seeds = dict(f["pair_seeds"])
+            client.listed = set(f["listed"])
+            client.u2 = set(f["u2"])
+            client.next_chunk = int(f["next_chunk"])
+            client.bits = int(f["bits"])
+            survivors = f["signed_survivors"]
+            client.signed_survivors = tuple(survivors) if survivors is not None else None
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ProtocolError(f"saved additive client state is corrupt: {exc}") from exc
+        return client
 
     @property
     def holders(self) -> frozenset[int]:

@@ -8,14 +8,24 @@ answers decryption requests through its `KeyAuthority`.
 
 from __future__ import annotations
 
+import dataclasses
+
 from ...errors import ConfigError, ProtocolError
-from ..api import ClientId, ClientProtocol, InputProvider, SessionConfig, read_checked_input
+from ..api import (
+    ClientId,
+    ClientProtocol,
+    InputProvider,
+    SessionConfig,
+    decode_state,
+    encode_state,
+    read_checked_input,
+)
 from . import context as he_ctx
 from .authority import KeyAuthority
 from .messages import DecryptReply, DecryptRequest, EncryptedChunk, EncryptRequest
 from .packing import pack, to_ckks_values
 from .params import he_params
-from .settings import parse, public_context_bytes, session_packing
+from .settings import AUTHORITY_LINK, parse, public_context_bytes, session_packing
 
 
 class CkksClient(ClientProtocol):
@@ -35,6 +45,7 @@ class CkksClient(ClientProtocol):
         self._he = he_params(settings.scheme)
         self._ctx = he_ctx.load_context(public_context_bytes(config), private=False)
         self._authority: KeyAuthority | None = None
+        self._identity = identity
         if settings.authority == client_id:
             if identity is None:
                 raise ConfigError(f"client {client_id} is the key authority but holds no key")
@@ -46,6 +57,36 @@ class CkksClient(ClientProtocol):
     @property
     def state(self) -> str:
         return self._state
+
+    def to_state(self) -> bytes:
+        """The session, this client's id and state, and (key authority only) the secret context
+        with the record of what it already decrypted: keep the bytes on the client's node."""
+        options = {k: v for k, v in self.config.options.items() if k != AUTHORITY_LINK}
+        fields = {
+            "config": dataclasses.replace(self.config, options=options),
+            "client_id": self.client_id,
+            "identity": self._identity,
+            "state": self._state,
+            "decrypted": None,
+            "contributors": None,
+        }
+        if self._authority is not None:
+            fields["decrypted"] = set(self._authority._decrypted)
+            fields["contributors"] = dict(self._authority._contributors)
+        return encode_state("ckks", fields)
+
+    @classmethod
+    def from_state(cls, data: bytes, inputs: InputProvider, rng: object = None) -> CkksClient:
+        f = decode_state("ckks", data)
+        try:
+            client = cls(f["config"], f["client_id"], inputs, f["identity"])
+            client._state = str(f["state"])
+            if client._authority is not None:
+                client._authority._decrypted = set(f["decrypted"] or ())
+                client._authority._contributors = dict(f["contributors"] or {})
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ProtocolError(f"saved ckks client state is corrupt: {exc}") from exc
+        return client
 
     def handle(self, message: object) -> EncryptedChunk | DecryptReply:
         if self._state != "ready":

@@ -1,0 +1,1 @@
+"""Running the secure-sum protocols inside existing federated-learning stacks (Flower)."""

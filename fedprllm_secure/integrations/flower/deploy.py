@@ -1,0 +1,372 @@
+"""A real Flower deployment on 127.0.0.1: one SuperLink, N SuperNodes, `flwr run`, then cleanup.
+
+    python -m fedprllm_secure.integrations.flower.deploy --model DIR \
+        --data client0.txt --data client1.jsonl --data client2/ --out runs/flower \
+        --run-config protocol='"additive"' --timeout 600
+
+Each `--data` is one SuperNode (its own calibration text; node config `model` and `data`). All
+processes run in their own process group and are stopped by PID when the run ends, fails or
+times out. Every wait is bounded. Ports are free loopback ports picked at start.
+
+The same by hand (three terminals, then `flwr run`):
+
+    flower-superlink --insecure --host 127.0.0.1 --port 9091 --disable-runtime-dependency-installation
+    flower-supernode --insecure --superlink 127.0.0.1:9091 --port 9094 \
+        --node-config "model='/path/model' data='/path/alice.txt'"
+    (one per node, each with its own --port and data)
+    flwr run APP_DIR local --run-config "num-nodes=3 model='/path/model' out='runs/flower'"
+
+where APP_DIR holds the pyproject.toml written by `write_app_dir` and FLWR_HOME's config.toml
+names the SuperLink connection `local` (see `write_flwr_home`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ...errors import FedPrError
+
+APP_COMPONENTS = {
+    "serverapp": "fedprllm_secure.integrations.flower.server_app:app",
+    "clientapp": "fedprllm_secure.integrations.flower.client_app:app",
+}
+
+
+class DeploymentError(FedPrError):
+    """The deployment could not start, finish in time, or the run failed."""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def group_gone(pgid: int, timeout: float = 0.0) -> bool:
+    """Whether no process is left in group `pgid`, waiting up to `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            pass
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.1)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return json.dumps(str(value))
+
+
+def write_app_dir(folder: Path, run_config: Mapping[str, Any]) -> Path:
+    """A Flower App project whose components are this package's apps (no code is copied)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    config_lines = "\n".join(f'"{k}" = {_toml_value(v)}' for k, v in run_config.items())
+    (folder / "pyproject.toml").write_text(
+        f"""[build-system]
+requires = ["hatchling"]
+build-backend = "hatchling.build"
+
+[project]
+name = "fedprllm-flower"
+version = "1.0.0"
+description = "Federated pruning (FedPrLLM) with a secure-sum protocol"
+license = "Apache-2.0"
+dependencies = []
+
+[tool.flwr.app]
+publisher = "fedprllm-secure"
+
+[tool.flwr.app.components]
+serverapp = "{APP_COMPONENTS["serverapp"]}"
+clientapp = "{APP_COMPONENTS["clientapp"]}"
+
+[tool.flwr.app.config]
+{config_lines}
+"""
+    )
+    return folder
+
+
+def write_flwr_home(folder: Path, control_address: str) -> Path:
+    """FLWR_HOME with one SuperLink connection, `local`, at `control_address` (insecure)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.toml").write_text(
+        f'[superlink]\ndefault = "local"\n\n[superlink.local]\naddress = "{control_address}"\n'
+        "insecure = true\n"
+    )
+    return folder
+
+
+@dataclass
+class Deployment:
+    """Processes this object started (and only those); `stop()` ends each by its PID/group."""
+
+    workdir: Path
+    bin_dir: Path = field(default_factory=lambda: Path(sys.executable).parent)
+    processes: list[tuple[str, subprocess.Popen]] = field(default_factory=list)
+    superlink_fleet: str = ""
+    superlink_control: str = ""
+    node_logs: list[Path] = field(default_factory=list)
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["FLWR_HOME"] = str(self.workdir / "flwr-home")
+        env["PATH"] = f"{self.bin_dir}{os.pathsep}{env.get('PATH', '')}"
+        env.setdefault("TQDM_DISABLE", "1")
+        return env
+
+    def _start(self, name: str, args: Sequence[str]) -> subprocess.Popen:
+        log = open(self.workdir / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
+        process = subprocess.Popen(
+            [str(self.bin_dir / args[0]), *args[1:]],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=self.env(),
+            cwd=self.workdir,
+            start_new_session=True,  # its own process group: its app processes die with it
+        )
+        log.close()
+        self.processes.append((name, process))
+        return process
+
+    def start_superlink(self) -> None:
+        # flwr 1.42 serves the Fleet, Control and Runtime APIs over HTTP on one port.
+        port = free_port()
+        self.superlink_fleet = self.superlink_control = f"127.0.0.1:{port}"
+        write_flwr_home(self.workdir / "flwr-home", self.superlink_control)
+        self._start(
+            "superlink",
+            [
+                "flower-superlink", "--insecure", "--host", "127.0.0.1", "--port", str(port),
+                "--disable-runtime-dependency-installation",
+            ],
+        )  # fmt: skip
+        self.wait_for_port(port, 60, "superlink")
+
+    def start_supernode(
+        self, node_config: Mapping[str, str], superlink: str | None = None
+    ) -> subprocess.Popen:
+        index = len(self.node_logs)
+        config = " ".join(f"{k}={json.dumps(str(v))}" for k, v in node_config.items())
+        self.node_logs.append(self.workdir / f"supernode-{index}.log")
+        return self._start(
+            f"supernode-{index}",
+            [
+                "flower-supernode", "--insecure",
+                "--superlink", superlink or self.superlink_fleet,
+                "--host", "127.0.0.1", "--port", str(free_port()),
+                "--max-retries", "3", "--max-wait-time", "20",
+                "--node-config", config,
+            ],
+        )  # fmt: skip
+
+    def wait_for_port(self, port: int, timeout: float, name: str) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.check_alive()
+            with socket.socket() as s:
+                s.settimeout(0.5)
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    return
+            time.sleep(0.2)
+        raise DeploymentError(f"{name} did not open port {port} within {timeout:.0f} s")
+
+    def check_alive(self) -> None:
+        for name, process in self.processes:
+            if name.startswith(("superlink", "supernode")) and process.poll() is not None:
+                tail = (self.workdir / f"{name}.log").read_text(errors="replace")[-2000:]
+                raise DeploymentError(f"{name} exited with code {process.returncode}:\n{tail}")
+
+    def flwr(self, args: Sequence[str], timeout: float) -> subprocess.CompletedProcess:
+        try:
+            return subprocess.run(
+                [str(self.bin_dir / "flwr"), *args],
+                capture_output=True,
+                text=True,
+                env=self.env(),
+                cwd=self.workdir,
+                timeout=timeout,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise DeploymentError(
+                f"flwr {' '.join(args[:1])} did not return within {timeout:.0f} s"
+            ) from exc
+
+    def stop_process(self, process: subprocess.Popen, grace: float = 10.0) -> None:
+        """SIGTERM the process group this object started for `process`, then SIGKILL."""
+        if process.poll() is None:
+            for sig in (signal.SIGTERM, signal.SIGKILL):
+                try:
+                    os.killpg(process.pid, sig)  # the group id is the PID (start_new_session)
+                except ProcessLookupError:
+                    break
+                try:
+                    process.wait(timeout=grace)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+        # The leader is gone; app processes it spawned may remain in its group.
+        if not group_gone(process.pid, timeout=1.0):
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            group_gone(process.pid, timeout=grace)
+
+    def stop(self, grace: float = 10.0) -> None:
+        """Stop every process group started here: SIGTERM all, wait `grace` s, SIGKILL the rest."""
+        started = [process for _name, process in self.processes]
+        for process in started:
+            if process.poll() is None:
+                try:
+                    os.killpg(process.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        deadline = time.monotonic() + grace
+        for process in started:
+            try:
+                process.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+        for process in started:
+            self.stop_process(process, grace=5.0)  # SIGKILL what is left, leader or group
+
+    def __enter__(self) -> Deployment:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def start_federation(deployment: Deployment, model: str, data: Sequence[str]) -> None:
+    """A SuperLink and one SuperNode per `data` path (node config: the model and that text)."""
+    deployment.start_superlink()
+    for path in data:
+        deployment.start_supernode(
+            {"model": str(Path(model).resolve()), "data": str(Path(path).resolve())}
+        )
+
+
+def submit_run(
+    deployment: Deployment,
+    model: str,
+    num_nodes: int,
+    out: Path,
+    run_config: Mapping[str, Any] | None = None,
+    timeout: float = 600.0,
+    on_progress: Any = None,
+) -> dict[str, Any]:
+    """`flwr run` the app on a started federation; wait (at most `timeout` s) for its result.
+
+    Returns OUT/result.json; raises DeploymentError with the run's own error (OUT/error.txt),
+    a dead process's log, or the SuperLink log's tail on timeout. `on_progress(deployment,
+    progress)` is called while waiting (tests use it to kill a node mid-round).
+    """
+    out = Path(out).resolve()
+    config: dict[str, Any] = {"model": str(Path(model).resolve()), "out": str(out)}
+    config["num-nodes"] = num_nodes
+    config.update(run_config or {})
+    app_dir = write_app_dir(Path(tempfile.mkdtemp(prefix="app-", dir=deployment.workdir)), config)
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in ("result.json", "error.txt", "progress.json"):
+        (out / stale).unlink(missing_ok=True)
+    deadline = time.monotonic() + timeout
+    started = deployment.flwr(["run", str(app_dir), "local", "--format", "json"], timeout=120)
+    if started.returncode != 0:
+        raise DeploymentError(f"flwr run failed: {started.stdout[-1500:]} {started.stderr[-1500:]}")
+    while time.monotonic() < deadline:
+        if (out / "result.json").is_file():
+            return dict(json.loads((out / "result.json").read_text()))
+        if (out / "error.txt").is_file():
+            raise DeploymentError((out / "error.txt").read_text().strip())
+        deployment.check_alive()
+        if on_progress is not None:
+            on_progress(deployment, _progress(out))
+        time.sleep(0.5)
+    tail = (deployment.workdir / "superlink.log").read_text(errors="replace")[-3000:]
+    raise DeploymentError(f"the run did not finish within {timeout:.0f} s; superlink log:\n{tail}")
+
+
+def run_deployment(
+    model: str,
+    data: Sequence[str],
+    out: Path,
+    run_config: Mapping[str, Any] | None = None,
+    timeout: float = 600.0,
+    workdir: Path | None = None,
+) -> dict[str, Any]:
+    """Start SuperLink + SuperNodes, run the app once, stop every process started here."""
+    workdir = Path(workdir or tempfile.mkdtemp(prefix="fedprllm-flower-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    with Deployment(workdir) as deployment:
+        start_federation(deployment, model, data)
+        return submit_run(deployment, model, len(data), out, run_config, timeout)
+
+
+def _progress(out: Path) -> dict[str, Any]:
+    try:
+        return json.loads((out / "progress.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, help="the global model (folder, .gguf, name)")
+    parser.add_argument("--data", action="append", default=[], help="one SuperNode's text")
+    parser.add_argument("--out", type=Path, default=Path("runs/flower"))
+    parser.add_argument("--run-config", action="append", default=[], help="key=JSON value")
+    parser.add_argument("--timeout", type=float, default=600.0)
+    parser.add_argument("--workdir", type=Path, default=None, help="logs and FLWR_HOME")
+    parser.add_argument(
+        "--write-app", type=Path, default=None, metavar="DIR",
+        help="only write the Flower App project (pyproject.toml) to DIR, for `flwr run DIR`",
+    )  # fmt: skip
+    args = parser.parse_args(argv)
+    run_config: dict[str, Any] = {}
+    for item in args.run_config:
+        key, _, value = item.partition("=")
+        try:
+            run_config[key] = json.loads(value)
+        except json.JSONDecodeError:
+            run_config[key] = value
+    if args.write_app is not None:
+        config = {"model": str(Path(args.model).resolve()), "out": str(args.out.resolve())}
+        config.update(run_config)
+        print(write_app_dir(args.write_app, config))
+        return 0
+    if not args.data:
+        parser.error("give one --data per SuperNode (or --write-app DIR)")
+    try:
+        result = run_deployment(
+            args.model, args.data, args.out, run_config, args.timeout, args.workdir
+        )
+    except FedPrError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps({k: result[k] for k in ("contributors", "failures", "timings_s")}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,86 @@
+"""How the integration packs its data into Flower records.
+
+Every protocol message travels as its wire bytes (the project's codec) in an ArrayRecord holding
+one uint8 Array, so Flower splits a large one into pieces; small settings travel in ConfigRecords.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from ...errors import ProtocolError
+from ...secure_sum.api import SessionConfig, decode_state, encode_state
+
+try:
+    from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
+except ModuleNotFoundError as exc:  # pragma: no cover - depends on the optional extra
+    from . import FLOWER_EXTRA_HINT
+
+    raise ModuleNotFoundError(FLOWER_EXTRA_HINT, name=exc.name) from exc
+
+SETTINGS = "fedpr.settings"  # ConfigRecord: what the server asks, or a reply's small fields
+PAYLOAD = "fedpr.payload"  # ArrayRecord: named byte blobs (protocol messages, session config)
+ERROR = "error"  # key in a reply's SETTINGS: the client refused, with a reason for the user
+
+# message types (Flower routes "query.<action>" to the matching @app.query("<action>"))
+CALIBRATE = "query.calibrate"
+ENROLL = "query.enroll"
+PROTOCOL = "query.protocol"
+
+
+def blob_array(data: bytes) -> Array:
+    return Array(np.frombuffer(bytes(data), dtype=np.uint8).copy())
+
+
+def array_blob(array: Array) -> bytes:
+    return bytes(array.numpy().astype(np.uint8, copy=False).tobytes())
+
+
+def content(
+    settings: Mapping[str, Any] | None = None, blobs: Mapping[str, bytes] | None = None
+) -> RecordDict:
+    """A RecordDict with small `settings` and large `blobs` (each sent as a uint8 array)."""
+    records: dict[str, Any] = {SETTINGS: ConfigRecord(dict(settings or {}))}
+    if blobs:
+        records[PAYLOAD] = ArrayRecord({name: blob_array(data) for name, data in blobs.items()})
+    return RecordDict(records)
+
+
+def settings_of(records: RecordDict) -> dict[str, Any]:
+    if SETTINGS not in records:
+        return {}
+    return dict(records[SETTINGS])
+
+
+def blobs_of(records: RecordDict) -> dict[str, bytes]:
+    if PAYLOAD not in records:
+        return {}
+    return {name: array_blob(array) for name, array in records.array_records[PAYLOAD].items()}
+
+
+def payload_nbytes(records: RecordDict) -> int:
+    """Bytes of the arrays and byte/str values in a RecordDict (what a node uploads, roughly)."""
+    total = 0
+    for record in records.values():
+        if isinstance(record, ArrayRecord):
+            total += sum(len(array.data) for array in record.values())
+        elif isinstance(record, ConfigRecord):
+            for value in record.values():
+                items = value if isinstance(value, list) else [value]
+                for item in items:
+                    total += len(item) if isinstance(item, (bytes, str)) else 8
+    return total
+
+
+def encode_config(config: SessionConfig) -> bytes:
+    return encode_state("session-config", {"config": config})
+
+
+def decode_config(data: bytes) -> SessionConfig:
+    config = decode_state("session-config", data).get("config")
+    if not isinstance(config, SessionConfig):
+        raise ProtocolError("the session config from the server is malformed")
+    return config
