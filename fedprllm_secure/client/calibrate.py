@@ -115,12 +115,11 @@ def block_statistics(
     }
 
     sources: list[torch.Tensor] = []
+    # q/k/v (and gate/up) read the same tensor one after another: square and sum it once.
+    last: dict[str, Any] = {"input": None, "increment": None}
 
     def make_hook(name: str) -> Callable:
         def hook(_module: nn.Module, args: tuple, _output: Any) -> None:
-            # float64 before the reduction: sums over different token groupings (one client vs
-            # all pooled) must agree far below any Wanda score gap.
-            x = args[0].detach().reshape(-1, args[0].shape[-1]).double()
             entry = stats[name]
             if not entry.input_key:
                 # Hold every distinct input of the first pass so no address is reused: the key
@@ -129,8 +128,13 @@ def block_statistics(
                 if position == len(sources):
                     sources.append(args[0])
                 entry.input_key = (position,)
-            entry.sq_sum += x.pow(2).sum(dim=0)
-            entry.tokens += x.shape[0]
+            if last["input"] is not args[0]:
+                # float64 before the reduction: sums over different token groupings (one client
+                # vs all pooled) must agree far below any Wanda score gap.
+                x = args[0].detach().reshape(-1, args[0].shape[-1]).double()
+                last["input"], last["increment"] = args[0], x.pow(2).sum(dim=0)
+            entry.sq_sum += last["increment"]
+            entry.tokens += args[0].numel() // args[0].shape[-1]
 
         return hook
 
