@@ -44,7 +44,14 @@ def row_mask(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
     if k == 0:
         return torch.zeros_like(scores, dtype=torch.bool)
     threshold = kth_smallest_per_row(scores, k)
-    below = scores < threshold
+    mask = scores < threshold
     tied = scores == threshold
-    still_needed = k - below.sum(dim=1, keepdim=True)
-    return below | (tied & (torch.cumsum(tied, dim=1) <= still_needed))
+    still_needed = k - mask.sum(dim=1, keepdim=True)
+    # Usually every tied entry is needed (real-valued scores rarely tie): skip the cumsum then.
+    ambiguous = (tied.sum(dim=1, keepdim=True) != still_needed).squeeze(1)
+    mask |= tied
+    if bool(ambiguous.any()):
+        rows_tied = tied[ambiguous]
+        keep = rows_tied & (torch.cumsum(rows_tied, dim=1) <= still_needed[ambiguous])
+        mask[ambiguous] = (scores[ambiguous] < threshold[ambiguous]) | keep
+    return mask
