@@ -192,11 +192,31 @@ def simulate(
             help="Also save the pruned model (loadable with from_pretrained) in OUT/model."
         ),
     ] = False,
+    rr_epsilon: Annotated[
+        float | None,
+        typer.Option(help="Randomized response: flip each mask bit w.p. 1/(1+e^EPS) (per weight)."),
+    ] = None,
+    dp_stats_epsilon: Annotated[
+        float | None,
+        typer.Option(help="DP on activation statistics: (EPS, --dp-delta)-DP per client mask."),
+    ] = None,
+    dp_delta: Annotated[float, typer.Option(help="delta of --dp-stats-epsilon.")] = 1e-5,
+    dp_clip: Annotated[
+        float | None, typer.Option(help="Per-sample L2 clip C of the squared activation norms.")
+    ] = None,
+    dp_accountant: Annotated[
+        str, typer.Option(help="Accountant for sigma: rdp (opacus), prv (opacus) or gaussian.")
+    ] = "rdp",
+    min_cohort: Annotated[
+        int | None,
+        typer.Option(help="Refuse to release counts over fewer clients (default 3; secure only)."),
+    ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing --out folder.")] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
     """Run a whole federated pruning round on this machine and write OUT/results.json."""
     from .outputs import atomic_output_dir, check_output_dir, write_json
+    from .privacy.settings import PrivacySettings
     from .simulate import SimulationConfig, run_simulation
 
     options = {
@@ -231,6 +251,14 @@ def simulate(
         eval_windows=eval_windows,
         eval_seqlen=eval_seqlen,
         batch_size=batch_size,
+        privacy=PrivacySettings(
+            rr_epsilon=rr_epsilon,
+            dp_stats_epsilon=dp_stats_epsilon,
+            dp_delta=dp_delta,
+            dp_clip=dp_clip,
+            accountant=dp_accountant,
+            min_cohort=min_cohort,
+        ),
     )
     config.validate()
     check_output_dir(out_dir.expanduser(), overwrite)
@@ -268,6 +296,15 @@ def _print_summary(results: dict[str, Any], out_dir: Path) -> None:
         )
     timings = results["timings_s"]
     out.print("time: " + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))
+
+
+def _register_audit() -> None:
+    from .audit.command import audit
+
+    app.command("audit")(audit)
+
+
+_register_audit()
 
 
 @app.command("protocols")

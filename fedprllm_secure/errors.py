@@ -31,3 +31,7 @@ class ProtocolError(FedPrError):
 
 class MessageDecodeError(ProtocolError):
     """A byte string is not a valid encoding of a protocol message."""
+
+
+class PrivacyError(FedPrError):
+    """A privacy guard refused to release a result (e.g. a cohort below the minimum size)."""

@@ -34,6 +34,8 @@ from .client.scores import PRUNERS, row_mask, wanda_scores
 from .errors import ConfigError, DataError, ProtocolError
 from .evaluate import eval_windows, perplexity
 from .model import LoadedModel, PrunableLayer, load_model, prunable_layers
+from .privacy.settings import PrivacySettings
+from .privacy.statistics import StatisticsMechanism
 from .progress import Progress, SilentProgress
 from .randomness import SeededRandomSource
 from .secure_sum import registry
@@ -76,6 +78,7 @@ class SimulationConfig:
     eval_windows: int = 16
     eval_seqlen: int | None = None
     batch_size: int = 8
+    privacy: PrivacySettings = field(default_factory=PrivacySettings)
 
     def validate(self) -> None:
         """Raise ConfigError naming the first bad value."""
@@ -107,6 +110,11 @@ class SimulationConfig:
         for ok, problem in checks:
             if not ok:
                 raise ConfigError(problem)
+        self.privacy.validate()
+        if self.privacy.rr_epsilon is not None and self.aggregate != "masks":
+            raise ConfigError("--rr-epsilon randomizes mask bits: it needs --aggregate masks")
+        if self.privacy.dp_stats_epsilon is not None and self.pruner != "wanda":
+            raise ConfigError("--dp-stats-epsilon needs --pruner wanda (magnitude uses no data)")
         for method in self.methods:
             if method not in METHODS:
                 raise ConfigError(f"unknown --method {method!r} (use {', '.join(METHODS)})")
@@ -200,13 +208,31 @@ class FederatedPruning:
         self.client_masks: list[dict[str, np.ndarray]] | None = None
         self.protocol_report: dict[str, Any] = {}
         self._contributors: list[int] = []
+        self._rng = SeededRandomSource(f"fedprllm-secure/simulate/{config.seed}")
+        self._secure = registry.get(config.protocol).secure
+        self.dp_reports: dict[int, StatisticsMechanism] = {}
 
     def evaluate(self, label: str) -> float:
         with self.timer.phase(f"eval_{label}"):
             with self.progress.stage(f"perplexity ({label})", len(self.windows)) as advance:
                 return perplexity(self.model, self.windows, advance)
 
-    def _masks_for(self, samples: torch.Tensor | None, label: str) -> dict[str, torch.Tensor]:
+    def _dp_stats(self, client: int | None) -> StatisticsMechanism | None:
+        """Client `client`'s DP mechanism for its statistics (one release per block), or None
+        (no DP, or the centralized baseline, client None)."""
+        if client is None:
+            return None
+        blocks = len({layer.block for layer in self.layers})
+        mechanism = self.config.privacy.statistics_mechanism(
+            blocks, self._rng.child(f"dp-stats/client-{client}")
+        )
+        if mechanism is not None:
+            self.dp_reports[client] = mechanism
+        return mechanism
+
+    def _masks_for(
+        self, samples: torch.Tensor | None, label: str, client: int | None = None
+    ) -> dict[str, torch.Tensor]:
         blocks = len({layer.block for layer in self.layers})
         with self.progress.stage(f"calibrate {label}", blocks) as advance:
             masks, _stats = local_masks(
@@ -217,6 +243,7 @@ class FederatedPruning:
                 self.config.calibration,
                 self.config.batch_size,
                 on_block=lambda _i, _n: advance(),
+                stats_transform=self._dp_stats(client),
             )
         return masks
 
@@ -225,7 +252,7 @@ class FederatedPruning:
             self.client_masks = []
             for index, samples in enumerate(self.samples):
                 with self.timer.phase("calibration_clients"):
-                    masks = self._masks_for(samples, f"client {index}")
+                    masks = self._masks_for(samples, f"client {index}", index)
                 self.client_masks.append({name: _pack(mask) for name, mask in masks.items()})
         return self.client_masks
 
@@ -234,9 +261,15 @@ class FederatedPruning:
     ) -> SimulatedSession:
         """One secure-sum session over every client; `read(client, chunk)` gives its input."""
         rng = SeededRandomSource(f"fedprllm-secure/simulate/{self.config.seed}")
+        privacy = self.config.privacy
         return SimulatedSession(
             self.config.protocol,
-            {c: (lambda _index, chunk, c=c: read(c, chunk)) for c in range(clients)},
+            {
+                c: privacy.wrap_provider(
+                    lambda _index, chunk, c=c: read(c, chunk), self._rng.child(f"rr/client-{c}")
+                )
+                for c in range(clients)
+            },
             rng,
             options=self.config.protocol_options,
             drop_at=self.config.drop,
@@ -251,7 +284,8 @@ class FederatedPruning:
             raise ProtocolError("no client contributed to the sum (all dropped out)")
         self._contributors.append(len(result.contributors))
         self._report(session, result.contributors)
-        return result.sums, len(result.contributors)
+        # Minimum cohort, then debiasing of randomized response (exact contributor count).
+        return self.config.privacy.release(result, self._secure), len(result.contributors)
 
     def _report(self, session: SimulatedSession, contributors: tuple[int, ...]) -> None:
         log = session.bus.log
@@ -338,8 +372,10 @@ class FederatedPruning:
             )
         with self.timer.phase("calibration_clients"):
             walks = [
-                BlockwiseCalibration(self.model, samples, self.config.batch_size)
-                for samples in self.samples
+                BlockwiseCalibration(
+                    self.model, samples, self.config.batch_size, self._dp_stats(client)
+                )
+                for client, samples in enumerate(self.samples)
             ]
         block_masks: list[dict[str, torch.Tensor]] = [{} for _ in walks]
         session = self._open_session(
@@ -385,8 +421,10 @@ class FederatedPruning:
         token_bound = max(int(s.numel()) for s in self.samples)
         with self.timer.phase("calibration_clients"):
             walks = [
-                BlockwiseCalibration(self.model, samples, self.config.batch_size)
-                for samples in self.samples
+                BlockwiseCalibration(
+                    self.model, samples, self.config.batch_size, self._dp_stats(client)
+                )
+                for client, samples in enumerate(self.samples)
             ]
         uploads: list[dict[str, np.ndarray]] = [{} for _ in walks]
         session = self._open_session(lambda c, chunk: uploads[c][chunk.name], len(walks))
@@ -490,6 +528,17 @@ class FederatedPruning:
             "per_layer": {k: round(v, 6) for k, v in per_layer.items()},
         }
 
+    def privacy_report(self) -> dict[str, Any]:
+        """What holds against whom in this run (results.json `privacy`)."""
+        reports = [m.report() for _, m in sorted(self.dp_reports.items())]
+        return self.config.privacy.report(
+            protocol=self.config.protocol,
+            protocol_secure=self._secure,
+            weights=sum(layer.numel for layer in self.layers),
+            contributors=min(self._contributors, default=0),
+            statistics=reports[0] if reports else None,
+        )
+
     def restore(self) -> None:
         restore_weights(self.layers, self.dense)
 
@@ -561,6 +610,7 @@ def run_simulation(
         "perplexity": perplexities,
         "sparsity": sparsity,
         "protocol": run.protocol_report or None,
+        "privacy": run.privacy_report() if "fedprllm" in config.methods else None,
         "saved_model": str(save_model_to) if save_model_to else None,
         "timings_s": {**timer.timings, "total": round(time.perf_counter() - started, 3)},
     }

@@ -18,6 +18,7 @@ from fedprllm_secure.client.calibrate import (
 )
 from fedprllm_secure.client.scores import row_mask, wanda_scores
 from fedprllm_secure.model import block_linears, decoder_blocks, load_model, prunable_layers
+from fedprllm_secure.privacy.settings import PrivacySettings
 from fedprllm_secure.progress import SilentProgress
 from fedprllm_secure.secure_sum.messages import decode
 from fedprllm_secure.secure_sum.packing import unpack_uint
@@ -176,8 +177,14 @@ def test_secure_protocols_give_the_plaintext_pruned_model(
     tiny_model_dir: Path, client_dir: Path, protocol: str, drop_round: str, options: dict
 ) -> None:
     def global_masks(name: str, drop: dict[int, str], opts: dict) -> tuple[dict, dict]:
+        # Two survivors of three: below the default minimum cohort, lowered on purpose.
         config = config_for(
-            tiny_model_dir, client_dir, protocol=name, drop=drop, protocol_options=opts
+            tiny_model_dir,
+            client_dir,
+            protocol=name,
+            drop=drop,
+            protocol_options=opts,
+            privacy=PrivacySettings(min_cohort=2),
         )
         run = FederatedPruning(config, SilentProgress(), _Timer())
         masks, _ = run.run_fedprllm()

@@ -24,6 +24,8 @@ from .scores import magnitude_scores, row_mask, wanda_scores
 
 CALIBRATIONS = ("sequential", "one-shot")
 BlockCallback = Callable[[int, int], None]  # (block index, number of blocks)
+# (block index, {layer: per-sample sums of x^2 [samples, in_features]}) -> {layer: released sums}
+StatsTransform = Callable[[int, dict[str, torch.Tensor]], dict[str, torch.Tensor]]
 
 
 @dataclass
@@ -41,6 +43,7 @@ class LayerStats:
     sq_sum: torch.Tensor  # float64 [in_features]
     tokens: int
     input_key: tuple = ()  # identifies the tensor the layer read (q/k/v read the same one)
+    per_sample: torch.Tensor | None = None  # [samples, in_features], only when requested
 
     @property
     def sq_mean(self) -> torch.Tensor:
@@ -101,9 +104,16 @@ def run_block(block: nn.Module, inputs: BlockInputs) -> BlockInputs:
 
 
 def block_statistics(
-    block: nn.Module, layers: list[PrunableLayer], inputs: BlockInputs, keep_outputs: bool
+    block: nn.Module,
+    layers: list[PrunableLayer],
+    inputs: BlockInputs,
+    keep_outputs: bool,
+    per_sample: bool = False,
 ) -> tuple[dict[str, LayerStats], BlockInputs | None]:
-    """Hook every prunable linear of the block and accumulate sum x^2 per input feature."""
+    """Hook every prunable linear of the block and accumulate sum x^2 per input feature.
+
+    With `per_sample`, each LayerStats also holds every sample's own sums (what DP clips).
+    """
     stats = {
         layer.name: LayerStats(
             torch.zeros(
@@ -116,7 +126,8 @@ def block_statistics(
 
     sources: list[torch.Tensor] = []
     # q/k/v (and gate/up) read the same tensor one after another: square and sum it once.
-    last: dict[str, Any] = {"input": None, "increment": None}
+    last: dict[str, Any] = {"input": None, "increment": None, "samples": None}
+    parts: dict[str, list[torch.Tensor]] = {layer.name: [] for layer in layers}
 
     def make_hook(name: str) -> Callable:
         def hook(_module: nn.Module, args: tuple, _output: Any) -> None:
@@ -133,7 +144,12 @@ def block_statistics(
                 # vs all pooled) must agree far below any Wanda score gap.
                 x = args[0].detach().reshape(-1, args[0].shape[-1]).double()
                 last["input"], last["increment"] = args[0], x.pow(2).sum(dim=0)
+                if per_sample:
+                    batch = args[0].detach().reshape(args[0].shape[0], -1, args[0].shape[-1])
+                    last["samples"] = batch.double().pow(2).sum(dim=1)
             entry.sq_sum += last["increment"]
+            if per_sample:
+                parts[name].append(last["samples"])
             entry.tokens += args[0].numel() // args[0].shape[-1]
 
         return hook
@@ -144,6 +160,9 @@ def block_statistics(
     finally:
         for handle in handles:
             handle.remove()
+    if per_sample:
+        for name, entry in stats.items():
+            entry.per_sample = torch.cat(parts[name]) if parts[name] else None
     return stats, (outputs if keep_outputs else None)
 
 
@@ -182,10 +201,20 @@ class BlockwiseCalibration:
     dense block's outputs, a by-product of the statistics pass) or `propagate(masks)` (the block
     re-run with `masks` applied for the pass only; None runs it with the weights as they are, e.g.
     after the server pruned the global block in place). Holds one block's activations.
+
+    With `stats_transform` (e.g. DP noise), `statistics()` returns the transform's sums of the
+    per-sample statistics instead of the exact sums: one call of the transform per block.
     """
 
-    def __init__(self, model: nn.Module, samples: torch.Tensor, batch_size: int = 8) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        samples: torch.Tensor,
+        batch_size: int = 8,
+        stats_transform: StatsTransform | None = None,
+    ) -> None:
         self.model = model
+        self.stats_transform = stats_transform
         self.blocks = decoder_blocks(model)
         self.index = 0
         self._inputs = capture_block_inputs(model, samples, batch_size)
@@ -200,9 +229,19 @@ class BlockwiseCalibration:
         return block_linears(self.model, self.index)
 
     def statistics(self) -> dict[str, LayerStats]:
+        transform = self.stats_transform
         stats, self._dense_outputs = block_statistics(
-            self.blocks[self.index], self.layers, self._inputs, keep_outputs=True
+            self.blocks[self.index],
+            self.layers,
+            self._inputs,
+            keep_outputs=True,
+            per_sample=transform is not None,
         )
+        if transform is not None:
+            released = transform(self.index, {n: s.per_sample for n, s in stats.items()})
+            for name, entry in stats.items():
+                entry.sq_sum = released[name].to(entry.sq_sum.device, torch.float64)
+                entry.per_sample = None
         return stats
 
     def propagate_dense(self) -> None:
@@ -263,12 +302,16 @@ def local_masks(
     calibration: str = "sequential",
     batch_size: int = 8,
     on_block: BlockCallback | None = None,
+    stats_transform: StatsTransform | None = None,
+    max_blocks: int | None = None,
 ) -> tuple[dict[str, torch.Tensor], dict[str, LayerStats]]:
     """One client's local masks (per output row, True = pruned) and the statistics behind them.
 
     `samples` [n, seqlen] are the client's token windows (None for magnitude). one-shot: every
     block sees dense activations; sequential: block l sees the outputs of blocks 0..l-1 pruned with
     this client's own masks (Wanda). The model's weights are unchanged when this returns.
+    `stats_transform` replaces each block's statistics (see BlockwiseCalibration); `max_blocks`
+    stops after the first blocks (their masks do not depend on later blocks).
     """
     check_mask_options(sparsity, pruner, calibration)
     if pruner == "magnitude":
@@ -279,10 +322,10 @@ def local_masks(
         return masks, {}
     if samples is None:
         raise ConfigError("wanda needs calibration samples")
-    walk = BlockwiseCalibration(model, samples, batch_size)
+    walk = BlockwiseCalibration(model, samples, batch_size, stats_transform)
     masks: dict[str, torch.Tensor] = {}
     all_stats: dict[str, LayerStats] = {}
-    while not walk.done:
+    while not walk.done and (max_blocks is None or walk.index < max_blocks):
         index, layers = walk.index, walk.layers
         stats = walk.statistics()
         block_masks = wanda_block_masks(layers, stats, sparsity)

@@ -69,7 +69,9 @@ def test_flower_masks_equal_simulate(
         assert np.array_equal(result.masks[name], mask), name
 
 
-def test_small_chunks_row_group_and_send_and_receive(tiny_model_dir: Path, client_dir: Path) -> None:
+def test_small_chunks_row_group_and_send_and_receive(
+    tiny_model_dir: Path, client_dir: Path
+) -> None:
     expected = simulated_masks(tiny_model_dir, client_dir, group="row", protocol="additive")
     grid = grid_for(tiny_model_dir, client_dir)
     s = settings(protocol="additive", group="row", chunk_entries=3000, poll_interval_s=0)

@@ -1,0 +1,242 @@
+"""Run the pending points of an audit; every finished point is stored before the next starts.
+
+Calibration is the expensive step, so it is done once per (setting, client, noise on the
+statistics) and shared by every point that needs it: the noiseless masks serve the baseline and
+every randomized-response epsilon (RR is applied to the finished mask).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from .. import data
+from ..client.calibrate import local_masks
+from ..privacy.randomized_response import randomized_provider
+from ..privacy.release import release_counts
+from ..progress import Progress, SilentProgress
+from ..randomness import RandomSource, SeededRandomSource
+from ..secure_sum.api import AggregateResult, AggregationSpec, ChunkSpec
+from ..secure_sum.session import SimulatedSession
+from ..server.aggregate import global_mask
+from .config import AuditConfig
+from .leakage_run import run_leakage, run_leakage_dp
+from .masks import PackedMasks, calibrate, unpack
+from .plan import Point, plan
+from .store import PointStore
+from .workbench import Workbench
+
+Provider = Callable[[int, ChunkSpec], np.ndarray]
+
+
+def store_settings(config: AuditConfig) -> dict[str, Any]:
+    """The settings every point depends on (not the grid: extending a grid reuses points)."""
+    keep = (
+        "model", "corpus", "dp_delta", "dp_clip", "accountant", "samples_per_client", "seqlen",
+        "eval_windows", "sparsity", "group", "calibration", "min_cohort", "seed", "leakage",
+    )  # fmt: skip
+    settings = config.as_dict()
+    return {key: settings[key] for key in keep}
+
+
+class Setting:
+    """The clients of one (client count, split): their samples and, lazily, their masks."""
+
+    def __init__(self, bench: Workbench, config: AuditConfig, clients: int, split: str) -> None:
+        self.bench, self.config = bench, config
+        pool, _ = data.heldout_split(bench.articles)
+        self.clients = data.split_clients(pool, clients, split, config.seed)
+        self.samples = [
+            data.calibration_samples(
+                bench.loaded.tokenizer, c, config.samples_per_client, config.seqlen
+            )
+            for c in self.clients
+        ]
+        self._masks: dict[float | None, tuple[list[PackedMasks], list[Any]]] = {}
+
+    def masks(
+        self, dp_epsilon: float | None, source: RandomSource
+    ) -> tuple[list[PackedMasks], list[Any]]:
+        if dp_epsilon not in self._masks:
+            packed, reports = [], []
+            for index, samples in enumerate(self.samples):
+                masks, report = calibrate(
+                    self.bench.model,
+                    samples,
+                    self.config,
+                    dp_epsilon=dp_epsilon,
+                    releases=self.bench.blocks,
+                    source=source.child(f"dp/{dp_epsilon}/client-{index}"),
+                )
+                packed.append(masks)
+                reports.append(report)
+            self._masks[dp_epsilon] = (packed, reports)
+        return self._masks[dp_epsilon]
+
+
+def _aggregate(
+    protocol: str, providers: dict[int, Provider], lengths: dict[str, int], source: RandomSource
+) -> tuple[AggregateResult, SimulatedSession, float]:
+    session = SimulatedSession(protocol, providers, source)
+    started = time.perf_counter()
+    result = session.aggregate(AggregationSpec.from_lengths(0, lengths, bound=1))
+    return result, session, time.perf_counter() - started
+
+
+class AuditRun:
+    """Measures points; owns the workbench and the settings' calibrations."""
+
+    def __init__(self, config: AuditConfig, source: RandomSource) -> None:
+        self.config = config
+        self.source = source
+        self._bench: Workbench | None = None
+        self._settings: dict[tuple[int, str], Setting] = {}
+        self._reference: dict[tuple[int, str], dict[str, np.ndarray]] = {}
+
+    @property
+    def bench(self) -> Workbench:
+        if self._bench is None:
+            self._bench = Workbench(self.config)
+        return self._bench
+
+    def setting(self, point: Point) -> Setting:
+        if point.setting not in self._settings:
+            self._settings[point.setting] = Setting(self.bench, self.config, *point.setting)
+        return self._settings[point.setting]
+
+    def _global_masks(self, counts: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {
+            layer.name: global_mask(
+                counts[layer.name].reshape(self.bench.shapes[layer.name]),
+                self.config.sparsity,
+                self.config.group,
+                self.config.seed,
+                index,
+            )
+            for index, layer in enumerate(self.bench.layers)
+        }
+
+    def measure(self, point: Point) -> dict[str, Any]:
+        if point.kind == "dense":
+            return {"perplexity": self.bench.perplexity(), "weights": self.bench.weights}
+        if point.kind == "utility":
+            return self._utility(point)
+        if point.kind == "magnitude":
+            masks, _ = local_masks(self.bench.model, None, self.config.sparsity, "magnitude")
+            return {"perplexity": self.bench.perplexity({k: v.numpy() for k, v in masks.items()})}
+        if point.kind == "cost":
+            return self._cost(point)
+        if point.kind == "leakage-dp":
+            return run_leakage_dp(
+                self.bench, self.config, point.epsilon, self.source.child("leakage")
+            )
+        return run_leakage(self.bench, self.config, self.source.child("leakage"))
+
+    def _reference_masks(self, point: Point) -> dict[str, np.ndarray]:
+        """The global mask without any noise (direct sums: every protocol is exact)."""
+        if point.setting not in self._reference:
+            packed, _ = self.setting(point).masks(None, self.source)
+            counts = {
+                layer.name: sum(unpack(m[layer.name], layer.numel).astype(np.int64) for m in packed)
+                for layer in self.bench.layers
+            }
+            self._reference[point.setting] = self._global_masks(counts)
+        return self._reference[point.setting]
+
+    def _utility(self, point: Point) -> dict[str, Any]:
+        bench, setting = self.bench, self.setting(point)
+        dp = point.epsilon if point.mechanism == "dp" else None
+        rr = point.epsilon if point.mechanism == "rr" else None
+        packed, reports = setting.masks(dp, self.source)
+        lengths = {layer.name: layer.numel for layer in bench.layers}
+        providers: dict[int, Provider] = {}
+        for client, masks in enumerate(packed):
+            plain: Provider = lambda _i, chunk, m=masks: unpack(m[chunk.name], chunk.length)  # noqa: E731
+            providers[client] = (
+                plain
+                if rr is None
+                else randomized_provider(plain, rr, self.source.child(f"rr/{rr}/client-{client}"))
+            )
+        result, _, _ = _aggregate("plaintext", providers, lengths, self.source.child(point.id))
+        counts = release_counts(result, rr, self.config.min_cohort)
+        masks = self._global_masks(counts)
+        outcome: dict[str, Any] = {
+            "perplexity": bench.perplexity(masks),
+            "contributors": len(result.contributors),
+            "topics": [list(c.topics) for c in setting.clients],
+        }
+        if point.mechanism != "none":
+            reference = self._reference_masks(point)
+            same = sum(int((masks[n] == reference[n]).sum()) for n in masks)
+            outcome["agreement_with_noiseless_mask"] = same / bench.weights
+        if rr is not None:
+            plain_sums = sum(
+                unpack(m[bench.layers[0].name], bench.layers[0].numel).astype(np.int64)
+                for m in packed
+            )
+            error = counts[bench.layers[0].name] - plain_sums
+            outcome["count_rmse_first_layer"] = float(np.sqrt(np.mean(error**2)))
+        if dp is not None:
+            outcome["statistics_dp"] = reports[0]
+        return outcome
+
+    def _cost(self, point: Point) -> dict[str, Any]:
+        """Bytes and time of one protocol on random masks of the model's layout (sizes and time
+        do not depend on the mask's content)."""
+        bench = self.bench
+        lengths = {layer.name: layer.numel for layer in bench.layers}
+
+        def random_bits(client: int) -> Provider:
+            def provider(_index: int, chunk: ChunkSpec) -> np.ndarray:
+                raw = self.source.child(f"cost/{client}/{chunk.name}").random_bytes(
+                    (chunk.length + 7) // 8
+                )
+                return np.unpackbits(np.frombuffer(raw, dtype=np.uint8), count=chunk.length)
+
+            return provider
+
+        providers = {c: random_bits(c) for c in range(point.clients)}
+        result, session, seconds = _aggregate(
+            point.protocol, providers, lengths, self.source.child(point.id)
+        )
+        exact = all(
+            np.array_equal(
+                result.sums[name].astype(np.int64),
+                sum(providers[c](0, chunk).astype(np.int64) for c in range(point.clients)),
+            )
+            for name, chunk in ((c.name, c) for c in result.spec.chunks)
+        )
+        uplink = session.bus.log.uplink_by_client()
+        return {
+            "seconds": seconds,
+            "uplink_bytes_per_client": sum(uplink.values()) / max(len(uplink), 1),
+            "uplink_bytes_per_weight": sum(uplink.values()) / max(len(uplink), 1) / bench.weights,
+            "server_received_bytes": sum(r.nbytes for r in session.bus.log.received),
+            "exact": exact,
+        }
+
+
+def run_audit(
+    config: AuditConfig,
+    store: PointStore,
+    progress: Progress | None = None,
+    source: RandomSource | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Measure every point not yet in `store`; return all stored results by point id."""
+    progress = progress or SilentProgress()
+    source = source or SeededRandomSource(f"fedprllm-secure/audit/{config.seed}")
+    run = AuditRun(config, source)
+    points = plan(config)
+    with progress.stage("audit sweep", len(points)) as advance:
+        for point in points:
+            if store.load(point.id) is None:
+                started = time.perf_counter()
+                result = run.measure(point)
+                result["point"] = {**point.__dict__, "id": point.id}
+                result["wall_s"] = round(time.perf_counter() - started, 3)
+                store.save(point.id, result)
+            advance()
+    return store.all()

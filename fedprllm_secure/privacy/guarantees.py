@@ -1,0 +1,89 @@
+"""The honest summary of a run's privacy, for results.json: what holds, per whom.
+
+Pure function of the configuration and what the run measured; no claim here is stronger than
+what the mechanisms and the protocol actually give.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .randomized_response import flip_probability
+
+
+def privacy_report(
+    *,
+    protocol: str,
+    protocol_secure: bool,
+    weights: int,
+    contributors: int,
+    min_cohort: int,
+    rr_epsilon: float | None,
+    statistics: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """Describe, for one run, each guarantee and the adversaries it holds against.
+
+    `weights` is d, the number of mask bits each client submits; `statistics` is
+    `StatisticsMechanism.report()` of one client (all clients share the budget) or None.
+    """
+    holds: list[dict[str, str]] = []
+    if protocol_secure:
+        holds.append(
+            {
+                "guarantee": f"secure sum ({protocol}): the server learns only the sum over the "
+                f"{contributors} contributors and who contributed",
+                "against": "the honest-but-curious server (additive: also a malicious server and "
+                "coalitions below the threshold t; ckks: only if the key authority does not "
+                "collude with the server)",
+                "not_against": "anyone who sees the released sum: it is exact without noise",
+            }
+        )
+    else:
+        holds.append(
+            {
+                "guarantee": "none from the protocol: plaintext sends every mask in the clear",
+                "against": "nobody",
+                "not_against": "the server and anyone on the path",
+            }
+        )
+    rr: dict[str, Any] | None = None
+    if rr_epsilon is not None:
+        rr = {
+            "epsilon_per_weight": rr_epsilon,
+            "flip_probability": flip_probability(rr_epsilon),
+            "weights": weights,
+            "epsilon_whole_mask": rr_epsilon * weights,
+            "debiased_with_contributors": contributors,
+        }
+        holds.append(
+            {
+                "guarantee": f"local DP of randomized response: each submitted bit is "
+                f"{rr_epsilon}-DP with respect to that client's true bit; the whole mask only "
+                f"{rr_epsilon * weights:.4g}-DP (basic composition over d = {weights} weights), "
+                "which is no meaningful bound on the mask as a whole",
+                "against": "everyone, including the server colluding with every other client "
+                "(and with the ckks key authority), whatever the protocol",
+                "not_against": "inference from many weights together: the per-weight bound "
+                "does not protect what the mask as a whole reveals (e.g. the topic)",
+            }
+        )
+    if statistics is not None:
+        holds.append(
+            {
+                "guarantee": f"sample-level ({statistics['epsilon']}, {statistics['delta']})-DP "
+                f"of each client's whole mask (Gaussian mechanism on clipped activation "
+                f"statistics, {statistics['releases_made']} releases, accountant "
+                f"{statistics['accountant']}); adding or removing one calibration window changes "
+                "what anyone can infer by at most that much",
+                "against": "everyone, including the server colluding with every other client "
+                "and the key authority, whatever the protocol",
+                "not_against": "properties shared by all of a client's windows (its topic): "
+                "the unit of privacy is one window, not the client",
+            }
+        )
+    return {
+        "cohort": {"contributors": contributors, "min_cohort": min_cohort},
+        "randomized_response": rr,
+        "statistics_dp": statistics,
+        "guarantees": holds,
+    }
