@@ -37,9 +37,36 @@ def pack_uint(values: np.ndarray, bits: int) -> bytes:
         return data.astype(f"<u{bits // 8}").tobytes()
     if bits == 1:
         return np.packbits(data.astype(np.uint8), bitorder="little").tobytes()
+    if bits < 8:
+        return _pack_in_words(data, bits)
     shifts = np.arange(bits, dtype=np.uint64)
     planes = ((data[:, None] >> shifts) & np.uint64(1)).astype(np.uint8)
     return np.packbits(planes.reshape(-1), bitorder="little").tobytes()
+
+
+def _pack_in_words(data: np.ndarray, bits: int) -> bytes:
+    """Widths below 8: eight entries fill exactly `bits` bytes, built as one 64-bit word."""
+    length = data.size
+    padded = np.zeros(-(-length // 8) * 8, dtype=np.uint64)
+    padded[:length] = data
+    shifts = np.arange(8, dtype=np.uint64) * np.uint64(bits)
+    words = np.bitwise_or.reduce(padded.reshape(-1, 8) << shifts, axis=1)
+    raw = words.astype("<u8").view(np.uint8).reshape(-1, 8)[:, :bits]
+    return raw.reshape(-1)[: packed_size(length, bits)].tobytes()
+
+
+def _unpack_in_words(raw: np.ndarray, bits: int, length: int) -> np.ndarray:
+    groups = -(-length // 8)
+    buffer = np.zeros(groups * bits, dtype=np.uint8)
+    buffer[: raw.size] = raw
+    octets = np.zeros((groups, 8), dtype=np.uint8)
+    octets[:, :bits] = buffer.reshape(groups, bits)
+    words = octets.reshape(-1).view("<u8")
+    shifts = np.arange(8, dtype=np.uint64) * np.uint64(bits)
+    values = ((words[:, None] >> shifts) & np.uint64((1 << bits) - 1)).reshape(-1)
+    if values[length:].any():
+        raise MessageDecodeError("packed vector has non-zero padding bits")
+    return values[:length]
 
 
 def unpack_uint(data: bytes, bits: int, length: int) -> np.ndarray:
@@ -55,6 +82,8 @@ def unpack_uint(data: bytes, bits: int, length: int) -> np.ndarray:
     raw = np.frombuffer(data, dtype=np.uint8)
     if bits in (8, 16, 32, 64):
         return np.frombuffer(data, dtype=f"<u{bits // 8}").astype(np.uint64)
+    if 1 < bits < 8:
+        return _unpack_in_words(raw, bits, length)
     total = length * bits
     stream = np.unpackbits(raw, bitorder="little")
     if stream[total:].any():
