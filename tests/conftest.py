@@ -66,10 +66,10 @@ def tiny_one_block_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save_tiny(tmp_path_factory.mktemp("tiny-llama-1"), layers=1)
 
 
-@pytest.fixture()
-def client_dir(tmp_path: Path) -> Path:
-    """Three clients: a .txt file, a .jsonl file and a folder; plus an evaluation text."""
-    folder = tmp_path / "clients"
+def write_client_dir(root: Path) -> Path:
+    """Write three clients under root/clients (a .txt file, a .jsonl file and a folder) and an
+    evaluation text root/eval.txt; return the clients folder."""
+    folder = root / "clients"
     folder.mkdir()
     (folder / "alice.txt").write_text(synthetic_text(1))
     (folder / "bob.jsonl").write_text(
@@ -78,8 +78,13 @@ def client_dir(tmp_path: Path) -> Path:
     (folder / "carol").mkdir()
     (folder / "carol" / "a.txt").write_text(synthetic_text(3, 250))
     (folder / "carol" / "b.txt").write_text(synthetic_text(4, 250))
-    (tmp_path / "eval.txt").write_text(synthetic_text(99, 800))
+    (root / "eval.txt").write_text(synthetic_text(99, 800))
     return folder
+
+
+@pytest.fixture()
+def client_dir(tmp_path: Path) -> Path:
+    return write_client_dir(tmp_path)
 
 
 @pytest.fixture(autouse=True)

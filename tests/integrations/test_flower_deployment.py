@@ -9,7 +9,6 @@ cores; skipped when flwr is not installed.
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import sys
@@ -32,7 +31,7 @@ from fedprllm_secure.integrations.flower.deploy import (  # noqa: E402
 from fedprllm_secure.progress import SilentProgress  # noqa: E402
 from fedprllm_secure.simulate import FederatedPruning, SimulationConfig, _Timer  # noqa: E402
 
-from ..conftest import save_tiny, synthetic_text  # noqa: E402
+from ..conftest import save_tiny, write_client_dir  # noqa: E402
 
 pytestmark = [
     pytest.mark.flower,
@@ -55,16 +54,7 @@ def _group_gone(pid: int) -> bool:
 def files(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("flower-deploy")
     save_tiny(root / "model")
-    clients = root / "clients"
-    clients.mkdir()
-    (clients / "alice.txt").write_text(synthetic_text(1))
-    (clients / "bob.jsonl").write_text(
-        "\n".join(json.dumps({"text": synthetic_text(10 + i, 150)}) for i in range(3)) + "\n"
-    )
-    (clients / "carol").mkdir()
-    (clients / "carol" / "a.txt").write_text(synthetic_text(3, 250))
-    (clients / "carol" / "b.txt").write_text(synthetic_text(4, 250))
-    (root / "eval.txt").write_text(synthetic_text(99, 800))
+    write_client_dir(root)
     return root
 
 
