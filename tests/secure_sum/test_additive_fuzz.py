@@ -17,9 +17,9 @@ from fedprllm_secure.secure_sum.additive import primitives as P
 from fedprllm_secure.secure_sum.additive.harness import build, deliver
 from fedprllm_secure.secure_sum.additive.messages import CLIENT_MESSAGES, SERVER_MESSAGES
 from fedprllm_secure.secure_sum.additive.shamir import parse_share
-from fedprllm_secure.secure_sum.additive.wire import unpack
 from fedprllm_secure.secure_sum.api import AggregateResult, AggregationSpec
 from fedprllm_secure.secure_sum.messages import decode
+from fedprllm_secure.secure_sum.packing import unpack_uint
 
 ROSTER = (0, 1, 2)
 MUTANTS_PER_TYPE = 1000
@@ -140,7 +140,7 @@ def test_field_decoders_raise_only_the_project_error():
         for bits in (1, 2, 3, 4, 7, 12):
             length = rnd.randint(0, 100)
             try:
-                unpack(data, bits, length, np.dtype(np.uint16))
+                unpack_uint(data, bits, length)
             except MessageDecodeError:
                 pass
         try:

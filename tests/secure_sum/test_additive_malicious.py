@@ -11,6 +11,7 @@ from fedprllm_secure.errors import ProtocolError
 from fedprllm_secure.randomness import SeededRandomSource
 from fedprllm_secure.secure_sum.additive import primitives as P
 from fedprllm_secure.secure_sum.additive.harness import build, deliver, run
+from fedprllm_secure.secure_sum.additive.layout import WordLayout
 from fedprllm_secure.secure_sum.additive.messages import (
     ConsistencyRequest,
     MaskedInputRequest,
@@ -21,8 +22,8 @@ from fedprllm_secure.secure_sum.additive.messages import (
     UnmaskRequest,
 )
 from fedprllm_secure.secure_sum.additive.transcript import survivors_payload
-from fedprllm_secure.secure_sum.additive.wire import pack, unpack
 from fedprllm_secure.secure_sum.api import AggregateResult, AggregationSpec
+from fedprllm_secure.secure_sum.packing import pack_uint, unpack_uint
 
 ROSTER = (0, 1, 2, 3)
 CHUNKS = {"a": 6, "b": 4}
@@ -232,11 +233,15 @@ def test_client_masking_out_of_range_is_caught_when_the_sum_exceeds_its_bound():
     out = drive_until(session, "masked-input")
     replies = deliver(session, out)
     reply = replies[1]
-    # modulus 2^3 for 4 clients; adding 2 to every entry pushes a sum of 4 ones to 6 > 4
-    y = unpack(reply.data, 3, CHUNKS["a"], np.dtype(np.uint8))
-    replies[1] = dataclasses.replace(reply, data=pack((y + 2) % 8, 3))
+    # 4 clients: radix 5, 27 entries per 64-bit word. Adding 2 to every entry's digit pushes a
+    # digit sum of up to 4 past 4: a carry (or a digit above the bound) shows in the unmasked sum
+    layout = WordLayout.for_max_sum(4)
+    words = layout.words(CHUNKS["a"])
+    y = unpack_uint(reply.data, layout.bits, words)
+    y += layout.pack(np.full(CHUNKS["a"], 2, dtype=np.uint64))
+    replies[1] = dataclasses.replace(reply, data=pack_uint(y, layout.bits))
     out = session.server.handle(replies)
-    with pytest.raises(ProtocolError, match="exceeds its bound"):
+    with pytest.raises(ProtocolError, match="cheated"):
         while not isinstance(out, AggregateResult):
             out = session.server.handle(deliver(session, out))
 

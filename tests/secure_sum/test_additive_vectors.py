@@ -13,10 +13,11 @@ from fedprllm_secure.randomness import SeededRandomSource
 from fedprllm_secure.secure_sum.additive import primitives as P
 from fedprllm_secure.secure_sum.additive.graph import harary
 from fedprllm_secure.secure_sum.additive.harness import build, deliver
+from fedprllm_secure.secure_sum.additive.layout import WordLayout
 from fedprllm_secure.secure_sum.additive.shamir import PRIME, combine, evaluate
 from fedprllm_secure.secure_sum.api import AggregateResult, AggregationSpec
 from fedprllm_secure.secure_sum.messages import decode, round_of
-from fedprllm_secure.secure_sum.packing import bits_for, pack_uint
+from fedprllm_secure.secure_sum.packing import pack_uint
 
 VECTORS = Path(__file__).resolve().parents[2] / "protocols" / "vectors" / "additive"
 
@@ -147,13 +148,44 @@ def test_session_transcript_is_reproduced_byte_for_byte(name):
     ]
 
 
+def spec_layout(max_sum: int) -> tuple[int, int, int]:
+    """(radix, entries per word, bits) as protocols/additive.md section 2 states it."""
+    radix, plain = max_sum + 1, max_sum.bit_length()
+    packed = max(e for e in range(1, 65) if radix**e <= 2**64)
+    if packed > 1 and 64 <= plain * packed:
+        return radix, packed, 64
+    return radix, 1, plain
+
+
+def spec_words(entries: list[int], max_sum: int) -> list[int]:
+    """Striped radix packing in plain integers: entry q*W + j is digit q of word j."""
+    radix, per_word, _ = spec_layout(max_sum)
+    count = -(-len(entries) // per_word)
+    digits = entries + [0] * (count * per_word - len(entries))
+    return [sum(digits[q * count + j] * radix**q for q in range(per_word)) for j in range(count)]
+
+
+def test_layout_vectors():
+    for case in load("layout.json")["cases"]:
+        max_sum, entries = case["max_sum"], case["entries"]
+        layout = WordLayout.for_max_sum(max_sum)
+        assert (layout.radix, layout.per_word, layout.bits) == spec_layout(max_sum)
+        assert (case["radix"], case["per_word"], case["bits"]) == spec_layout(max_sum)
+        assert spec_words(entries, max_sum) == case["words"]
+        words = layout.pack(np.array(entries, dtype=np.uint64))
+        assert [int(w) for w in words] == case["words"]
+        assert all(w < 2 ** case["bits"] for w in case["words"])
+        assert [int(v) for v in layout.unpack(words, len(entries))] == entries
+
+
 @pytest.mark.parametrize("name", ["session.json", "session_dropout.json"])
 def test_masked_inputs_follow_the_spec_from_fixed_keys(name):
-    """Recompute every masked chunk from the recorded keys with the spec's formula alone."""
+    """Recompute every masked chunk from the recorded keys with the spec's formula alone, in plain
+    integers (layout, PRG words, signs), and compare with the recorded upload."""
     data = load(name)
     sid = h(data["session_id"])
-    n = len(data["roster"])
-    bits = bits_for(n)
+    max_sum = len(data["roster"])  # bound 1
+    _, _, bits = spec_layout(max_sum)
     keys = data["client_keys"]
 
     def mask_private(client, aggregation):
@@ -161,7 +193,9 @@ def test_masked_inputs_follow_the_spec_from_fixed_keys(name):
             h(keys[str(client)]["mask_private"][str(aggregation)])
         )
 
-    # who shared keys in each aggregation = who received relayed shares from everyone else
+    def prg(seed, agg, offset, count):
+        return [int(w) for w in P.keystream_words(seed, agg, offset, count, bits)]
+
     checked = 0
     for entry in data["transcript"]:
         if entry["direction"] != "up":
@@ -170,18 +204,20 @@ def test_masked_inputs_follow_the_spec_from_fixed_keys(name):
         if type(msg).__name__ != "MaskedInput":
             continue
         u, agg = msg.sender, msg.aggregation
+        # who shared keys in each aggregation = who has a self-mask seed recorded for it
         peers = [v for v in map(int, keys) if v != u and str(agg) in keys[str(v)]["self_seeds"]]
         chunk = data["chunks"][msg.chunk_index]
-        x = np.array(data["inputs"][str(u)][str(agg)][chunk["name"]], dtype=np.int64)
-        y = x + P.keystream_words(
-            h(keys[str(u)]["self_seeds"][str(agg)]), agg, chunk["offset"], chunk["length"], bits
-        ).astype(np.int64)
+        words = spec_words(data["inputs"][str(u)][str(agg)][chunk["name"]], max_sum)
+        offset = chunk["offset"]  # PRG words are indexed from the chunk's entry offset
+        own = prg(h(keys[str(u)]["self_seeds"][str(agg)]), agg, offset, len(words))
+        y = [w + m for w, m in zip(words, own, strict=True)]
         private = mask_private(u, agg)
         for v in peers:
             peer_public = P.public_bytes(mask_private(v, agg))
             seed = P.derive_key(P.agree(private, peer_public), sid, b"mask-seed", u, v)
-            words = P.keystream_words(seed, agg, chunk["offset"], chunk["length"], bits)
-            y += words.astype(np.int64) * (1 if u < v else -1)
-        assert msg.data == pack_uint(np.mod(y, 2**bits), bits)
+            sign = 1 if u < v else -1
+            y = [a + sign * m for a, m in zip(y, prg(seed, agg, offset, len(words)), strict=True)]
+        expected = np.array([a % 2**bits for a in y], dtype=np.uint64)
+        assert msg.data == pack_uint(expected, bits)
         checked += 1
     assert checked >= 4

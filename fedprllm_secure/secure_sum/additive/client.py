@@ -15,8 +15,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
-
 from ...errors import ProtocolError
 from ...randomness import RandomSource
 from ..api import (
@@ -29,9 +27,10 @@ from ..api import (
     encode_state,
     read_checked_input,
 )
-from ..packing import bits_for
+from ..packing import pack_uint
 from . import primitives as P
 from .graph import connected, harary
+from .layout import WordLayout
 from .messages import (
     AdvertiseKeys,
     AdvertiseRequest,
@@ -59,7 +58,6 @@ from .transcript import (
     share_plaintext,
     survivors_payload,
 )
-from .wire import pack
 
 
 def _check_ids(ids: tuple[int, ...], what: str, roster: tuple[int, ...]) -> None:
@@ -115,7 +113,6 @@ class AdditiveClient(ClientProtocol):
         self.listed: set[int] = set()
         self.u2: set[int] = set()
         self.next_chunk = 0
-        self.bits = 0
         self.signed_survivors: tuple[int, ...] | None = None
 
     @property
@@ -155,7 +152,6 @@ class AdditiveClient(ClientProtocol):
             "listed": self.listed,
             "u2": self.u2,
             "next_chunk": self.next_chunk,
-            "bits": self.bits,
             "signed_survivors": self.signed_survivors,
         }
         return encode_state("additive", fields)
@@ -188,12 +184,17 @@ class AdditiveClient(ClientProtocol):
             client.listed = set(f["listed"])
             client.u2 = set(f["u2"])
             client.next_chunk = int(f["next_chunk"])
-            client.bits = int(f["bits"])
             survivors = f["signed_survivors"]
             client.signed_survivors = tuple(survivors) if survivors is not None else None
         except (KeyError, TypeError, ValueError) as exc:
             raise ProtocolError(f"saved additive client state is corrupt: {exc}") from exc
         return client
+
+    @property
+    def layout(self) -> WordLayout:
+        """How this aggregation's entries are packed into masked words (protocols/additive.md 2)."""
+        assert self.spec is not None
+        return WordLayout.for_max_sum(self.spec.bound * self.params.n)
 
     @property
     def holders(self) -> frozenset[int]:
@@ -273,11 +274,10 @@ class AdditiveClient(ClientProtocol):
         spec = msg.spec
         if spec.index != msg.aggregation or not spec.chunks:
             raise ProtocolError("aggregation spec does not match the request")
-        bits = bits_for(spec.bound * self.params.n)
-        P.word_bytes(bits)  # refuses moduli wider than 64 bits
+        WordLayout.for_max_sum(spec.bound * self.params.n)  # refuses sums wider than 64 bits
         listed = self._check_keys(msg.keys, first)
         self._reset_aggregation()
-        self.spec, self.aggregation, self.bits, self.listed = spec, msg.aggregation, bits, listed
+        self.spec, self.aggregation, self.listed = spec, msg.aggregation, listed
         points = {self.params.point(c): c for c in listed}
         self.self_seed = self.rng.random_bytes(32)
         self.mask_key = P.new_x25519(self.rng)
@@ -360,7 +360,7 @@ class AdditiveClient(ClientProtocol):
             raise ProtocolError("shares may only be relayed with the first chunk")
         chunk = self.spec.chunks[msg.chunk_index]
         x = read_checked_input(self.inputs, self.aggregation, chunk, self.spec.bound)
-        dtype = P.word_dtype(self.bits)
+        layout = self.layout
         peers = {v: self._pair_seed(v) for v in sorted(self.u2 - {self.client_id})}
         y = mask_vector(
             self.self_seed,
@@ -368,12 +368,11 @@ class AdditiveClient(ClientProtocol):
             self.client_id,
             self.aggregation,
             chunk.offset,
-            chunk.length,
-            self.bits,
-            dtype,
+            layout.words(chunk.length),
+            layout.bits,
         )
-        y += x.astype(dtype)
-        y &= np.array((1 << self.bits) - 1, dtype=dtype)
+        y += layout.pack(x)
+        y &= layout.word_mask
         self.next_chunk += 1
         if self.next_chunk == len(self.spec.chunks):
             self._state = "consistency-check"
@@ -382,7 +381,7 @@ class AdditiveClient(ClientProtocol):
             self.aggregation,
             self.client_id,
             msg.chunk_index,
-            pack(y, self.bits),
+            pack_uint(y, layout.bits),
         )
 
     def _check_survivors(self, survivors: tuple[int, ...]) -> None:

@@ -3,8 +3,8 @@
 States: idle -> advertise-keys (first aggregation only) -> share-keys -> masked-input (one step
 per chunk) -> consistency-check -> unmasking -> completed -> (begin) share-keys -> ...; any error
 -> aborted. In each round-state the only acceptable reply type is that round's client message;
-anything else aborts. Memory: one running masked sum per chunk in the smallest word holding b
-bits (O(d) words, never O(d x clients)).
+anything else aborts. Memory: one running masked sum per chunk, in the packed words of
+`layout.WordLayout` (O(d) words, never O(d x clients)).
 """
 
 from __future__ import annotations
@@ -24,9 +24,10 @@ from ..api import (
     SessionConfig,
     sum_dtype,
 )
-from ..packing import bits_for
+from ..packing import unpack_uint
 from . import primitives as P
 from .graph import harary
+from .layout import WordLayout
 from .messages import (
     AdvertiseKeys,
     AdvertiseRequest,
@@ -46,7 +47,6 @@ from .messages import (
 from .params import read_params
 from .shamir import combine
 from .transcript import advertise_payload, mask_key_payload, mask_vector, survivors_payload
-from .wire import unpack
 
 ROUND_STATES = ("advertise-keys", "share-keys", "masked-input", "consistency-check", "unmasking")
 
@@ -66,7 +66,7 @@ class AdditiveServer(ServerProtocol):
 
     def _clear(self) -> None:
         self.spec: AggregationSpec | None = None
-        self.bits = 0
+        self.layout: WordLayout | None = None
         self.u1: set[int] = set()
         self.u2: set[int] = set()
         self.u3: set[int] = set()
@@ -96,11 +96,12 @@ class AdditiveServer(ServerProtocol):
             raise self._abort("aggregation indices must increase within a session")
         if spec.index > P.MAX_AGGREGATION or not spec.chunks:
             raise self._abort("aggregation index out of range or nothing to aggregate")
-        bits = bits_for(spec.bound * self.params.n)
-        if bits > 64:
-            raise self._abort(f"sums up to {spec.bound * self.params.n} do not fit in 64 bits")
+        try:
+            layout = WordLayout.for_max_sum(spec.bound * self.params.n)
+        except ProtocolError as exc:
+            raise self._abort(str(exc)) from exc
         self._clear()
-        self.spec, self.bits = spec, bits
+        self.spec, self.layout = spec, layout
         self.last_index = spec.index
         sid = self.config.session_id
         if not self.keys:
@@ -245,12 +246,14 @@ class AdditiveServer(ServerProtocol):
                 "their earlier chunks cannot be separated from the sum"
             )
         chunk = self.spec.chunks[self.chunk_index]
-        dtype = P.word_dtype(self.bits)
-        total = np.zeros(chunk.length, dtype=dtype)
+        layout = self.layout
+        assert layout is not None
+        words = layout.words(chunk.length)
+        total = np.zeros(words, dtype=layout.dtype)
         for client, reply in sorted(replies.items()):
             if reply.sender != client or reply.chunk_index != self.chunk_index:
                 raise ProtocolError(f"client {client} sent the wrong chunk")
-            total += unpack(reply.data, self.bits, chunk.length, dtype)
+            total += unpack_uint(reply.data, layout.bits, words).astype(layout.dtype)
         self.sums[chunk.name] = total
         self.chunk_index += 1
         if self.chunk_index < len(self.spec.chunks):
@@ -327,8 +330,8 @@ class AdditiveServer(ServerProtocol):
         self, seeds: dict[int, bytes], pair_seeds: dict[int, dict[int, bytes]]
     ) -> AggregateResult:
         assert self.spec is not None
-        spec, bits = self.spec, self.bits
-        dtype = P.word_dtype(bits)
+        spec, layout = self.spec, self.layout
+        assert layout is not None
         limit = spec.bound * len(self.u3)
         out_dtype = sum_dtype(spec.bound * self.params.n)
         sums = {}
@@ -336,12 +339,13 @@ class AdditiveServer(ServerProtocol):
             total = self.sums.pop(chunk.name)
             for u in sorted(self.u3):
                 total -= mask_vector(
-                    seeds[u], pair_seeds[u], u, spec.index, chunk.offset, chunk.length, bits, dtype
+                    seeds[u], pair_seeds[u], u, spec.index, chunk.offset, total.size, layout.bits
                 )
-            total &= np.array((1 << bits) - 1, dtype=dtype)
-            if total.size and int(total.max()) > limit:
+            total &= layout.word_mask
+            entries = layout.unpack(total, chunk.length)
+            if entries.size and int(entries.max()) > limit:
                 raise ProtocolError("unmasked sum exceeds its bound: a participant cheated")
-            sums[chunk.name] = total.astype(out_dtype)
+            sums[chunk.name] = entries.astype(out_dtype)
         contributors = tuple(sorted(self.u3))
         self.dead |= self.u2 - self.u3
         self.alive = set(self.u3) - self.dead

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ...errors import ProtocolError
-from .primitives import keystream_words, u32
+from .primitives import keystream_words, u32, word_dtype
 from .shamir import SHARE_BYTES
 
 # a share plaintext: self-mask share || mask-key share (both for the same aggregation)
@@ -45,13 +45,13 @@ def mask_vector(
     offset: int,
     length: int,
     bits: int,
-    dtype: np.dtype,
 ) -> np.ndarray:
     """PRG(self_seed) + sum over peers v of sign(owner, v) * PRG(s_owner,v), mod 2^(8 * itemsize).
 
-    sign is +1 when owner < v and -1 otherwise; callers reduce mod 2^bits at the end.
+    `offset` and `length` count words; sign is +1 when owner < v and -1 otherwise; callers reduce
+    mod 2^bits at the end.
     """
-    total = np.zeros(length, dtype=dtype)
+    total = np.zeros(length, dtype=word_dtype(bits))
     if self_seed is not None:
         total += keystream_words(self_seed, aggregation, offset, length, bits)
     for peer, seed in pair_seeds.items():

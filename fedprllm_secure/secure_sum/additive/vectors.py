@@ -23,6 +23,7 @@ from ..messages import round_of
 from . import primitives as P
 from .graph import harary
 from .harness import build, deliver
+from .layout import WordLayout
 from .shamir import PRIME, combine, evaluate
 
 
@@ -96,6 +97,30 @@ def prg_vectors() -> dict[str, Any]:
     return {"cases": cases}
 
 
+LAYOUT_MAX_SUMS = (2, 3, 4, 8, 15, 16, 32, 4096, 2**17, 2**27, 2**63)
+
+
+def layout_vectors() -> dict[str, Any]:
+    """The word layout for several largest sums, each with one packed chunk (section 2)."""
+    cases = []
+    rng = SeededRandomSource(_seed("layout"))
+    for max_sum in LAYOUT_MAX_SUMS:
+        layout = WordLayout.for_max_sum(max_sum)
+        length = 2 * layout.per_word + 3  # three words; the top digit rows are padding
+        entries = np.array([random_below(rng, max_sum + 1) for _ in range(length)], np.uint64)
+        cases.append(
+            {
+                "max_sum": max_sum,
+                "radix": layout.radix,
+                "per_word": layout.per_word,
+                "bits": layout.bits,
+                "entries": [int(v) for v in entries],
+                "words": [int(w) for w in layout.pack(entries)],
+            }
+        )
+    return {"cases": cases}
+
+
 def shamir_vectors() -> dict[str, Any]:
     cases = []
     rng = SeededRandomSource(_seed("shamir"))
@@ -134,7 +159,7 @@ def graph_vectors() -> dict[str, Any]:
 
 
 SESSION_ROSTER = (3, 5, 8)
-SESSION_CHUNKS = {"layer.0": 11, "layer.1": 6}
+SESSION_CHUNKS = {"layer.0": 75, "layer.1": 6}  # 3 words (32 entries each) and 1
 
 
 def session_inputs(client: int, aggregation: int) -> dict[str, np.ndarray]:
@@ -224,6 +249,7 @@ def generate() -> dict[str, Any]:
     return {
         "kdf.json": kdf_vectors(),
         "prg.json": prg_vectors(),
+        "layout.json": layout_vectors(),
         "shamir.json": shamir_vectors(),
         "graph.json": graph_vectors(),
         "session.json": session_vector({}),
