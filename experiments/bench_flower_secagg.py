@@ -12,7 +12,8 @@ Three ways to sum n vectors of d random bits (a pruning mask each), every one ch
                   protocol client saved to and restored from `context.state` every message).
 * additive/inproc our `additive` over the in-memory bus (`SimulatedSession`), no Flower.
 
-Both Flower variants run on `LocalGrid`: the ServerApp logic calls ClientApps in process, so the
+Each variant first runs one untimed warm-up round at d = 1000 in the same process (imports and
+first-call costs belong to no round). Both Flower variants run on `LocalGrid`: the ServerApp logic calls ClientApps in process, so the
 times are the protocols' own (no network, no 3 s SuperNode polling that a deployment adds to
 every round for both). Each variant runs in its own subprocess; peak memory is that process's
 max RSS (server and all n clients). Upload bytes: what the clients put in their reply records
@@ -198,6 +199,7 @@ def one(variant: str, n: int, d: int) -> dict[str, Any]:
     from fedprllm_secure.secure_sum import registry
 
     registry.available()  # imports every protocol module (TenSEAL too) before any timing
+    RUNNERS[variant](n, 1000)  # warm-up round: lazy imports and first-call costs, not timed
     expected_sum(n, d)  # and allocates like the timed part will
     out = RUNNERS[variant](n, d)
     uplink = list(out.pop("uplink").values())

@@ -128,7 +128,9 @@ PART_B = ["centralized", "local-only (mean)", "fedprllm layer one-shot", "fedprl
 def markdown(rows: Rows, args: argparse.Namespace) -> str:
     def cell(key: str) -> str:
         row = rows.rows.get(key)
-        return "-" if row is None else f"{row['ppl']:.2f}"
+        if row is None:
+            return "-"
+        return f"{row['ppl']:.2f}" if row["ppl"] < 1e4 else f"{row['ppl']:.1e}"
 
     sparsities = args.sparsities
     lines = [
@@ -174,6 +176,15 @@ def markdown(rows: Rows, args: argparse.Namespace) -> str:
             f"| {split} | {cell(tag + '/fedprllm layer one-shot')} | "
             f"{cell(tag + '/fedprllm layer one-shot, 25% dropped')} |"
         )
+    lines += ["", "Compute time recorded per part (sum over rows; an interrupted run resumes): "]
+    parts = {
+        "A": lambda k: k == "dense" or k.startswith("iid-"),
+        "B+C": lambda k: k.startswith("topic-"),
+    }
+    for part, member in parts.items():
+        seconds = sum(r.get("seconds", 0.0) for k, r in rows.rows.items() if member(k))
+        lines[-1] += f"{part} {seconds / 60:.0f} min; "
+    lines[-1] = lines[-1].rstrip("; ") + "."
     return "\n".join(lines) + "\n"
 
 

@@ -2,15 +2,19 @@
 
 Checks the pruned mask equals the in-process `simulate` result (same seed), that a SuperNode
 killed in the middle of the protocol leaves a correct sum over the survivors within the round
-timeout, that an unreachable SuperLink is a clear error, and that every process the test started
-is gone afterwards (stopped by its PID / process group, also on failure). About 3 minutes on 2
-cores; skipped when flwr is not installed.
+timeout, that an unreachable SuperLink is a clear one-line error in bounded time, that a node
+without data is left out (or, below min-clients, fails the `deploy` CLI with one line), and that
+every process the test started is gone afterwards (stopped by its PID / process group, also on
+failure). About 4 minutes on 2 cores; skipped when flwr is not installed.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
+import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -20,13 +24,16 @@ import pytest
 
 pytest.importorskip("flwr", reason="flwr is not installed (pip install '.[flower]')")
 
+from fedprllm_secure.integrations.flower import deploy  # noqa: E402
 from fedprllm_secure.integrations.flower.deploy import (  # noqa: E402
+    NODE_MAX_WAIT_S,
     Deployment,
     DeploymentError,
     free_port,
     group_gone,
     start_federation,
     submit_run,
+    write_flwr_home,
 )
 from fedprllm_secure.progress import SilentProgress  # noqa: E402
 from fedprllm_secure.simulate import FederatedPruning, SimulationConfig, _Timer  # noqa: E402
@@ -86,6 +93,9 @@ def federation(files: Path, tmp_path_factory: pytest.TempPathFactory):
         for _name, process in deployment.processes:
             assert process.poll() is not None, f"process {process.pid} survived stop()"
             assert _group_gone(process.pid), f"process group {process.pid} survived stop()"
+        if Path("/proc/self/environ").exists():
+            home = deployment.workdir / "flwr-home"
+            assert _none_left(home), f"processes survived stop(): {_processes_with(home)}"
 
 
 def _data_of_clients(deployment: Deployment, result: dict) -> dict[int, int]:
@@ -124,9 +134,7 @@ def test_a_supernode_killed_mid_round_leaves_a_sum_over_the_survivors(
             deployment.stop_process(victim, grace=5)
             killed_at.append(time.monotonic())
 
-    federation.processes = [(n, p) for n, p in federation.processes if p is not victim] + [
-        ("killed-supernode-2", victim)
-    ]  # check_alive must not treat the planned death as a failure
+    # submit_run must treat the death as a dropout (the ServerApp's business), not a failure
     round_timeout = 10
     result = submit_run(
         federation, str(files / "model"), 3, tmp_path / "out",
@@ -140,6 +148,8 @@ def test_a_supernode_killed_mid_round_leaves_a_sum_over_the_survivors(
     assert len(result["contributors"]) >= 2
     dropped = [c for c in entries if c not in result["contributors"]]
     assert all("dropped out" in result["failures"][str(c)] for c in dropped)
+    rounds = {k: t for k, t in result["timings_s"].items() if k.startswith("protocol-")}
+    assert rounds and max(rounds.values()) < round_timeout + 5, rounds  # the deadline holds
     counts = np.load(tmp_path / "out" / "counts.npz")
     for name in counts.files:
         expected = sum(
@@ -150,18 +160,121 @@ def test_a_supernode_killed_mid_round_leaves_a_sum_over_the_survivors(
 
 def test_an_unreachable_superlink_is_a_clear_error_in_bounded_time(tmp_path: Path) -> None:
     nowhere = f"127.0.0.1:{free_port()}"
+    bound = NODE_MAX_WAIT_S + 30  # its retries, plus starting Python and Flower
     with Deployment(tmp_path) as deployment:
         node = deployment.start_supernode({"model": "m", "data": "d"}, superlink=nowhere)
         started = time.monotonic()
-        node.wait(timeout=90)
-        assert node.returncode != 0 and time.monotonic() - started < 90
-        assert "Connection attempt failed" in deployment.node_logs[0].read_text()
-        from fedprllm_secure.integrations.flower.deploy import write_app_dir, write_flwr_home
+        node.wait(timeout=bound)
+        assert node.returncode != 0 and time.monotonic() - started < bound
+        with pytest.raises(DeploymentError, match="supernode-0 exited with code") as error:
+            deployment.check_alive()
+        assert "could not establish a connection to the SuperLink" in str(error.value)
+        assert "\n" not in str(error.value)
 
         write_flwr_home(tmp_path / "flwr-home", nowhere)
-        app = write_app_dir(tmp_path / "app", {"model": "m"})
-        run = deployment.flwr(["run", str(app), "local", "--format", "json"], timeout=60)
-        assert "Connection to the SuperLink is unavailable" in run.stdout + run.stderr
-        with pytest.raises(DeploymentError, match="exited with code"):
-            deployment.check_alive()
+        started = time.monotonic()
+        with pytest.raises(DeploymentError, match="flwr run failed: ") as error:
+            submit_run(deployment, "m", 1, tmp_path / "out", timeout=RUN_TIMEOUT)
+        assert "Connection to the SuperLink is unavailable" in str(error.value)
+        assert "\n" not in str(error.value) and time.monotonic() - started < 60
     assert _group_gone(node.pid)
+
+
+def _cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = deploy.main(args)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_the_deploy_cli_prints_one_line_errors(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for raised in (DeploymentError("superlink exited:\nlog tail"), PermissionError(13, "denied")):
+
+        def fail(*_args, raised=raised, **_kwargs):
+            raise raised
+
+        monkeypatch.setattr(deploy, "run_deployment", fail)
+        code, out, err = _cli(["--model", "m", "--data", "d"], capsys)
+        assert code == 1 and not out and err.startswith("error: ") and err.count("\n") == 1
+
+
+def test_a_node_without_data_is_left_out_of_a_deployment(
+    files: Path, simulated: FederatedPruning, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    empty = tmp_path / "empty.txt"
+    empty.write_text("  \n")
+    args = ["--model", str(files / "model"), "--data", str(files / "clients" / "alice.txt")]
+    args += ["--data", str(empty), "--out", str(tmp_path / "out"), "--timeout", str(RUN_TIMEOUT)]
+    args += [f"--run-config={k}={v}" for k, v in RUN.items()]  # plaintext: 1 survivor is enough
+    code, out, err = _cli([*args, "--workdir", str(tmp_path / "work-1")], capsys)
+    assert code == 0, err
+    result = json.loads(out)
+    assert len(result["contributors"]) == 1
+    assert [why for why in result["failures"].values()] == [
+        f"calibrate: DataError: node data {empty.resolve()} holds no text (.txt or .jsonl)"
+    ]
+    counts = np.load(tmp_path / "out" / "counts.npz")
+    for name, mask in simulated.client_mask(0).items():  # alice's mask alone
+        assert np.array_equal(counts[name], mask.astype(np.int64)), name
+
+    code, out, err = _cli(
+        [*args, "--run-config=min-clients=2", "--workdir", str(tmp_path / "work-2")], capsys
+    )
+    assert code == 1 and not out and err.count("\n") == 1
+    assert err.startswith("error: NodeFailure: only 1 of 2 nodes got through calibration")
+    assert "holds no text" in err
+
+
+def _processes_with(flwr_home: Path) -> list[int]:
+    """Live processes whose environment has FLWR_HOME=flwr_home: all a Deployment started."""
+    marker = f"FLWR_HOME={flwr_home}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if marker in (entry / "environ").read_bytes().split(b"\0"):
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+def _none_left(flwr_home: Path, timeout: float = 15) -> bool:
+    """No process of the deployment is left within `timeout` s. The SuperLink's and SuperNodes'
+    SuperExec and app processes run in process groups of their own and exit when they see
+    their parent gone (Flower polls every 0.2 s), so they may outlive the leaders briefly."""
+    deadline = time.monotonic() + timeout
+    while _processes_with(flwr_home):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.2)
+    return True
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs /proc")
+def test_sigterm_to_the_deploy_cli_stops_every_process_it_started(
+    files: Path, tmp_path: Path
+) -> None:
+    work = tmp_path / "work"
+    cli = subprocess.Popen(
+        [sys.executable, "-m", "fedprllm_secure.integrations.flower.deploy",
+         "--model", str(files / "model"), "--data", str(files / "clients" / "alice.txt"),
+         "--out", str(tmp_path / "out"), "--workdir", str(work), "--timeout", "120",
+         "--run-config", "num-nodes=2"],  # the ServerApp waits (node-wait-s) for a second node
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 90
+        while not (tmp_path / "out").is_dir() and time.monotonic() < deadline:
+            assert cli.poll() is None, cli.communicate()
+            time.sleep(0.2)  # submit_run made OUT: the SuperLink and the SuperNode are up
+        assert len(_processes_with(work / "flwr-home")) >= 2
+        cli.send_signal(signal.SIGTERM)
+        out, err = cli.communicate(timeout=60)
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+    assert cli.returncode == 130 and not out, err
+    assert err == "error: interrupted (every process started here was stopped)\n"
+    assert _none_left(work / "flwr-home")

@@ -97,7 +97,9 @@ def test_a_node_dying_mid_round_leaves_a_correct_sum_over_survivors(
     s = settings(protocol="additive", options={"threshold": 2}, round_timeout_s=5)
     result, _ = prune_with_flower(grid, s, str(tiny_model_dir))
     assert result.contributors == [0, 2]
-    assert "dropped out" in result.failures[1]
+    assert result.failures[1] == "no reply to protocol-3 within 5 s (dropped out)"
+    rounds = [t for k, t in result.timings_s.items() if k.startswith("protocol-")]
+    assert 5 <= max(rounds) < 5 + 3  # the round deadline is waited out, and no longer
     single = {}
     for c, entry in ((0, "alice.txt"), (2, "carol")):
         solo = grid_for(tiny_model_dir, client_dir, entries=(entry,))
@@ -131,6 +133,15 @@ def test_a_node_without_data_is_left_out_with_its_reason(
             settings(protocol="additive", min_clients=2),
             str(tiny_model_dir),
         )
+    del nodes[1]["data"]  # a SuperNode started without data= in its node config
+    with pytest.raises(FedPrError) as error:
+        prune_with_flower(
+            LocalGrid(client_app, nodes), settings(protocol="additive"), str(tiny_model_dir)
+        )
+    message = str(error.value)
+    assert "\n" not in message and message.startswith("only 0 of 3 nodes got through calibration")
+    assert "no 'data' in its node config" in message
+    assert "holds no text" in message and "not found" in message
 
 
 def test_too_few_nodes_is_a_clear_error_within_the_wait(

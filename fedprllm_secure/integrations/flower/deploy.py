@@ -6,12 +6,15 @@
 
 Each `--data` is one SuperNode (its own calibration text; node config `model` and `data`). All
 processes run in their own process group and are stopped by PID when the run ends, fails or
-times out. Every wait is bounded. Ports are free loopback ports picked at start.
+times out. Every wait is bounded: the SuperLink's port (60 s), `flwr run` (120 s), the run itself
+(`--timeout`), and a SuperNode gives up on an unreachable SuperLink after 3 tries / 20 s. A
+SuperNode that dies during the run is a dropout, left to the ServerApp (its round deadline); the
+SuperLink dying ends the run. Errors are one line (`error: ...`, exit code 1), naming the log.
 
 The same by hand (three terminals, then `flwr run`):
 
     flower-superlink --insecure --host 127.0.0.1 --port 9091 --disable-runtime-dependency-installation
-    flower-supernode --insecure --superlink 127.0.0.1:9091 --port 9094 \
+    flower-supernode --insecure --superlink 127.0.0.1:9091 --port 9094 --max-wait-time 60 \
         --node-config "model='/path/model' data='/path/alice.txt'"
     (one per node, each with its own --port and data)
     flwr run APP_DIR local --run-config "num-nodes=3 model='/path/model' out='runs/flower'"
@@ -25,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -45,7 +49,33 @@ APP_COMPONENTS = {
 
 
 class DeploymentError(FedPrError):
-    """The deployment could not start, finish in time, or the run failed."""
+    """The deployment could not start, finish in time, or the run failed (a one-line message)."""
+
+
+# A SuperNode gives up on an unreachable SuperLink after this many tries / seconds.
+NODE_MAX_RETRIES = 3
+NODE_MAX_WAIT_S = 20
+
+
+def log_reason(text: str) -> str:
+    """A log's last ERROR paragraph (Flower prints its exit code and reason there) on one line,
+    else its last non-empty line; without ANSI colours."""
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).strip() for line in text.splitlines()]
+    errors = [i for i, line in enumerate(lines) if line.startswith("ERROR")]
+    if errors:
+        paragraph = []
+        for line in lines[errors[-1] :]:
+            if not line:
+                break
+            paragraph.append(line)
+        return one_line(" ".join(paragraph))
+    rest = [line for line in lines if line]
+    return rest[-1] if rest else "(empty log)"
+
+
+def one_line(text: str) -> str:
+    """`text` on one line (a run's error.txt, an unexpected exception's message)."""
+    return " ".join(text.split())
 
 
 def free_port() -> int:
@@ -137,15 +167,22 @@ class Deployment:
 
     def _start(self, name: str, args: Sequence[str]) -> subprocess.Popen:
         log = open(self.workdir / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
-        process = subprocess.Popen(
-            [str(self.bin_dir / args[0]), *args[1:]],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=self.env(),
-            cwd=self.workdir,
-            start_new_session=True,  # its own process group: its app processes die with it
-        )
-        log.close()
+        try:
+            process = subprocess.Popen(
+                [str(self.bin_dir / args[0]), *args[1:]],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.env(),
+                cwd=self.workdir,
+                start_new_session=True,  # its own process group: its app processes die with it
+            )
+        except OSError as exc:
+            raise DeploymentError(
+                f"cannot start {args[0]} from {self.bin_dir} ({exc.strerror}); "
+                "pip install '.[flower]' into this Python's environment"
+            ) from exc
+        finally:
+            log.close()
         self.processes.append((name, process))
         return process
 
@@ -175,7 +212,7 @@ class Deployment:
                 "flower-supernode", "--insecure",
                 "--superlink", superlink or self.superlink_fleet,
                 "--host", "127.0.0.1", "--port", str(free_port()),
-                "--max-retries", "3", "--max-wait-time", "20",
+                "--max-retries", str(NODE_MAX_RETRIES), "--max-wait-time", str(NODE_MAX_WAIT_S),
                 "--node-config", config,
             ],
         )  # fmt: skip
@@ -191,11 +228,16 @@ class Deployment:
             time.sleep(0.2)
         raise DeploymentError(f"{name} did not open port {port} within {timeout:.0f} s")
 
-    def check_alive(self) -> None:
+    def check_alive(self, nodes: bool = True) -> None:
+        """Raise if the SuperLink (and, with `nodes`, a SuperNode) started here has exited."""
+        prefixes = ("superlink", "supernode") if nodes else ("superlink",)
         for name, process in self.processes:
-            if name.startswith(("superlink", "supernode")) and process.poll() is not None:
-                tail = (self.workdir / f"{name}.log").read_text(errors="replace")[-2000:]
-                raise DeploymentError(f"{name} exited with code {process.returncode}:\n{tail}")
+            if name.startswith(prefixes) and process.poll() is not None:
+                log = self.workdir / f"{name}.log"
+                raise DeploymentError(
+                    f"{name} exited with code {process.returncode}: "
+                    f"{log_reason(log.read_text(errors='replace'))} (log: {log})"
+                )
 
     def flwr(self, args: Sequence[str], timeout: float) -> subprocess.CompletedProcess:
         try:
@@ -292,19 +334,44 @@ def submit_run(
         (out / stale).unlink(missing_ok=True)
     deadline = time.monotonic() + timeout
     started = deployment.flwr(["run", str(app_dir), "local", "--format", "json"], timeout=120)
-    if started.returncode != 0:
-        raise DeploymentError(f"flwr run failed: {started.stdout[-1500:]} {started.stderr[-1500:]}")
+    failure = flwr_failure(started)
+    if failure is not None:
+        raise DeploymentError(f"flwr run failed: {failure}")
     while time.monotonic() < deadline:
         if (out / "result.json").is_file():
             return dict(json.loads((out / "result.json").read_text()))
         if (out / "error.txt").is_file():
-            raise DeploymentError((out / "error.txt").read_text().strip())
-        deployment.check_alive()
+            raise DeploymentError(one_line((out / "error.txt").read_text()))
+        # A SuperNode dying is a dropout: the ServerApp leaves it out at its round deadline.
+        deployment.check_alive(nodes=False)
         if on_progress is not None:
             on_progress(deployment, _progress(out))
         time.sleep(0.5)
-    tail = (deployment.workdir / "superlink.log").read_text(errors="replace")[-3000:]
-    raise DeploymentError(f"the run did not finish within {timeout:.0f} s; superlink log:\n{tail}")
+    stage = _progress(out).get("stage", "before the first stage")
+    raise DeploymentError(
+        f"the run did not finish within {timeout:.0f} s (last stage: {stage}; "
+        f"logs: {deployment.workdir})"
+    )
+
+
+def flwr_failure(completed: subprocess.CompletedProcess) -> str | None:
+    """The one-line reason a `flwr ... --format json` failed, or None if it succeeded.
+
+    flwr 1.42 exits 0 with {"success": false, "error-message": ...} when, e.g., the SuperLink is
+    unreachable, so the JSON decides, not only the exit code."""
+    try:
+        answer = json.loads(completed.stdout)
+    except ValueError:
+        answer = None
+    if isinstance(answer, dict):
+        if answer.get("success", True) and completed.returncode == 0:
+            return None
+        reason = answer.get("error-message") or answer.get("error")
+        if reason:
+            return one_line(str(reason))
+    elif completed.returncode == 0:
+        return None
+    return log_reason(completed.stderr + "\n" + completed.stdout)
 
 
 def run_deployment(
@@ -328,6 +395,10 @@ def _progress(out: Path) -> dict[str, Any]:
         return json.loads((out / "progress.json").read_text())
     except (OSError, ValueError):
         return {}
+
+
+def _interrupt(_signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -357,13 +428,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if not args.data:
         parser.error("give one --data per SuperNode (or --write-app DIR)")
+    # SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C, so the processes started here stop too.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         result = run_deployment(
             args.model, args.data, args.out, run_config, args.timeout, args.workdir
         )
     except FedPrError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {one_line(str(exc))}", file=sys.stderr)
         return 1
+    except OSError as exc:  # e.g. the work folder cannot be written
+        print(f"error: {type(exc).__name__}: {one_line(str(exc))}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("error: interrupted (every process started here was stopped)", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     print(json.dumps({k: result[k] for k in ("contributors", "failures", "timings_s")}, indent=1))
     return 0
 
