@@ -271,7 +271,9 @@ class FederatedPruning:
                 for c in range(clients)
             },
             rng,
-            options=self.config.protocol_options,
+            options=registry.get(self.config.protocol).with_cohort(
+                self.config.protocol_options, privacy.cohort_minimum(self._secure)
+            ),
             drop_at=self.config.drop,
         )
 

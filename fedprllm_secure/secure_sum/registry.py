@@ -32,6 +32,11 @@ class ProtocolInfo:
     `enroll` is the out-of-band setup a deployment does before any session (e.g. publishing each
     client's identity public key on the roster): it returns the config everyone shares and each
     client's private identity bytes, handed to `make_client` as `identity`.
+
+    `cohort_option` names the session option with which a party other than the server refuses to
+    reveal a sum over fewer clients (ckks: the key authority's "min_contributors"); callers set it
+    from the minimum cohort so that the guard does not rest on the server alone. None: no such
+    option.
     """
 
     name: str
@@ -44,6 +49,13 @@ class ProtocolInfo:
     enroll: Callable[[SessionConfig, RandomSource], tuple[SessionConfig, dict[ClientId, bytes]]] = (
         no_enrollment
     )
+    cohort_option: str | None = None
+
+    def with_cohort(self, options: dict, min_cohort: int) -> dict:
+        """`options` plus the cohort option set to `min_cohort`, unless given explicitly."""
+        if self.cohort_option is None or self.cohort_option in options:
+            return dict(options)
+        return {**options, self.cohort_option: min_cohort}
 
 
 _PROTOCOLS: dict[str, ProtocolInfo] = {}

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from fedprllm_secure.cli import main
-from fedprllm_secure.errors import PrivacyError
+from fedprllm_secure.errors import PrivacyError, ProtocolError
 from fedprllm_secure.privacy.randomized_response import flip_probability
 from fedprllm_secure.privacy.settings import PrivacySettings
 from fedprllm_secure.progress import SilentProgress
@@ -51,6 +51,18 @@ def test_randomized_response_flips_bits_before_the_protocol(
     rate = flipped / total
     q = flip_probability(epsilon)
     assert abs(rate - q) < 5 * np.sqrt(q * (1 - q) / total), (rate, q)
+
+
+def test_the_ckks_key_authority_itself_enforces_the_minimum_cohort(
+    tiny_model_dir: Path, client_dir: Path
+) -> None:
+    """Under ckks the refusal comes from the key authority (min_contributors, set from the
+    minimum cohort), not only from the server's release step."""
+    dropped = config_for(tiny_model_dir, client_dir, protocol="ckks", drop={1: "encrypted-input"})
+    with pytest.raises(ProtocolError, match="decrypts sums of at least 3"):
+        run_simulation(dropped)
+    dropped.privacy = PrivacySettings(min_cohort=2)
+    assert run_simulation(dropped)["privacy"]["cohort"] == {"contributors": 2, "min_cohort": 2}
 
 
 def test_simulate_refuses_a_cohort_below_the_minimum(

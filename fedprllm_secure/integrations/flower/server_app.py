@@ -279,7 +279,9 @@ class FlowerPruning:
     def secure_sum(self, roster: tuple[ClientId, ...], spec: AggregationSpec) -> AggregateResult:
         """Enroll `roster`, then run the protocol's rounds over the Grid until the sum."""
         started = time.perf_counter()
-        options = prepare_options(self.s.protocol, roster, self.s.options)
+        options = registry.get(self.s.protocol).with_cohort(
+            prepare_options(self.s.protocol, roster, self.s.options), self.s.min_clients
+        )
         session_id = SystemRandomSource().random_bytes(32)
         draft = SessionConfig(session_id, roster, options)
         draft_bytes = R.encode_config(draft)

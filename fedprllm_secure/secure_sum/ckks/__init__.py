@@ -54,6 +54,7 @@ INFO = register(
             config, client_id, inputs, identity
         ),
         enroll=enroll,
+        cohort_option="min_contributors",
     )
 )
 
