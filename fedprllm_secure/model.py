@@ -82,11 +82,11 @@ def forget_gguf_origin(model: nn.Module) -> None:
     """Make a GGUF-loaded model saveable: its weights are already de-quantized float tensors,
     only the loader's quantizer marker blocks `save_pretrained`."""
     if getattr(model, "hf_quantizer", None) is not None:
-        model.hf_quantizer = None
+        model.hf_quantizer = None  # type: ignore[assignment]
     for attribute in ("quantization_config", "_pre_quantization_dtype"):
         if hasattr(model.config, attribute):
             delattr(model.config, attribute)
-    model.is_quantized = False
+    model.is_quantized = False  # type: ignore[assignment]
 
 
 def _embedded_checkpoint(name: str) -> Path:
@@ -99,7 +99,7 @@ def _embedded_checkpoint(name: str) -> Path:
     forget_gguf_origin(model)
     staging = Path(tempfile.mkdtemp(dir=converted.parent, prefix=".convert-"))
     try:
-        model.save_pretrained(staging)
+        model.save_pretrained(staging)  # type: ignore[operator]
         tokenizer.save_pretrained(staging)  # type: ignore[attr-defined]
         os.replace(staging, converted)
     finally:

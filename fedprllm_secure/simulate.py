@@ -39,7 +39,7 @@ from .privacy.statistics import StatisticsMechanism
 from .progress import Progress, SilentProgress
 from .randomness import SeededRandomSource
 from .secure_sum import registry
-from .secure_sum.api import AggregationSpec, ChunkSpec
+from .secure_sum.api import AggregationSpec, ChunkSpec, InputProvider
 from .secure_sum.messages import round_names
 from .secure_sum.session import SimulatedSession
 from .server.aggregate import GROUPS, global_mask, scaling_factors
@@ -262,12 +262,14 @@ class FederatedPruning:
         """One secure-sum session over every client; `read(client, chunk)` gives its input."""
         rng = SeededRandomSource(f"fedprllm-secure/simulate/{self.config.seed}")
         privacy = self.config.privacy
+
+        def client_input(c: int) -> InputProvider:
+            return lambda _index, chunk: read(c, chunk)
+
         return SimulatedSession(
             self.config.protocol,
             {
-                c: privacy.wrap_provider(
-                    lambda _index, chunk, c=c: read(c, chunk), self._rng.child(f"rr/client-{c}")
-                )
+                c: privacy.wrap_provider(client_input(c), self._rng.child(f"rr/client-{c}"))
                 for c in range(clients)
             },
             rng,
@@ -545,7 +547,7 @@ class FederatedPruning:
         restore_weights(self.layers, self.dense)
 
     def save(self, folder: Path) -> None:
-        self.model.save_pretrained(folder)
+        self.model.save_pretrained(folder)  # type: ignore[operator]
         self.loaded.tokenizer.save_pretrained(folder)  # type: ignore[attr-defined]
 
 

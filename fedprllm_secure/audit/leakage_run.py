@@ -21,11 +21,10 @@ import numpy as np
 from .. import data
 from ..privacy.randomized_response import randomize_bits
 from ..randomness import RandomSource, random_below
-from ..secure_sum.api import AggregationSpec
-from ..secure_sum.session import SimulatedSession
 from .config import AuditConfig
 from .leakage import bits_of, client_view, nearest_centroid_attack
 from .masks import calibrate, unpack
+from .sessions import sum_bits
 from .workbench import Workbench
 
 
@@ -73,10 +72,13 @@ def _server_views(
     views = {}
     for number, cohort in enumerate(cohorts):
         inputs = {slot: (lambda _i, _c, v=vectors[m]: v) for slot, m in enumerate(cohort)}
-        session = SimulatedSession(
-            protocol, inputs, source.child(f"{protocol}-{number}"), record_payloads=True
+        _, session, _ = sum_bits(
+            protocol,
+            inputs,
+            {"slice": vectors[0].size},
+            source.child(f"{protocol}-{number}"),
+            record_payloads=True,
         )
-        session.aggregate(AggregationSpec.from_lengths(0, {"slice": vectors[0].size}, bound=1))
         for slot, member in enumerate(cohort):
             views[member] = bits_of(client_view(session.bus.log.received, slot))
     return views

@@ -19,13 +19,13 @@ from ..privacy.randomized_response import randomized_provider
 from ..privacy.release import release_counts
 from ..progress import Progress, SilentProgress
 from ..randomness import RandomSource, SeededRandomSource
-from ..secure_sum.api import AggregateResult, AggregationSpec, ChunkSpec
-from ..secure_sum.session import SimulatedSession
+from ..secure_sum.api import ChunkSpec
 from ..server.aggregate import global_mask
 from .config import AuditConfig
 from .leakage_run import run_leakage, run_leakage_dp
 from .masks import PackedMasks, calibrate, unpack
 from .plan import Point, plan
+from .sessions import sum_bits
 from .store import PointStore
 from .workbench import Workbench
 
@@ -77,13 +77,9 @@ class Setting:
         return self._masks[dp_epsilon]
 
 
-def _aggregate(
-    protocol: str, providers: dict[int, Provider], lengths: dict[str, int], source: RandomSource
-) -> tuple[AggregateResult, SimulatedSession, float]:
-    session = SimulatedSession(protocol, providers, source)
-    started = time.perf_counter()
-    result = session.aggregate(AggregationSpec.from_lengths(0, lengths, bound=1))
-    return result, session, time.perf_counter() - started
+def _mask_provider(masks: PackedMasks) -> Provider:
+    """A client's input: the bits of its packed masks, chunk by chunk."""
+    return lambda _index, chunk: unpack(masks[chunk.name], chunk.length)
 
 
 class AuditRun:
@@ -140,7 +136,10 @@ class AuditRun:
         if point.setting not in self._reference:
             packed, _ = self.setting(point).masks(None, self.source)
             counts = {
-                layer.name: sum(unpack(m[layer.name], layer.numel).astype(np.int64) for m in packed)
+                layer.name: sum(
+                    (unpack(m[layer.name], layer.numel).astype(np.int64) for m in packed),
+                    np.zeros(layer.numel, dtype=np.int64),
+                )
                 for layer in self.bench.layers
             }
             self._reference[point.setting] = self._global_masks(counts)
@@ -154,13 +153,13 @@ class AuditRun:
         lengths = {layer.name: layer.numel for layer in bench.layers}
         providers: dict[int, Provider] = {}
         for client, masks in enumerate(packed):
-            plain: Provider = lambda _i, chunk, m=masks: unpack(m[chunk.name], chunk.length)  # noqa: E731
+            plain = _mask_provider(masks)
             providers[client] = (
                 plain
                 if rr is None
                 else randomized_provider(plain, rr, self.source.child(f"rr/{rr}/client-{client}"))
             )
-        result, _, _ = _aggregate("plaintext", providers, lengths, self.source.child(point.id))
+        result, _, _ = sum_bits("plaintext", providers, lengths, self.source.child(point.id))
         counts = release_counts(result, rr, self.config.min_cohort)
         masks = self._global_masks(counts)
         outcome: dict[str, Any] = {
@@ -199,7 +198,7 @@ class AuditRun:
             return provider
 
         providers = {c: random_bits(c) for c in range(point.clients)}
-        result, session, seconds = _aggregate(
+        result, session, seconds = sum_bits(
             point.protocol, providers, lengths, self.source.child(point.id)
         )
         exact = all(

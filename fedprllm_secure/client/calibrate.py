@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 from ..model import PrunableLayer, block_linears, decoder_blocks
 from .scores import magnitude_scores, row_mask, wanda_scores
 
@@ -238,7 +238,12 @@ class BlockwiseCalibration:
             per_sample=transform is not None,
         )
         if transform is not None:
-            released = transform(self.index, {n: s.per_sample for n, s in stats.items()})
+            per_sample: dict[str, torch.Tensor] = {}
+            for name, entry in stats.items():
+                if entry.per_sample is None:  # the layer's hook never ran: no samples reached it
+                    raise DataError(f"{name} saw no calibration samples: nothing to release")
+                per_sample[name] = entry.per_sample
+            released = transform(self.index, per_sample)
             for name, entry in stats.items():
                 entry.sq_sum = released[name].to(entry.sq_sum.device, torch.float64)
                 entry.per_sample = None
@@ -315,11 +320,11 @@ def local_masks(
     """
     check_mask_options(sparsity, pruner, calibration)
     if pruner == "magnitude":
-        masks = magnitude_masks(model, sparsity)
+        magnitude = magnitude_masks(model, sparsity)
         blocks = len(decoder_blocks(model))
         for index in range(blocks if on_block else 0):
             on_block(index, blocks)  # type: ignore[misc]
-        return masks, {}
+        return magnitude, {}
     if samples is None:
         raise ConfigError("wanda needs calibration samples")
     walk = BlockwiseCalibration(model, samples, batch_size, stats_transform)

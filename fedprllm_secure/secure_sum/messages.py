@@ -61,7 +61,8 @@ def round_of(msg: Any) -> str:
 
 def round_names(protocol: str) -> list[str]:
     """The round names of a protocol's messages (tags are "<protocol>/<message>")."""
-    return sorted({cls.ROUND for tag, cls in _MESSAGES.items() if tag.startswith(protocol + "/")})
+    classes = [cls for tag, cls in _MESSAGES.items() if tag.startswith(protocol + "/")]
+    return sorted({cls.ROUND for cls in classes})  # type: ignore[attr-defined]
 
 
 def _fields(cls: type) -> list[tuple[str, Any]]:
@@ -97,7 +98,7 @@ def _encode_value(value: Any, kind: Any, out: list[bytes]) -> None:
         out.append(_u32(len(value)))
         for item in value:
             _encode_value(item, item_kind, out)
-    elif dataclasses.is_dataclass(kind):
+    elif isinstance(kind, type) and dataclasses.is_dataclass(kind):
         if type(value) is not kind:
             raise TypeError(f"expected {kind.__name__}, got {type(value).__name__}")
         for name, field_kind in _fields(kind):
@@ -168,7 +169,7 @@ def _decode_value(reader: _Reader, kind: Any) -> Any:
         if count > reader.remaining:
             raise MessageDecodeError("a list count exceeds the message size")
         return tuple(_decode_value(reader, item_kind) for _ in range(count))
-    if dataclasses.is_dataclass(kind):
+    if isinstance(kind, type) and dataclasses.is_dataclass(kind):
         values = {name: _decode_value(reader, field_kind) for name, field_kind in _fields(kind)}
         try:
             return kind(**values)

@@ -1,0 +1,31 @@
+"""The audit's secure sums: one simulated session over every client's 0/1 vector."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+
+from ..randomness import RandomSource
+from ..secure_sum.api import AggregateResult, AggregationSpec, InputProvider
+from ..secure_sum.session import SimulatedSession
+
+
+def sum_bits(
+    protocol: str,
+    providers: Mapping[int, InputProvider],
+    lengths: dict[str, int],
+    source: RandomSource,
+    *,
+    record_payloads: bool = False,
+) -> tuple[AggregateResult, SimulatedSession, float]:
+    """Sum the clients' 0/1 vectors in one aggregation (index 0, bound 1) of `protocol`.
+
+    `providers[c](0, chunk)` is client c's bits for each chunk named in `lengths` (name ->
+    length); the session draws all its randomness from `source`, no options, no dropouts.
+    Returns the result, the session (its bus log holds what was sent, with the payloads when
+    `record_payloads`) and the seconds the aggregation took (enrollment not counted).
+    """
+    session = SimulatedSession(protocol, providers, source, record_payloads=record_payloads)
+    started = time.perf_counter()
+    result = session.aggregate(AggregationSpec.from_lengths(0, lengths, bound=1))
+    return result, session, time.perf_counter() - started
