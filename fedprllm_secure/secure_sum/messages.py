@@ -77,7 +77,6 @@ def _u32(n: int) -> bytes:
 
 
 def _encode_value(value: Any, kind: Any, out: list[bytes]) -> None:
-    origin = typing.get_origin(kind)
     if kind is bool:
         if not isinstance(value, bool):
             raise TypeError(f"expected bool, got {type(value).__name__}")
@@ -93,7 +92,7 @@ def _encode_value(value: Any, kind: Any, out: list[bytes]) -> None:
     elif kind is str:
         raw = value.encode("utf-8")
         out += [_u32(len(raw)), raw]
-    elif origin is tuple:
+    elif typing.get_origin(kind) is tuple:
         (item_kind, _ellipsis) = typing.get_args(kind)
         out.append(_u32(len(value)))
         for item in value:
@@ -142,7 +141,6 @@ class _Reader:
 
 
 def _decode_value(reader: _Reader, kind: Any) -> Any:
-    origin = typing.get_origin(kind)
     if kind is bool:
         raw = reader.take(1)
         if raw not in (b"\x00", b"\x01"):
@@ -163,7 +161,7 @@ def _decode_value(reader: _Reader, kind: Any) -> Any:
             return reader.take(reader.length()).decode("utf-8")
         except UnicodeDecodeError as exc:
             raise MessageDecodeError("a text field is not valid utf-8") from exc
-    if origin is tuple:
+    if typing.get_origin(kind) is tuple:
         (item_kind, _ellipsis) = typing.get_args(kind)
         count = struct.unpack(">I", reader.take(4))[0]
         if count > reader.remaining:
