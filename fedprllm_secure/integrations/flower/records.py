@@ -31,11 +31,19 @@ ENROLL = "query.enroll"
 PROTOCOL = "query.protocol"
 
 
+BLOB_STYPE = "fedprllm-secure/bytes"  # an Array whose data are the raw bytes (no .npy framing)
+
+
 def blob_array(data: bytes) -> Array:
-    return Array(np.frombuffer(bytes(data), dtype=np.uint8).copy())
+    """Raw bytes as a uint8 Array, stored as they are (Flower still sends it in pieces)."""
+    raw = bytes(data)
+    return Array(dtype="uint8", shape=(len(raw),), stype=BLOB_STYPE, data=raw)
 
 
 def array_blob(array: Array) -> bytes:
+    """The bytes of `blob_array` (or of any uint8 numpy Array)."""
+    if array.stype == BLOB_STYPE:
+        return bytes(array.data)
     return bytes(array.numpy().astype(np.uint8, copy=False).tobytes())
 
 

@@ -51,9 +51,9 @@ from .messages import (
 from .params import read_params
 from .shamir import split
 from .transcript import (
+    add_masks,
     advertise_payload,
     mask_key_payload,
-    mask_vector,
     parse_share_plaintext,
     share_plaintext,
     survivors_payload,
@@ -98,6 +98,7 @@ class AdditiveClient(ClientProtocol):
         self.graph: dict[int, frozenset[int]] = {}
         self.peer_keys: dict[int, SignedKeys] = {}
         self.dead: set[int] = set()  # peers whose mask key was revealed: never again
+        self.share_keys: dict[int, bytes] = {}  # AES-GCM key per peer, one per session (3.2)
         self._reset_aggregation()
 
     def _reset_aggregation(self) -> None:
@@ -140,6 +141,7 @@ class AdditiveClient(ClientProtocol):
             "peer_keys": {c: keys(k) for c, k in self.peer_keys.items()},
             "dead": self.dead,
             "cipher_key": cipher_key.private_bytes_raw() if cipher_key is not None else None,
+            "share_keys": self.share_keys,
             "own_keys": keys(own_keys) if own_keys is not None else None,
             "spec": self.spec,
             "aggregation": self.aggregation,
@@ -168,6 +170,7 @@ class AdditiveClient(ClientProtocol):
             client.graph = {int(c): frozenset(peers) for c, peers in f["graph"].items()}
             client.peer_keys = {int(c): SignedKeys(*k) for c, k in f["peer_keys"].items()}
             client.dead = set(f["dead"])
+            client.share_keys = dict(f["share_keys"])
             if f["cipher_key"] is not None:
                 client.cipher_key = P.X25519PrivateKey.from_private_bytes(f["cipher_key"])
             if f["own_keys"] is not None:
@@ -302,8 +305,13 @@ class AdditiveClient(ClientProtocol):
         )
 
     def _share_key(self, peer: int) -> bytes:
-        secret = P.agree(self.cipher_key, self.peer_keys[peer].cipher_public)
-        return P.derive_key(secret, self.config.session_id, P.LABEL_SHARE_KEY, self.client_id, peer)
+        """K_uv of the session, computed once (sealing and opening use the same key)."""
+        if peer not in self.share_keys:
+            secret = P.agree(self.cipher_key, self.peer_keys[peer].cipher_public)
+            self.share_keys[peer] = P.derive_key(
+                secret, self.config.session_id, P.LABEL_SHARE_KEY, self.client_id, peer
+            )
+        return self.share_keys[peer]
 
     def _pair_seed(self, peer: int) -> bytes:
         if peer not in self.pair_seeds:
@@ -362,16 +370,10 @@ class AdditiveClient(ClientProtocol):
         x = read_checked_input(self.inputs, self.aggregation, chunk, self.spec.bound)
         layout = self.layout
         peers = {v: self._pair_seed(v) for v in sorted(self.u2 - {self.client_id})}
-        y = mask_vector(
-            self.self_seed,
-            peers,
-            self.client_id,
-            self.aggregation,
-            chunk.offset,
-            layout.words(chunk.length),
-            layout.bits,
+        y = layout.pack(x)
+        add_masks(
+            y, self.self_seed, peers, self.client_id, self.aggregation, chunk.offset, layout.bits
         )
-        y += layout.pack(x)
         y &= layout.word_mask
         self.next_chunk += 1
         if self.next_chunk == len(self.spec.chunks):

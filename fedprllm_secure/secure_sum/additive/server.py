@@ -46,7 +46,7 @@ from .messages import (
 )
 from .params import read_params
 from .shamir import combine
-from .transcript import advertise_payload, mask_key_payload, mask_vector, survivors_payload
+from .transcript import add_masks, advertise_payload, mask_key_payload, survivors_payload
 
 ROUND_STATES = ("advertise-keys", "share-keys", "masked-input", "consistency-check", "unmasking")
 
@@ -338,8 +338,8 @@ class AdditiveServer(ServerProtocol):
         for chunk in spec.chunks:
             total = self.sums.pop(chunk.name)
             for u in sorted(self.u3):
-                total -= mask_vector(
-                    seeds[u], pair_seeds[u], u, spec.index, chunk.offset, total.size, layout.bits
+                add_masks(
+                    total, seeds[u], pair_seeds[u], u, spec.index, chunk.offset, layout.bits, -1
                 )
             total &= layout.word_mask
             entries = layout.unpack(total, chunk.length)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ...errors import ProtocolError
-from .primitives import keystream_words, u32, word_dtype
+from .primitives import keystream_words, u32
 from .shamir import SHARE_BYTES
 
 # a share plaintext: self-mask share || mask-key share (both for the same aggregation)
@@ -37,27 +37,26 @@ def parse_share_plaintext(plain: bytes) -> tuple[bytes, bytes]:
     return plain[:SHARE_BYTES], plain[SHARE_BYTES:]
 
 
-def mask_vector(
+def add_masks(
+    total: np.ndarray,
     self_seed: bytes | None,
     pair_seeds: dict[int, bytes],
     owner: int,
     aggregation: int,
     offset: int,
-    length: int,
     bits: int,
-) -> np.ndarray:
-    """PRG(self_seed) + sum over peers v of sign(owner, v) * PRG(s_owner,v), mod 2^(8 * itemsize).
+    sign: int = 1,
+) -> None:
+    """total += sign * (PRG(self_seed) + sum over peers v of s(owner, v) * PRG(s_owner,v)), in place.
 
-    `offset` and `length` count words; sign is +1 when owner < v and -1 otherwise; callers reduce
-    mod 2^bits at the end.
+    `total` holds words in `word_dtype(bits)` (wrapping arithmetic, callers reduce mod 2^bits at
+    the end); `offset` counts words. s(owner, v) is +1 when owner < v and -1 otherwise; the client
+    adds its masks (sign +1), the server removes them (sign -1).
     """
-    total = np.zeros(length, dtype=word_dtype(bits))
+    length = total.size
+    plus, minus = (np.add, np.subtract) if sign > 0 else (np.subtract, np.add)
     if self_seed is not None:
-        total += keystream_words(self_seed, aggregation, offset, length, bits)
+        plus(total, keystream_words(self_seed, aggregation, offset, length, bits), out=total)
     for peer, seed in pair_seeds.items():
         words = keystream_words(seed, aggregation, offset, length, bits)
-        if owner < peer:
-            total += words
-        else:
-            total -= words
-    return total
+        (plus if owner < peer else minus)(total, words, out=total)
