@@ -27,12 +27,16 @@ def test_noise_has_the_budgeted_scale_and_shared_inputs_share_it() -> None:
     own = torch.zeros(4, 3000, dtype=torch.float64)
     out = mechanism(0, {"q": shared, "k": shared.clone(), "o": own})
     assert torch.equal(out["q"], out["k"])  # one release for one input, not two
-    # Zero statistics + N(0, sigma^2 C^2) clamped at 0: half the entries are 0, the rest a
-    # half-normal with mean sigma C sqrt(2/pi).
+    # Zero statistics + N(0, sigma^2 C^2) floored at sigma C: Phi(1) = 84% of the entries are the
+    # floor, the rest sigma C z for z ~ N(0, 1) above 1, of mean sigma C phi(1) / (1 - Phi(1)).
     values = np.concatenate([out["q"].numpy(), out["o"].numpy()])
-    assert abs((values == 0).mean() - 0.5) < 0.03
-    positive = values[values > 0]
-    assert positive.mean() == pytest.approx(mechanism.sigma * math.sqrt(2 / math.pi), rel=0.05)
+    assert mechanism.floor == mechanism.sigma * budget.clip
+    assert values.min() == mechanism.floor
+    phi_1 = math.exp(-0.5) / math.sqrt(2 * math.pi)
+    tail = 0.5 * math.erfc(1 / math.sqrt(2))  # 1 - Phi(1)
+    assert abs((values == mechanism.floor).mean() - (1 - tail)) < 0.02
+    above = values[values > mechanism.floor]
+    assert above.mean() == pytest.approx(mechanism.sigma * phi_1 / tail, rel=0.05)
     with pytest.raises(PrivacyError, match="budget allows 1"):
         mechanism(1, {"q": shared})
 
@@ -43,8 +47,72 @@ def test_one_sample_moves_the_released_sum_by_at_most_clip() -> None:
     with_sample = StatisticsMechanism(budget, SeededRandomSource("s"))(0, {"a": big})
     without = StatisticsMechanism(budget, SeededRandomSource("s"))(0, {"a": big[:5]})
     # Same noise (same source), so the difference is the clipped contribution of sample 5 (the
-    # clamp at 0 only shrinks differences).
+    # floor only shrinks differences).
     assert float((with_sample["a"] - without["a"]).norm()) <= 2.0 + 1e-9
+
+
+def test_huge_noise_never_releases_below_the_floor_nor_prunes_a_whole_column() -> None:
+    from fedprllm_secure.client.scores import row_mask, wanda_scores
+
+    budget = StatisticsBudget(epsilon=0.2, delta=1e-5, clip=1.0, releases=1)
+    mechanism = StatisticsMechanism(budget, SeededRandomSource("huge"))
+    assert mechanism.sigma > 10  # against clipped sums of at most 4 (4 samples, C = 1)
+    per_sample = torch.rand(4, 512, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    released = mechanism(0, {"a": per_sample})["a"]
+    assert float(released.min()) >= mechanism.floor > 0
+    # Noise-dominated features share the floor: their Wanda scores are |W| times one constant, so
+    # the mask is close to magnitude pruning, not whole columns scored 0 and pruned in every row.
+    weight = torch.randn(64, 512, generator=torch.Generator().manual_seed(2))
+    scores = wanda_scores(weight, released / 1024)
+    assert bool((scores > 0).all())
+    mask = row_mask(scores, 0.5)
+    assert not bool(mask.all(dim=0).any())
+    magnitude = row_mask(weight.abs(), 0.5)
+    assert float((mask == magnitude).double().mean()) > 0.8
+
+
+@pytest.mark.parametrize("sigma", [0.0, 1e-9])
+def test_without_noise_the_release_is_the_clipped_sum(sigma: float) -> None:
+    budget = StatisticsBudget(epsilon=4.0, delta=1e-5, clip=2.0, releases=1)
+    mechanism = StatisticsMechanism(budget, SeededRandomSource("quiet"))
+    mechanism.sigma = sigma  # the floor, sigma * C, vanishes with the noise
+    per_sample = torch.rand(5, 40, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    per_sample[:, :3] = 0  # features no sample touches: released at the floor, i.e. ~0
+    released = mechanism(0, {"a": per_sample})["a"]
+    clipped = clip_rows(per_sample, 2.0).sum(dim=0)
+    assert mechanism.floor == 2.0 * sigma
+    assert torch.allclose(released, clipped, rtol=0, atol=1e-7)
+    if sigma == 0.0:
+        assert torch.equal(released, clipped)
+
+
+def test_the_floor_is_post_processing_of_the_gaussian_release(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from fedprllm_secure.privacy import statistics
+    from fedprllm_secure.privacy.accounting import get
+    from fedprllm_secure.privacy.sampling import standard_normal
+
+    budget = StatisticsBudget(epsilon=8.0, delta=1e-5, clip=3.0, releases=2)
+    per_sample = torch.rand(4, 300, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    source = SeededRandomSource("post")
+    clipped = clip_rows(per_sample, 3.0).sum(dim=0).numpy()
+    sigma = budget.noise_multiplier()
+    # The Gaussian mechanism's output, drawn from the very stream the mechanism uses.
+    gaussian = clipped + sigma * 3.0 * standard_normal(source.child("block-0"), clipped.size)
+    reports = {}
+    for floor_stds in (0.0, 1.0, 3.0):
+        monkeypatch.setattr(statistics, "FLOOR_STDS", floor_stds)
+        mechanism = StatisticsMechanism(budget, source)
+        released = mechanism(0, {"a": per_sample})["a"].numpy()
+        # A function of the Gaussian output and the public sigma and C only...
+        assert np.array_equal(released, np.maximum(gaussian, floor_stds * sigma * 3.0))
+        reports[floor_stds] = mechanism.report()
+        assert reports[floor_stds]["release_floor"] == pytest.approx(floor_stds * sigma * 3.0)
+    # ...so neither the noise nor the accounted epsilon depends on it.
+    spent = {r["epsilon_spent"] for r in reports.values()}
+    assert {r["noise_multiplier"] for r in reports.values()} == {round(sigma, 6)}
+    assert spent == {round(get("rdp").epsilon(sigma, 1e-5, 1), 6)}
 
 
 def test_report_states_the_spent_budget() -> None:
