@@ -37,6 +37,11 @@ class ProtocolInfo:
     reveal a sum over fewer clients (ckks: the key authority's "min_contributors"); callers set it
     from the minimum cohort so that the guard does not rest on the server alone. None: no such
     option.
+
+    `input_rounds` are the rounds in which clients upload their (masked) inputs and before which
+    nothing is released: if a session aborts there because clients stopped answering, a fresh
+    session over the clients that still answer reveals only its own sum (the aborted one revealed
+    nothing), so a driver may restart once.
     """
 
     name: str
@@ -50,6 +55,7 @@ class ProtocolInfo:
         no_enrollment
     )
     cohort_option: str | None = None
+    input_rounds: tuple[str, ...] = ()
 
     def with_cohort(self, options: dict, min_cohort: int) -> dict:
         """`options` plus the cohort option set to `min_cohort`, unless given explicitly."""

@@ -100,15 +100,38 @@ def test_a_node_dying_mid_round_leaves_a_correct_sum_over_survivors(
     assert result.failures[1] == "no reply to protocol-3 within 5 s (dropped out)"
     rounds = [t for k, t in result.timings_s.items() if k.startswith("protocol-")]
     assert 5 <= max(rounds) < 5 + 3  # the round deadline is waited out, and no longer
+    assert_counts_of_alice_and_carol(result.counts, tiny_model_dir, client_dir)
+
+
+def assert_counts_of_alice_and_carol(counts: dict, model: Path, clients: Path) -> None:
+    """`counts` equal the sum of client 0's (alice) and client 2's (carol) masks alone."""
     single = {}
     for c, entry in ((0, "alice.txt"), (2, "carol")):
-        solo = grid_for(tiny_model_dir, client_dir, entries=(entry,))
-        r, _ = prune_with_flower(
-            solo, settings(protocol="plaintext", num_nodes=1), str(tiny_model_dir)
-        )
+        solo = grid_for(model, clients, entries=(entry,))
+        r, _ = prune_with_flower(solo, settings(protocol="plaintext", num_nodes=1), str(model))
         single[c] = r.counts
-    for name, counts in result.counts.items():
-        assert np.array_equal(counts, single[0][name] + single[2][name])
+    for name, value in counts.items():
+        assert np.array_equal(value, single[0][name] + single[2][name]), name
+
+
+def test_a_node_dying_in_the_middle_of_the_masked_stream_restarts_the_sum_without_it(
+    tiny_model_dir: Path, client_dir: Path
+) -> None:
+    """Its earlier chunks are inside the running sums, so that session aborts before any
+    unmasking; one fresh session over the two others gives their exact sum."""
+    dead: set[int] = set()
+
+    def drop(node: int, message) -> bool:
+        if node == 1001 and message.metadata.group_id == "protocol-4":  # masked chunk 1
+            dead.add(node)
+        return node in dead
+
+    grid = grid_for(tiny_model_dir, client_dir, drop=drop)
+    s = settings(protocol="additive", chunk_entries=3000, round_timeout_s=5)
+    result, _ = prune_with_flower(grid, s, str(tiny_model_dir))
+    assert result.contributors == [0, 2]
+    assert result.failures[1] == "no reply to protocol-4 within 5 s (dropped out)"
+    assert_counts_of_alice_and_carol(result.counts, tiny_model_dir, client_dir)
 
 
 def test_a_node_without_data_is_left_out_with_its_reason(

@@ -33,7 +33,7 @@ from ...errors import ConfigError, FedPrError, ProtocolError
 from ...randomness import SystemRandomSource
 from ...secure_sum import registry
 from ...secure_sum.api import AggregateResult, AggregationSpec, ChunkSpec, ClientId, SessionConfig
-from ...secure_sum.messages import decode, encode
+from ...secure_sum.messages import decode, encode, round_of
 from . import records as R
 from .enrollment import prepare_options, publish
 
@@ -94,6 +94,14 @@ class PruningResult:
     uplink_bytes: dict[int, int]  # client id -> protocol bytes it sent
     rounds: int
     timings_s: dict[str, float]
+
+
+class InputStreamAborted(ProtocolError):
+    """The session aborted in an input round because `silent` clients stopped answering."""
+
+    def __init__(self, silent: set[ClientId], reason: str) -> None:
+        super().__init__(reason)
+        self.silent = frozenset(silent)
 
 
 class NodeFailure(FedPrError):
@@ -256,7 +264,16 @@ class FlowerPruning:
         self._need(alive, "calibration")
 
         spec = chunked_spec(0, self.lengths, self.s.chunk_entries)
-        result = self.secure_sum(tuple(sorted(alive)), spec)
+        roster = tuple(sorted(alive))
+        try:
+            result = self.secure_sum(roster, spec)
+        except InputStreamAborted as exc:
+            # Nothing was released (no unmasking happened): one fresh session over the others.
+            survivors = tuple(c for c in roster if c not in exc.silent)
+            self._need(set(survivors), "the secure sum")
+            if self.progress is not None:
+                self.progress(f"restart without clients {sorted(exc.silent)}")
+            result = self.secure_sum(survivors, spec)
         counts: dict[str, np.ndarray] = {}
         for chunk in spec.chunks:
             _, first, last = chunk.name.split(":")
@@ -312,10 +329,12 @@ class FlowerPruning:
         info = registry.get(self.s.protocol)
         server = info.make_server(config, SystemRandomSource())
         outgoing: Any = server.begin(spec)
-        self.uplink = {c: 0 for c in roster}
+        for c in roster:
+            self.uplink.setdefault(c, 0)  # a restarted sum adds to the aborted one's bytes
+        first_round = self.rounds + 1
         while True:
             self.rounds += 1
-            extra = {"config": config_bytes} if self.rounds == 1 else {}
+            extra = {"config": config_bytes} if self.rounds == first_round else {}
             messages = {
                 c: (R.PROTOCOL, R.content({}, {"message": encode(m), **extra}))
                 for c, m in outgoing.items()
@@ -327,7 +346,14 @@ class FlowerPruning:
                 if blob is not None:
                     self.uplink[c] += len(blob)
                     decoded[c] = decode(blob)
-            result = server.handle(decoded)
+            try:
+                result = server.handle(decoded)
+            except ProtocolError as exc:
+                silent = set(outgoing) - set(decoded)
+                round_name = round_of(next(iter(outgoing.values())))
+                if silent and round_name in info.input_rounds:
+                    raise InputStreamAborted(silent, str(exc)) from exc
+                raise
             if isinstance(result, AggregateResult):
                 break
             outgoing = result

@@ -44,5 +44,6 @@ INFO = register(
             config, client_id, rng, inputs, identity
         ),
         enroll=enroll,
+        input_rounds=("masked-input",),  # a client stopping mid-stream aborts the session
     )
 )
