@@ -1,6 +1,6 @@
 """Flower's SecAgg+ against our `additive`, through the same Flower path, at n clients.
 
-    python experiments/bench_flower_secagg.py --entries 1M,10M --clients 8
+    python experiments/bench_flower_secagg.py --entries 1K,1M,10M --clients 8
 
 Three ways to sum n vectors of d random bits (a pruning mask each), every one checked exact:
 
