@@ -28,6 +28,7 @@ import resource
 import subprocess
 import sys
 import time
+from statistics import median
 from typing import Any
 
 import numpy as np
@@ -208,12 +209,28 @@ def one(variant: str, n: int, d: int) -> dict[str, Any]:
     return out
 
 
+def measure(variant: str, n: int, d: int, timeout: float) -> dict[str, Any]:
+    """One timed round of `variant` in a fresh subprocess (its own peak RSS)."""
+    proc = subprocess.run(
+        [sys.executable, __file__, "--one", variant, str(n), str(d)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if proc.returncode != 0:
+        raise SystemExit(f"{variant} at d={d} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--entries", default="1M,10M")
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--timeout", type=float, default=1800)
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="fresh runs per variant; times are medians"
+    )
     parser.add_argument("--one", nargs=3, metavar=("VARIANT", "N", "D"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -225,15 +242,14 @@ def main() -> None:
         d = entries(text)
         measured = {}
         for variant in args.variants.split(","):
-            proc = subprocess.run(
-                [sys.executable, __file__, "--one", variant, str(n), str(d)],
-                capture_output=True,
-                text=True,
-                timeout=args.timeout,
-            )
-            if proc.returncode != 0:
-                raise SystemExit(f"{variant} at d={d} failed:\n{proc.stderr[-3000:]}")
-            measured[variant] = json.loads(proc.stdout.strip().splitlines()[-1])
+            runs = [measure(variant, n, d, args.timeout) for _ in range(args.repeats)]
+            measured[variant] = {
+                "seconds": median(r["seconds"] for r in runs),
+                "parallel_seconds": median(r["parallel_seconds"] for r in runs),
+                "upload_bytes_per_entry": runs[0]["upload_bytes_per_entry"],
+                "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
+                "exact": all(r["exact"] for r in runs),
+            }
             rows.append((text, variant, measured[variant]))
             m = measured[variant]
             print(
@@ -255,8 +271,9 @@ def main() -> None:
             }))  # fmt: skip
     print(
         f"\nn = {n} clients, random 0/1 entries; one whole aggregation round (setup/enrollment "
-        "included). serial: all clients run one after another in this process; parallel: "
-        "the same run minus client time plus the slowest client of each round.\n"
+        f"included), median of {args.repeats} fresh runs. serial: all clients run one after "
+        "another in this process; parallel: the same run minus client time plus the slowest "
+        "client of each round.\n"
     )
     print(
         "| d | variant | s / round, serial | s / round, clients parallel "
