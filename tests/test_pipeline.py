@@ -20,6 +20,7 @@ from fedprllm_secure.client.scores import row_mask, wanda_scores
 from fedprllm_secure.model import block_linears, decoder_blocks, load_model, prunable_layers
 from fedprllm_secure.privacy.settings import PrivacySettings
 from fedprllm_secure.progress import SilentProgress
+from fedprllm_secure.secure_sum.additive.layout import WordLayout
 from fedprllm_secure.secure_sum.messages import decode
 from fedprllm_secure.secure_sum.packing import unpack_uint
 from fedprllm_secure.simulate import FederatedPruning, SimulationConfig, _Timer, run_simulation
@@ -279,18 +280,24 @@ def test_a_session_reused_over_blocks_never_repeats_a_keystream(
     ]
     assert len(uploads) == 3 * 14  # 3 clients x 7 layers x 2 blocks
     assert {u.aggregation for u in uploads} == {0, 1}
-    # Inputs are bits of 3 clients: the modulus is 2^2. Had two uploads reused one keystream,
-    # their difference mod 4 would be a difference of bits, never 2. With fresh keystreams about
-    # a quarter of the entries differ by exactly 2.
-    bits, modulus = 2, 4
-    vectors = [
-        unpack_uint(u.data, bits, run.layers[u.chunk_index].numel).astype(np.int64) for u in uploads
-    ]
-    for i in range(len(vectors)):
-        for j in range(i + 1, len(vectors)):
-            if vectors[i].shape == vectors[j].shape:
-                difference = (vectors[i] - vectors[j]) % modulus
-                assert np.mean(difference == 2) > 0.1
+    # Inputs are bits of 3 clients: radix 4, 32 entries per 64-bit word. Had two uploads reused
+    # one keystream, their difference plus pack(ones) would be pack(x1 - x2 + 1), whose base-4
+    # digits (the 2-bit fields of the words) lie in {0, 1, 2}, never 3. With fresh keystreams
+    # about a quarter of the digits are 3.
+    layout = WordLayout.for_max_sum(3)
+    assert (layout.radix, layout.per_word, layout.bits) == (4, 32, 64)
+    words = []
+    for u in uploads:
+        length = run.layers[u.chunk_index].numel
+        ones = layout.pack(np.ones(length, dtype=np.uint8))
+        words.append((unpack_uint(u.data, layout.bits, layout.words(length)), ones))
+    for i in range(len(words)):
+        for j in range(i + 1, len(words)):
+            (a, ones), (b, _) = words[i], words[j]
+            if a.shape == b.shape:
+                shifted = a - b + ones  # wraps mod 2^64
+                digits = unpack_uint(shifted.astype("<u8").tobytes(), 2, shifted.size * 32)
+                assert np.mean(digits == 3) > 0.1
 
 
 @pytest.mark.parametrize(
