@@ -94,3 +94,20 @@ def _isolated_cache(
     """Only `slow` tests (which use the embedded assets) see the real asset cache."""
     if request.node.get_closest_marker("slow") is None:
         monkeypatch.setenv("FEDPRLLM_SECURE_CACHE", str(tmp_path / "cache"))
+
+
+@pytest.fixture()
+def recorded_sessions(monkeypatch: pytest.MonkeyPatch) -> list:
+    """Every SimulatedSession built during the test, each recording the payloads it carries."""
+    from fedprllm_secure.secure_sum import session as session_module
+
+    recorded: list = []
+    original = session_module.SimulatedSession.__init__
+
+    def recording(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        kwargs["record_payloads"] = True
+        original(self, *args, **kwargs)
+        recorded.append(self)
+
+    monkeypatch.setattr(session_module.SimulatedSession, "__init__", recording)
+    return recorded

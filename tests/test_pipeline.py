@@ -252,31 +252,19 @@ def test_iterative_clients_see_the_globally_pruned_blocks(
 
 
 def test_a_session_reused_over_blocks_never_repeats_a_keystream(
-    tiny_model_dir: Path, client_dir: Path
+    tiny_model_dir: Path, client_dir: Path, recorded_sessions: list
 ) -> None:
     """Iterative additive: every masked upload of every block differs from every other one."""
     config = config_for(tiny_model_dir, client_dir, mode="iterative", protocol="additive")
     config.protocol_options = {"threshold": 2}
     run = FederatedPruning(config, SilentProgress(), _Timer())
-    recorded: list = []
-    from fedprllm_secure.secure_sum import session as session_module
-
-    original = session_module.SimulatedSession.__init__
-
-    def recording(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-        kwargs["record_payloads"] = True
-        original(self, *args, **kwargs)
-        recorded.append(self)
-
-    session_module.SimulatedSession.__init__ = recording  # type: ignore[method-assign]
-    try:
-        run.run_fedprllm()
-    finally:
-        session_module.SimulatedSession.__init__ = original  # type: ignore[method-assign]
-    assert len(recorded) == 1  # one session for all blocks
+    run.run_fedprllm()
+    assert len(recorded_sessions) == 1  # one session for all blocks
 
     uploads = [
-        decode(r.payload) for r in recorded[0].bus.log.received if r.tag == "additive/masked-input"
+        decode(r.payload)
+        for r in recorded_sessions[0].bus.log.received
+        if r.tag == "additive/masked-input"
     ]
     assert len(uploads) == 3 * 14  # 3 clients x 7 layers x 2 blocks
     assert {u.aggregation for u in uploads} == {0, 1}

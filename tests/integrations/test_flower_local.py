@@ -17,7 +17,9 @@ from fedprllm_secure.integrations.flower.server_app import (  # noqa: E402
     prune_with_flower,
 )
 from fedprllm_secure.progress import SilentProgress  # noqa: E402
-from fedprllm_secure.simulate import FederatedPruning, SimulationConfig, _Timer  # noqa: E402
+from fedprllm_secure.simulate import FederatedPruning, _Timer  # noqa: E402
+
+from ..test_pipeline import config_for  # noqa: E402
 
 pytestmark = pytest.mark.flower
 
@@ -25,16 +27,7 @@ ENTRIES = ("alice.txt", "bob.jsonl", "carol")
 
 
 def simulated_masks(model: Path, clients: Path, **overrides) -> dict[str, np.ndarray]:
-    config = SimulationConfig(
-        model=str(model),
-        client_data=str(clients),
-        eval_text=str(clients.parent / "eval.txt"),
-        samples_per_client=2,
-        seqlen=32,
-        eval_windows=1,
-        device="cpu",
-        **overrides,
-    )
+    config = config_for(model, clients, **overrides)
     masks, _ = FederatedPruning(config, SilentProgress(), _Timer()).run_fedprllm()
     return masks
 

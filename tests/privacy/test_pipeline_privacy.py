@@ -13,7 +13,6 @@ from fedprllm_secure.errors import PrivacyError, ProtocolError
 from fedprllm_secure.privacy.randomized_response import flip_probability
 from fedprllm_secure.privacy.settings import PrivacySettings
 from fedprllm_secure.progress import SilentProgress
-from fedprllm_secure.secure_sum import session as session_module
 from fedprllm_secure.secure_sum.messages import decode
 from fedprllm_secure.secure_sum.packing import unpack_uint
 from fedprllm_secure.simulate import FederatedPruning, _Timer, run_simulation
@@ -22,24 +21,15 @@ from ..test_pipeline import config_for
 
 
 def test_randomized_response_flips_bits_before_the_protocol(
-    tiny_model_dir: Path, client_dir: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_model_dir: Path, client_dir: Path, recorded_sessions: list
 ) -> None:
     """What the server receives under plaintext differs from each client's true mask at the
     flip rate 1/(1+e^eps); the released counts are debiased."""
     epsilon = 1.0
     config = config_for(tiny_model_dir, client_dir, privacy=PrivacySettings(rr_epsilon=epsilon))
-    recorded: list = []
-    original = session_module.SimulatedSession.__init__
-
-    def recording(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-        kwargs["record_payloads"] = True
-        original(self, *args, **kwargs)
-        recorded.append(self)
-
-    monkeypatch.setattr(session_module.SimulatedSession, "__init__", recording)
     run = FederatedPruning(config, SilentProgress(), _Timer())
     run.run_fedprllm()
-    (session,) = recorded
+    (session,) = recorded_sessions
     lengths = {layer.name: layer.numel for layer in run.layers}
     flipped = total = 0
     for message in session.bus.log.received:
