@@ -296,7 +296,8 @@ class FlowerPruning:
     def secure_sum(self, roster: tuple[ClientId, ...], spec: AggregationSpec) -> AggregateResult:
         """Enroll `roster`, then run the protocol's rounds over the Grid until the sum."""
         started = time.perf_counter()
-        options = registry.get(self.s.protocol).with_cohort(
+        info = registry.get(self.s.protocol)
+        options = info.with_cohort(
             prepare_options(self.s.protocol, roster, self.s.options), self.s.min_clients
         )
         session_id = SystemRandomSource().random_bytes(32)
@@ -326,7 +327,6 @@ class FlowerPruning:
         config = publish(self.s.protocol, draft, publics)
         # The session config rides with each client's first protocol message (one round less).
         config_bytes = R.encode_config(config)
-        info = registry.get(self.s.protocol)
         server = info.make_server(config, SystemRandomSource())
         outgoing: Any = server.begin(spec)
         for c in roster:

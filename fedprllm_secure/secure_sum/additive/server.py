@@ -66,7 +66,6 @@ class AdditiveServer(ServerProtocol):
 
     def _clear(self) -> None:
         self.spec: AggregationSpec | None = None
-        self.layout: WordLayout | None = None
         self.u1: set[int] = set()
         self.u2: set[int] = set()
         self.u3: set[int] = set()
@@ -86,6 +85,12 @@ class AdditiveServer(ServerProtocol):
         self._clear()
         return ProtocolError(reason)
 
+    @property
+    def layout(self) -> WordLayout:
+        """How this aggregation's entries are packed into masked words (protocols/additive.md 2)."""
+        assert self.spec is not None
+        return WordLayout.for_max_sum(self.spec.bound * self.params.n)
+
     def holders(self, client: int) -> frozenset[int]:
         return self.graph[client] | {client}
 
@@ -97,11 +102,11 @@ class AdditiveServer(ServerProtocol):
         if spec.index > P.MAX_AGGREGATION or not spec.chunks:
             raise self._abort("aggregation index out of range or nothing to aggregate")
         try:
-            layout = WordLayout.for_max_sum(spec.bound * self.params.n)
+            WordLayout.for_max_sum(spec.bound * self.params.n)  # refuses sums wider than 64 bits
         except ProtocolError as exc:
             raise self._abort(str(exc)) from exc
         self._clear()
-        self.spec, self.layout = spec, layout
+        self.spec = spec
         self.last_index = spec.index
         sid = self.config.session_id
         if not self.keys:
@@ -247,13 +252,12 @@ class AdditiveServer(ServerProtocol):
             )
         chunk = self.spec.chunks[self.chunk_index]
         layout = self.layout
-        assert layout is not None
         words = layout.words(chunk.length)
         total = np.zeros(words, dtype=layout.dtype)
         for client, reply in sorted(replies.items()):
             if reply.sender != client or reply.chunk_index != self.chunk_index:
                 raise ProtocolError(f"client {client} sent the wrong chunk")
-            total += unpack_uint(reply.data, layout.bits, words).astype(layout.dtype)
+            total += unpack_uint(reply.data, layout.bits, words).astype(layout.dtype, copy=False)
         self.sums[chunk.name] = total
         self.chunk_index += 1
         if self.chunk_index < len(self.spec.chunks):
@@ -331,7 +335,6 @@ class AdditiveServer(ServerProtocol):
     ) -> AggregateResult:
         assert self.spec is not None
         spec, layout = self.spec, self.layout
-        assert layout is not None
         limit = spec.bound * len(self.u3)
         out_dtype = sum_dtype(spec.bound * self.params.n)
         sums = {}
