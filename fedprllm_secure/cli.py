@@ -20,7 +20,7 @@ from rich.progress import Progress as RichBar
 from rich.table import Table
 
 from . import __version__, assets
-from .errors import ConfigError, FedPrError
+from .errors import ConfigError, FedPrError, one_line
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -346,17 +346,13 @@ def version() -> None:
     out.print(__version__)
 
 
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI, turning expected errors into one line and an exit status."""
     command = typer.main.get_command(app)
     try:
         command.main(args=argv, prog_name="fedprllm-secure", standalone_mode=False)
     except FedPrError as exc:
-        print(f"error: {_one_line(str(exc))}", file=sys.stderr)
+        print(f"error: {one_line(str(exc))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
@@ -374,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
             print(exc.ctx.get_help())  # type: ignore[attr-defined]
             return 0
         if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):
-            print(f"error: {_one_line(exc.format_message())}", file=sys.stderr)
+            print(f"error: {one_line(exc.format_message())}", file=sys.stderr)
             return int(exc.exit_code) or 2
         raise
     return 0

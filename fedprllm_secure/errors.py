@@ -5,6 +5,11 @@ line and exits non-zero. Anything else escaping is a bug.
 """
 
 
+def one_line(text: str) -> str:
+    """`text` with every run of whitespace (newlines included) made one space: an error line."""
+    return " ".join(str(text).split())
+
+
 class FedPrError(Exception):
     """Base class of every error the project raises on purpose."""
 

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ...errors import FedPrError
+from ...errors import FedPrError, one_line
 
 APP_COMPONENTS = {
     "serverapp": "fedprllm_secure.integrations.flower.server_app:app",
@@ -71,11 +71,6 @@ def log_reason(text: str) -> str:
         return one_line(" ".join(paragraph))
     rest = [line for line in lines if line]
     return rest[-1] if rest else "(empty log)"
-
-
-def one_line(text: str) -> str:
-    """`text` on one line (a run's error.txt, an unexpected exception's message)."""
-    return " ".join(text.split())
 
 
 def free_port() -> int:
