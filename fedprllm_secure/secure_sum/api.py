@@ -13,6 +13,7 @@ it from its `InputProvider` and submits it. Memory per client is O(chunk).
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
@@ -98,6 +99,39 @@ class SessionConfig:
             raise ValueError("roster has duplicate client ids")
         if not self.roster:
             raise ValueError("roster is empty")
+
+
+# Option keys with this prefix are local to one party (e.g. the server's channel to a separate key
+# authority): they are not part of what parties agree on and are left out of `config_digest`.
+LOCAL_OPTION_PREFIX = "local."
+
+CONFIG_DIGEST_LABEL = b"fedprllm-secure/session-config/v1\x00"
+
+
+def config_digest(config: SessionConfig) -> bytes:
+    """SHA-256 of the canonical encoding of everything the parties of a session agree on.
+
+    Covers the session id, the roster and every option except `LOCAL_OPTION_PREFIX` ones (option
+    keys sorted; values through the state codec's tagged JSON, so bytes, ints and nested maps are
+    exact). Protocols bind it into every signature and key derivation in place of the bare session
+    id: two parties shown different configs (another public key, roster, threshold or cohort)
+    derive different bindings, and every cross-party check between them fails.
+    """
+    options = sorted(
+        (str(key), value)
+        for key, value in config.options.items()
+        if not str(key).startswith(LOCAL_OPTION_PREFIX)
+    )
+    body = json.dumps(
+        {
+            "session_id": config.session_id.hex(),
+            "roster": list(config.roster),
+            "options": [[key, _to_json(value)] for key, value in options],
+        },
+        separators=(",", ":"),
+        sort_keys=True,
+    )
+    return hashlib.sha256(CONFIG_DIGEST_LABEL + body.encode("utf-8")).digest()
 
 
 @dataclass

@@ -7,7 +7,7 @@
 - "min_contributors": the authority refuses to decrypt a sum over fewer clients (default 1).
 
 Enrollment adds "ckks.public_context" (the authority's published public context, bytes) and, for
-a separate authority, "ckks.authority_link" (the server's channel to it).
+a separate authority, "local.ckks.authority_link" (the server's channel to it, local to the server).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from ..api import ClientId, SessionConfig
 from .params import SCHEMES, Packing, choose_packing, he_params
 
 PUBLIC_CONTEXT = "ckks.public_context"
-AUTHORITY_LINK = "ckks.authority_link"
+AUTHORITY_LINK = "local.ckks.authority_link"  # api.LOCAL_OPTION_PREFIX: not agreed on
 SEPARATE = "separate"
 
 
