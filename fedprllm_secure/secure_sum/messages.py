@@ -10,6 +10,12 @@ where every variable-size item is prefixed by its length as 4 bytes big-endian, 
 minimal two's-complement big-endian bytes, a bool is one byte 0/1, a tuple is a 4-byte count then
 its items. `decode` accepts exactly what `encode` produces: any other byte string raises
 `MessageDecodeError` and nothing else.
+
+Every length and count is checked against the bytes that remain before anything is allocated: a
+count is refused unless that many items, each at its smallest encoding, fit in what is left (an
+item type that can encode to no bytes, a dataclass without fields, cannot be a tuple's item). Decoding allocates O(message size), whatever the prefixes say. The codec bounds only
+the encoding: a large but well-formed value (an int of 2^50, a ChunkSpec of that length) decodes,
+and the protocol handler that acts on it must bound it.
 """
 
 from __future__ import annotations
@@ -72,6 +78,26 @@ def _fields(cls: type) -> list[tuple[str, Any]]:
     return _HINTS[cls]
 
 
+_MIN_SIZES: dict[Any, int] = {}
+
+
+def _min_size(kind: Any) -> int:
+    """The fewest bytes an encoded value of `kind` takes."""
+    if kind not in _MIN_SIZES:
+        if kind is bool:
+            size = 1
+        elif kind is int:
+            size = 5  # length prefix + at least one byte
+        elif kind in (bytes, str) or typing.get_origin(kind) is tuple:
+            size = 4
+        elif isinstance(kind, type) and dataclasses.is_dataclass(kind):
+            size = sum(_min_size(field_kind) for _name, field_kind in _fields(kind))
+        else:
+            raise MessageDecodeError(f"unsupported field type {kind!r}")
+        _MIN_SIZES[kind] = size
+    return _MIN_SIZES[kind]
+
+
 def _u32(n: int) -> bytes:
     return struct.pack(">I", n)
 
@@ -94,6 +120,8 @@ def _encode_value(value: Any, kind: Any, out: list[bytes]) -> None:
         out += [_u32(len(raw)), raw]
     elif typing.get_origin(kind) is tuple:
         (item_kind, _ellipsis) = typing.get_args(kind)
+        if _min_size(item_kind) == 0:
+            raise TypeError(f"tuple items of type {item_kind!r} may encode to no bytes")
         out.append(_u32(len(value)))
         for item in value:
             _encode_value(item, item_kind, out)
@@ -164,14 +192,17 @@ def _decode_value(reader: _Reader, kind: Any) -> Any:
     if typing.get_origin(kind) is tuple:
         (item_kind, _ellipsis) = typing.get_args(kind)
         count = struct.unpack(">I", reader.take(4))[0]
-        if count > reader.remaining:
+        item_size = _min_size(item_kind)
+        if item_size == 0:  # any count would be "valid": the decoder would build them all
+            raise MessageDecodeError(f"tuple items of type {item_kind!r} may encode to no bytes")
+        if count * item_size > reader.remaining:
             raise MessageDecodeError("a list count exceeds the message size")
         return tuple(_decode_value(reader, item_kind) for _ in range(count))
     if isinstance(kind, type) and dataclasses.is_dataclass(kind):
         values = {name: _decode_value(reader, field_kind) for name, field_kind in _fields(kind)}
         try:
             return kind(**values)
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, ArithmeticError) as exc:
             raise MessageDecodeError(f"invalid {kind.__name__}: {exc}") from exc
     raise MessageDecodeError(f"unsupported field type {kind!r}")
 

@@ -89,7 +89,15 @@ class PlaintextClient(ClientProtocol):
         if message.session_id != self.config.session_id:
             self._state = "aborted"
             raise ProtocolError(f"client {self.client_id}: request for another session")
-        vector = read_checked_input(self.inputs, message.aggregation, message.chunk, message.bound)
+        try:
+            vector = read_checked_input(
+                self.inputs, message.aggregation, message.chunk, message.bound
+            )
+        except ProtocolError:
+            # A refused input (out of range, or a chunk its ledger already released) ends this
+            # client's session: it submits nothing now or later.
+            self._state = "aborted"
+            raise
         return ChunkSubmission(
             session_id=self.config.session_id,
             aggregation=message.aggregation,

@@ -12,7 +12,14 @@ from hypothesis import strategies as st
 
 from fedprllm_secure.errors import MessageDecodeError, ProtocolError
 from fedprllm_secure.randomness import SeededRandomSource, SystemRandomSource, random_below
-from fedprllm_secure.secure_sum.api import AggregationSpec, ChunkSpec, sum_dtype
+from fedprllm_secure.secure_sum.api import (
+    AggregationSpec,
+    ChunkSpec,
+    SessionConfig,
+    config_digest,
+    sum_dtype,
+)
+from fedprllm_secure.secure_sum.ledger import ContributionLedger
 from fedprllm_secure.secure_sum.messages import decode, encode, message
 from fedprllm_secure.secure_sum.packing import bits_for, pack_uint, unpack_uint
 from fedprllm_secure.secure_sum.plaintext import ChunkRequest, ChunkSubmission, PlaintextClient
@@ -126,7 +133,9 @@ def providers(vectors: dict[int, dict[str, np.ndarray]]):
 @pytest.mark.parametrize("drops", [{}, {2: "input"}, {0: "input", 4: "input"}])
 def test_plaintext_sum_equals_direct_sum_over_survivors(drops: dict[int, str]) -> None:
     lengths = {"q": 37, "k": 8, "mlp": 101}
-    vectors = random_inputs(5, lengths, seed=3)
+    # A client releases each chunk to one aggregation only: the second one sums other chunks.
+    later = {f"{name}.1": length for name, length in lengths.items()}
+    vectors = random_inputs(5, lengths | later, seed=3)
     session = SimulatedSession(
         "plaintext", providers(vectors), SeededRandomSource(0), drop_at=drops
     )
@@ -136,8 +145,10 @@ def test_plaintext_sum_equals_direct_sum_over_survivors(drops: dict[int, str]) -
     for name in lengths:
         assert np.array_equal(result.sums[name], sum(vectors[c][name] for c in survivors))
     # Sessions run several aggregations; the uplink is bit-packed (1 bit per entry + framing).
-    again = session.aggregate(AggregationSpec.from_lengths(1, lengths, bound=1))
+    again = session.aggregate(AggregationSpec.from_lengths(1, later, bound=1))
     assert again.contributors == result.contributors
+    for name in later:
+        assert np.array_equal(again.sums[name], sum(vectors[c][name] for c in survivors))
     sent = session.bus.log.uplink_by_client()[survivors[0]]
     assert sent < 2 * 300 + sum(lengths.values()) // 4
 
@@ -152,3 +163,74 @@ def test_plaintext_refuses_bad_input_and_bad_messages() -> None:
     with pytest.raises(ProtocolError):
         client.handle(ChunkSubmission(b"x" * 32, 0, 0, "a", b""))
     assert client.state == "aborted"
+
+
+def test_a_client_releases_each_chunk_to_one_aggregation_only() -> None:
+    lengths = {"q": 5, "k": 3}
+    vectors = random_inputs(3, lengths | {"v": 4}, seed=4)
+    session = SimulatedSession("plaintext", providers(vectors), SeededRandomSource(1))
+    session.aggregate(AggregationSpec.from_lengths(0, lengths, bound=1))
+    # The same chunk under another aggregation index: every client refuses, nothing is summed.
+    with pytest.raises(ProtocolError, match="already contributed"):
+        session.aggregate(AggregationSpec.from_lengths(1, {"k": 3, "v": 4}, bound=1))
+    assert all(session.ledgers[c].released("q") for c in range(3))
+    assert not any(session.ledgers[c].released("v") for c in range(3))
+
+
+def test_a_new_session_with_the_same_ledgers_cannot_ask_for_a_chunk_again() -> None:
+    lengths = {"q": 5}
+    vectors = random_inputs(3, lengths, seed=5)
+    first = SimulatedSession("plaintext", providers(vectors), SeededRandomSource(2))
+    first.aggregate(AggregationSpec.from_lengths(0, lengths, bound=1))
+    # Same pruning round (same ledgers), new session: same index, same chunk, refused.
+    again = SimulatedSession(
+        "plaintext", providers(vectors), SeededRandomSource(3), ledgers=first.ledgers
+    )
+    with pytest.raises(ProtocolError, match="already contributed"):
+        again.aggregate(AggregationSpec.from_lengths(0, lengths, bound=1))
+    # The ledger a Flower node saves between messages keeps every release.
+    restored = {c: ContributionLedger.from_bytes(first.ledgers[c].to_bytes()) for c in range(3)}
+    assert all(restored[c].released("q") for c in range(3))
+    later = SimulatedSession(
+        "plaintext", providers(vectors), SeededRandomSource(4), ledgers=restored
+    )
+    with pytest.raises(ProtocolError, match="already contributed"):
+        later.aggregate(AggregationSpec.from_lengths(0, lengths, bound=1))
+
+
+def test_a_refused_chunk_aborts_the_client() -> None:
+    ledger = ContributionLedger()
+    chunk = ChunkSpec("a", 4, 0)
+    ledger.record(b"b" * 32, 0, chunk)
+    ledger.record(b"b" * 32, 0, chunk)  # a re-read within the same aggregation is allowed
+    with pytest.raises(ProtocolError):
+        ledger.record(b"b" * 32, 1, chunk)
+    with pytest.raises(ProtocolError):
+        ledger.record(b"c" * 32, 0, chunk)
+    session = SimulatedSession(
+        "plaintext", providers(random_inputs(1, {"a": 4}, 6)), SeededRandomSource(5)
+    )
+    client = PlaintextClient(
+        session.config, 0, ledger.guard(lambda i, c: np.zeros(4, dtype=int), b"b" * 32)
+    )
+    request = ChunkRequest(session.config.session_id, 1, 1, chunk)
+    with pytest.raises(ProtocolError, match="already contributed"):
+        client.handle(request)
+    assert client.state == "aborted"
+
+
+def test_config_digest_covers_everything_the_parties_agree_on() -> None:
+    base = SessionConfig(b"s" * 32, (1, 2, 3), {"t": 2, "key": b"\x01" * 4, "nested": {"a": (1,)}})
+    digest = config_digest(base)
+    assert digest == config_digest(SessionConfig(base.session_id, base.roster, dict(base.options)))
+    changed = [
+        SessionConfig(b"z" * 32, base.roster, base.options),
+        SessionConfig(base.session_id, (1, 2, 4), base.options),
+        SessionConfig(base.session_id, base.roster, {**base.options, "t": 3}),
+        SessionConfig(base.session_id, base.roster, {**base.options, "key": b"\x02" * 4}),
+        SessionConfig(base.session_id, base.roster, {**base.options, "nested": {"a": (2,)}}),
+        SessionConfig(base.session_id, base.roster, {**base.options, "extra": 0}),
+    ]
+    assert len({digest, *map(config_digest, changed)}) == len(changed) + 1
+    local = SessionConfig(base.session_id, base.roster, {**base.options, "local.link": object()})
+    assert config_digest(local) == digest
