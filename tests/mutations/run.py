@@ -1,6 +1,7 @@
 """Check that the tests guarding each protection fail when that protection is removed.
 
-    python tests/mutations/run.py [--only NAME ...] [--file AREA.toml] [--list] [--each]
+    python tests/mutations/run.py [--only NAME ...] [--file AREA.toml] [--requires flwr]
+                                  [--list] [--each] [--timeout S] [--keep]
 
 Reads every tests/mutations/*.toml (see README.md there), validates them, copies the repository's
 files (tracked, and untracked but not ignored) to a scratch directory once, runs all named tests
@@ -336,6 +337,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--timeout", type=float, default=600, help="seconds per pytest run (default 600)"
     )
+    parser.add_argument(
+        "--requires",
+        choices=sorted(KNOWN_REQUIREMENTS),
+        help="run only the mutations that need this (e.g. after installing flwr)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the scratch copy")
     args = parser.parse_args(argv)
 
@@ -349,6 +355,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"no mutations in {sorted(unknown)}", file=sys.stderr)
             return 2
         mutations = [m for m in mutations if Path(m.source).name in args.file]
+    if args.requires:
+        mutations = [m for m in mutations if m.requires == args.requires]
     if args.only:
         unknown = set(args.only) - {m.name for m in mutations}
         if unknown:
