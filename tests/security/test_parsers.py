@@ -77,6 +77,7 @@ class ScaledMessage:
 @dataclass(frozen=True)
 class Number:
     value: int
+    flag: bool
 
 
 def registered() -> list[type]:
@@ -258,10 +259,27 @@ def test_a_constructor_error_of_a_nested_record_is_a_decode_error() -> None:
 def test_a_huge_but_valid_int_decodes_in_linear_time() -> None:
     # The generic layer does not bound values: a handler bounds what it acts on (e.g. a length).
     value = 1 << (8 * 2**20 - 2)
-    wire = encode(Number(value))
+    wire = encode(Number(value, True))
     start = time.perf_counter()
-    assert decode(wire) == Number(value)
+    assert decode(wire) == Number(value, True)
     assert time.perf_counter() - start < 2
+
+
+def test_only_the_canonical_encoding_decodes() -> None:
+    # One message, one encoding: what a party signs or hashes is what the other one parsed.
+    wire = encode(Number(5, True))
+    assert wire.endswith(struct.pack(">I", 1) + b"\x05\x01")
+    head = wire[:-6]
+    assert decode(head + struct.pack(">I", 1) + b"\x05\x00") == Number(5, False)
+    for other in (
+        struct.pack(">I", 2) + b"\x00\x05\x01",  # an int with a leading zero byte
+        struct.pack(">I", 2) + b"\xff\xfb\x01",  # -5 with a leading sign byte
+        struct.pack(">I", 0) + b"\x01",  # an empty int
+        struct.pack(">I", 1) + b"\x05\x02",  # a bool that is neither 0 nor 1
+        struct.pack(">I", 1) + b"\x05\x01\x00",  # a trailing byte
+    ):
+        with pytest.raises(MessageDecodeError):
+            decode(head + other)
 
 
 # --- saved states -------------------------------------------------------------------------------
