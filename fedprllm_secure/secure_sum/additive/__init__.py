@@ -44,6 +44,8 @@ INFO = register(
             config, client_id, rng, inputs, identity
         ),
         enroll=enroll,
+        # every client refuses to sign or unmask a survivor list shorter than this
+        cohort_option="min_contributors",
         input_rounds=("masked-input",),  # a client stopping mid-stream aborts the session
     )
 )
