@@ -42,6 +42,10 @@ def test_registered_as_a_secure_protocol():
         (1, {}, "at least 2"),
         (10, {"neighbors": 4, "threshold": 6}, "exceeds"),
         (10, {"neighbors": 4, "threshold": 2}, "unsafe"),
+        (8, {"min_contributors": 0}, "at least 1"),
+        (8, {"min_contributors": 9}, "exceeds the 8 clients"),
+        (8, {"min_contributors": "3"}, "integer"),
+        (8, {"min_contributors": True}, "integer"),
     ],
 )
 def test_bad_options_raise_a_one_line_config_error(n, options, match):
@@ -51,14 +55,29 @@ def test_bad_options_raise_a_one_line_config_error(n, options, match):
 
 
 def test_defaults_are_safe():
+    """Default k and t: complete graph up to 32 clients, O(log n) neighbours beyond; t above two
+    thirds of the k + 1 holders (Bonawitz's bound against a server colluding with clients); a
+    survivor list needs signatures from more than two thirds of the whole roster, so two lists
+    cannot both be accepted while fewer than 2q - n (more than n/3) clients are corrupt; clients
+    refuse lists of fewer than 3 members unless told otherwise."""
     assert default_neighbors(8) == 7  # complete graph for small cohorts
     assert default_neighbors(1000) < 40  # O(log n) for large ones
-    for n in (2, 3, 8, 33, 64, 1000):
+    for n in (2, 3, 8, 9, 33, 48, 64, 100, 1000):
         k = default_neighbors(n)
         t = default_threshold(k)
         assert (k + 1) / 2 < t <= k + 1
-        params = read_params(config(n), need_identities=False)
+        assert 3 * t > 2 * (k + 1) or t == k + 1  # the 2/3 rule, where k + 1 holders allow it
+        options = {"min_contributors": 2} if n == 2 else {}
+        params = read_params(config(n, **options), need_identities=False)
         assert (params.neighbors, params.threshold) == (k, t)
+        q = params.quorum
+        assert q == max(t, 2 * n // 3 + 1) and 3 * q > 2 * n and q <= n
+        assert 2 * q - n - 1 >= n // 3 - 1  # corrupt clients tolerated: about a third
+        assert params.min_contributors == (2 if n == 2 else 3)
+        assert params.min_survivors == max(q, params.min_contributors)
+    with pytest.raises(ConfigError, match="min_contributors 3 exceeds the 2 clients"):
+        read_params(config(2), need_identities=False)
+    assert get("additive").cohort_option == "min_contributors"
 
 
 def test_harary_graph_is_regular_symmetric_and_connected():
@@ -77,23 +96,30 @@ def test_identity_must_match_the_roster():
 
 
 def test_simulated_session_with_drops_over_several_aggregations():
+    """n = 9: the quorum floor(2n/3) + 1 = 7 still holds after two clients are gone for good.
+    Each aggregation sums chunks of its own (a client releases a chunk name once)."""
+    n = 9
     rng = np.random.default_rng(3)
-    data = {c: rng.integers(0, 2, 500) for c in range(6)}
-    inputs = {c: (lambda i, ch, c=c: data[c][ch.offset : ch.offset + ch.length]) for c in range(6)}
+    data = {c: rng.integers(0, 2, 500) for c in range(n)}
+    inputs = {c: (lambda i, ch, c=c: data[c][ch.offset : ch.offset + ch.length]) for c in range(n)}
     session = SimulatedSession(
         "additive",
         inputs,
         SeededRandomSource(4),
-        options={"threshold": 4},
+        options={"threshold": 5},
         drop_at={1: "masked-input", 4: "unmasking"},
     )
-    for index, expected in [(0, (0, 2, 3, 4, 5)), (1, (0, 2, 3, 5)), (2, (0, 2, 3, 5))]:
-        spec = AggregationSpec.from_lengths(index, {"q": 200, "k": 300}, 1)
+    everyone_but_1 = tuple(c for c in range(n) if c != 1)
+    later = tuple(c for c in everyone_but_1 if c != 4)
+    for index, expected in [(0, everyone_but_1), (1, later), (2, later)]:
+        lengths = {f"q{index}": 200, f"k{index}": 300}
+        spec = AggregationSpec.from_lengths(index, lengths, 1)
         result = session.aggregate(spec)
         assert result.contributors == expected
         total = sum(data[c] for c in expected)
-        assert np.array_equal(np.concatenate([result.sums["q"], result.sums["k"]]), total)
-        assert result.sums["q"].dtype == np.uint8
+        sums = np.concatenate([result.sums[f"q{index}"], result.sums[f"k{index}"]])
+        assert np.array_equal(sums, total)
+        assert result.sums[f"q{index}"].dtype == np.uint8
 
 
 def test_each_aggregation_uses_fresh_self_masks_and_fresh_keystream():

@@ -12,7 +12,7 @@ from fedprllm_secure.secure_sum.additive.harness import build, deliver, run
 from fedprllm_secure.secure_sum.additive.layout import WordLayout
 from fedprllm_secure.secure_sum.additive.messages import MaskedInput, ShareKeys, UnmaskShares
 from fedprllm_secure.secure_sum.additive.shamir import combine, split
-from fedprllm_secure.secure_sum.api import AggregateResult, AggregationSpec
+from fedprllm_secure.secure_sum.api import AggregateResult, AggregationSpec, config_digest
 from fedprllm_secure.secure_sum.messages import decode
 from fedprllm_secure.secure_sum.packing import bits_for, unpack_uint
 from fedprllm_secure.secure_sum.session import SimulatedSession
@@ -109,21 +109,23 @@ def test_fewer_than_t_shares_are_independent_of_the_secret():
 
 
 def test_a_later_dropout_does_not_unmask_earlier_aggregations():
-    """Client 2 survives aggregation 0 and drops in aggregation 1, so its aggregation-1 mask key is
+    """Client 3 survives aggregation 0 and drops in aggregation 1, so its aggregation-1 mask key is
     reconstructed. Were that key reused from aggregation 0, the server could strip the pairwise masks
-    0-2 and 1-2 of aggregation 0 and learn x_2 of aggregation 0 from the sum. Mask keys are fresh
-    per aggregation, so the same computation yields garbage; with the true aggregation-0 key it
-    would succeed (control)."""
-    length, layout = 2000, WordLayout.for_max_sum(3)
+    0-3, 1-3 and 2-3 of aggregation 0 and learn x_3 of aggregation 0 from the sum. Mask keys are
+    fresh per aggregation, so the same computation yields garbage; with the true aggregation-0 key
+    it would succeed (control)."""
+    n, victim, t = 4, 3, 3
+    others = tuple(c for c in range(n) if c != victim)
+    length, layout = 2000, WordLayout.for_max_sum(n)
     words = layout.words(length)
-    x = {c: mask_bits(200 + c)[:length] for c in range(3)}
-    inputs = {c: (lambda i, ch, c=c: x[c]) for c in range(3)}
-    session = build((0, 1, 2), inputs, SeededRandomSource("later"), {"threshold": 2}, record=True)
+    x = {c: mask_bits(200 + c)[:length] for c in range(n)}
+    inputs = {c: (lambda i, ch, c=c: x[c]) for c in range(n)}
+    session = build(tuple(range(n)), inputs, SeededRandomSource("later"), {"threshold": t}, True)
     out = session.server.begin(AggregationSpec.from_lengths(0, {"layer": length}, 1))
-    true_key_2 = None  # aggregation-0 mask key of client 2, only for the control
+    true_key = None  # aggregation-0 mask key of the victim, only for the control
     while not isinstance(out, AggregateResult):
         out = session.server.handle(deliver(session, out))
-        true_key_2 = true_key_2 or session.clients[2].mask_key
+        true_key = true_key or session.clients[victim].mask_key
     first = out
     gone: set[int] = set()
     ups = [(c, decode(w)) for d, c, w in session.transcript if d == "up"]
@@ -134,7 +136,7 @@ def test_a_later_dropout_does_not_unmask_earlier_aggregations():
         if isinstance(m, MaskedInput)
     }
     b0 = {}
-    for owner in range(3):
+    for owner in range(n):
         shares = {
             c + 1: s.value
             for c, m in ups
@@ -142,11 +144,11 @@ def test_a_later_dropout_does_not_unmask_earlier_aggregations():
             for s in m.self_mask_shares
             if s.owner == owner
         }
-        b0[owner] = combine(shares, 2)
+        b0[owner] = combine(shares, t)
     run(
         session,
         AggregationSpec.from_lengths(1, {"layer": length}, 1),
-        drop_at={2: "masked-input"},
+        drop_at={victim: "masked-input"},
         gone=gone,
     )
     later = [decode(w) for d, c, w in session.transcript if d == "up"][len(ups) :]
@@ -155,23 +157,24 @@ def test_a_later_dropout_does_not_unmask_earlier_aggregations():
         for m in later
         if isinstance(m, UnmaskShares)
         for s in m.key_shares
-        if s.owner == 2
+        if s.owner == victim
     }
-    revealed = P.X25519PrivateKey.from_private_bytes(combine(key_shares, 2))
-    sid = session.config.session_id
+    revealed = P.X25519PrivateKey.from_private_bytes(combine(key_shares, t))
+    binding = config_digest(session.config)  # the HKDF salt (protocols/additive.md 3.1)
 
-    def attack(key_2) -> np.ndarray:
-        """The packed words of x_2 of aggregation 0 as a server holding `key_2` would compute
-        them (uint64 arithmetic wraps mod 2^64 = 2^b)."""
+    def attack(key) -> np.ndarray:
+        """The packed words of the victim's aggregation-0 input as a server holding `key` would
+        compute them (uint64 arithmetic wraps mod 2^64 = 2^b)."""
         rest = np.zeros(words, dtype=np.uint64)
-        for u in (0, 1):
-            seed = P.derive_key(P.agree(key_2, mask_pub0[u]), sid, b"mask-seed", u, 2)
+        for u in others:
+            seed = P.derive_key(P.agree(key, mask_pub0[u]), binding, b"mask-seed", u, victim)
             pair = P.keystream_words(seed, 0, 0, words, layout.bits)
             own = P.keystream_words(b0[u], 0, 0, words, layout.bits)
-            # x_0 + x_1 = y_0 + y_1 - b-masks - (the 0-2, 1-2 masks); the 0-1 masks cancel
+            # the sum of the others = their y - b-masks - (their masks with the victim); the
+            # masks among the others cancel; u < victim, so u added its mask with the victim
             rest += y0[u] - own - pair
         return layout.pack(first.sums["layer"]) - rest
 
-    packed_x2 = layout.pack(x[2])
-    assert np.array_equal(attack(true_key_2), packed_x2)  # control: the attack is real
-    assert np.mean(attack(revealed) == packed_x2) < 0.05
+    packed = layout.pack(x[victim])
+    assert np.array_equal(attack(true_key), packed)  # control: the attack is real
+    assert np.mean(attack(revealed) == packed) < 0.05

@@ -22,7 +22,7 @@ from fedprllm_secure.secure_sum.additive.messages import (
     UnmaskRequest,
 )
 from fedprllm_secure.secure_sum.additive.transcript import survivors_payload
-from fedprllm_secure.secure_sum.api import AggregateResult, AggregationSpec
+from fedprllm_secure.secure_sum.api import AggregateResult, AggregationSpec, config_digest
 from fedprllm_secure.secure_sum.packing import pack_uint, unpack_uint
 
 ROSTER = (0, 1, 2, 3)
@@ -109,7 +109,7 @@ def test_inconsistent_survivor_lists_are_caught_by_the_signatures():
         signatures[c] = reply.signature
     # client 0 signed (0, 1, 2); feed it the signatures of everyone, some over the other list
     request = UnmaskRequest(
-        sid, 0, (0, 1, 2), (3,), tuple(signatures[c] for c in sorted(signatures))
+        sid, 0, (0, 1, 2), (3,), tuple(signatures[c] for c in sorted(signatures)), ()
     )
     assert out  # the honest consistency requests were replaced by the forged ones
     expect_refusal(session.clients[0], request, "non-survivor|bad consistency signature")
@@ -119,7 +119,7 @@ def test_too_few_consistency_signatures_are_refused():
     session = new_session()
     out = drive_until(session, "unmasking")
     forged = dataclasses.replace(out[0], signatures=out[0].signatures[:2])
-    expect_refusal(session.clients[0], forged, "below the threshold")
+    expect_refusal(session.clients[0], forged, "below the quorum")
 
 
 def test_a_forged_consistency_signature_is_refused():
@@ -133,9 +133,11 @@ def test_a_forged_consistency_signature_is_refused():
 def test_signature_over_another_aggregation_does_not_verify():
     session = new_session()
     out = drive_until(session, "unmasking")
-    sid = session.config.session_id
+    binding = config_digest(session.config)
     key = P.Ed25519PrivateKey.from_private_bytes(session.identities[1])
-    stale = P.sign(key, survivors_payload(sid, 7, out[0].survivors))
+    fresh = P.sign(key, survivors_payload(binding, 0, out[0].survivors))
+    assert fresh == next(s.signature for s in out[0].signatures if s.signer == 1)  # control
+    stale = P.sign(key, survivors_payload(binding, 7, out[0].survivors))
     sigs = tuple(Signature(1, stale) if s.signer == 1 else s for s in out[0].signatures)
     expect_refusal(session.clients[0], dataclasses.replace(out[0], signatures=sigs), "bad")
 
@@ -320,7 +322,7 @@ def test_too_few_survivors_in_the_consistency_request_is_refused():
     session = new_session()
     drive_until(session, "consistency-check")
     forged = ConsistencyRequest(session.config.session_id, 0, (0, 1))
-    expect_refusal(session.clients[0], forged, "below the threshold")
+    expect_refusal(session.clients[0], forged, "below the quorum")
 
 
 def test_key_list_below_threshold_is_refused():

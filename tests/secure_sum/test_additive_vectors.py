@@ -15,7 +15,7 @@ from fedprllm_secure.secure_sum.additive.graph import harary
 from fedprllm_secure.secure_sum.additive.harness import build, deliver
 from fedprllm_secure.secure_sum.additive.layout import WordLayout
 from fedprllm_secure.secure_sum.additive.shamir import PRIME, combine, evaluate
-from fedprllm_secure.secure_sum.api import AggregateResult, AggregationSpec
+from fedprllm_secure.secure_sum.api import AggregateResult, AggregationSpec, config_digest
 from fedprllm_secure.secure_sum.messages import decode, round_of
 from fedprllm_secure.secure_sum.packing import pack_uint
 
@@ -123,6 +123,7 @@ def test_session_transcript_is_reproduced_byte_for_byte(name):
         data["options"],
         record=True,
     )
+    assert config_digest(session.config).hex() == data["config_digest"]
     gone: set[int] = set()
     drop_plan = {int(c): r for c, r in data["drop"].items()}
 
@@ -183,7 +184,7 @@ def test_masked_inputs_follow_the_spec_from_fixed_keys(name):
     """Recompute every masked chunk from the recorded keys with the spec's formula alone, in plain
     integers (layout, PRG words, signs), and compare with the recorded upload."""
     data = load(name)
-    sid = h(data["session_id"])
+    sid = h(data["config_digest"])  # the HKDF salt (protocols/additive.md 3.1)
     max_sum = len(data["roster"])  # bound 1
     _, _, bits = spec_layout(max_sum)
     keys = data["client_keys"]

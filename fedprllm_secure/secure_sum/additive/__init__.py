@@ -1,7 +1,8 @@
 """`additive`: pairwise-masked secure sum (Bonawitz et al. SecAgg, SecAgg+ graphs).
 
 The server learns only the sum of the surviving clients' vectors, even when clients drop out at any
-round, as long as at least `threshold` remain. Normative spec: protocols/additive.md.
+round, as long as at least max(quorum, min_contributors) remain (quorum = max(t, floor(2n/3) + 1)
+roster signatures on the survivor list). Normative spec: protocols/additive.md.
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ INFO = register(
             config, client_id, rng, inputs, identity
         ),
         enroll=enroll,
+        # every client refuses to sign or unmask a survivor list shorter than this
+        cohort_option="min_contributors",
         input_rounds=("masked-input",),  # a client stopping mid-stream aborts the session
     )
 )

@@ -23,6 +23,7 @@ from ..api import (
     ClientProtocol,
     InputProvider,
     SessionConfig,
+    config_digest,
     decode_state,
     encode_state,
     read_checked_input,
@@ -45,6 +46,7 @@ from .messages import (
     Signature,
     SignedKeys,
     SignedMaskKey,
+    SignedView,
     UnmaskRequest,
     UnmaskShares,
 )
@@ -57,6 +59,7 @@ from .transcript import (
     parse_share_plaintext,
     share_plaintext,
     survivors_payload,
+    view_payload,
 )
 
 
@@ -86,6 +89,8 @@ class AdditiveClient(ClientProtocol):
         if identity is None or len(identity) != 32:
             raise ProtocolError(f"client {client_id} has no 32-byte identity key")
         self.config = config
+        # what every signature, key derivation and commitment binds (protocols/additive.md 1)
+        self.binding = config_digest(config)
         self.client_id = client_id
         self.rng = rng
         self.inputs = inputs
@@ -228,9 +233,7 @@ class AdditiveClient(ClientProtocol):
         self.first_aggregation = msg.aggregation
         self.cipher_key = P.new_x25519(self.rng)
         cpk = P.public_bytes(self.cipher_key)
-        signature = P.sign(
-            self.identity, advertise_payload(self.config.session_id, self.client_id, cpk)
-        )
+        signature = P.sign(self.identity, advertise_payload(self.binding, self.client_id, cpk))
         self.own_keys = SignedKeys(self.client_id, cpk, signature)
         self._state = "share-keys"
         return AdvertiseKeys(self.config.session_id, self.own_keys)
@@ -248,7 +251,7 @@ class AdditiveClient(ClientProtocol):
             raise ProtocolError(
                 f"only {len(owners)} holders are live, below the threshold {self.params.threshold}"
             )
-        sid = self.config.session_id
+        sid = self.binding
         for k in keys:
             if k.owner == self.client_id:
                 if k != self.own_keys:
@@ -287,7 +290,7 @@ class AdditiveClient(ClientProtocol):
         t = self.params.threshold
         self_shares = split(self.self_seed, t, sorted(points), self.rng)
         key_shares = split(self.mask_key.private_bytes_raw(), t, sorted(points), self.rng)
-        sid, me = self.config.session_id, self.client_id
+        sid, me = self.binding, self.client_id
         sealed = []
         for x, peer in sorted(points.items(), key=lambda item: item[1]):
             if peer == me:
@@ -301,7 +304,12 @@ class AdditiveClient(ClientProtocol):
         signature = P.sign(self.identity, mask_key_payload(sid, msg.aggregation, me, mpk))
         self._state = "masked-input"
         return ShareKeys(
-            sid, msg.aggregation, me, SignedMaskKey(me, mpk, signature), commitment, tuple(sealed)
+            self.config.session_id,
+            msg.aggregation,
+            me,
+            SignedMaskKey(me, mpk, signature),
+            commitment,
+            tuple(sealed),
         )
 
     def _share_key(self, peer: int) -> bytes:
@@ -309,7 +317,7 @@ class AdditiveClient(ClientProtocol):
         if peer not in self.share_keys:
             secret = P.agree(self.cipher_key, self.peer_keys[peer].cipher_public)
             self.share_keys[peer] = P.derive_key(
-                secret, self.config.session_id, P.LABEL_SHARE_KEY, self.client_id, peer
+                secret, self.binding, P.LABEL_SHARE_KEY, self.client_id, peer
             )
         return self.share_keys[peer]
 
@@ -318,7 +326,7 @@ class AdditiveClient(ClientProtocol):
             assert self.mask_key is not None
             secret = P.agree(self.mask_key, self.peer_masks[peer])
             self.pair_seeds[peer] = P.derive_key(
-                secret, self.config.session_id, P.LABEL_MASK_SEED, self.client_id, peer
+                secret, self.binding, P.LABEL_MASK_SEED, self.client_id, peer
             )
         return self.pair_seeds[peer]
 
@@ -334,9 +342,7 @@ class AdditiveClient(ClientProtocol):
         assert self.mask_key is not None
         own_mask = P.public_bytes(self.mask_key)
         for k in mask_keys:
-            payload = mask_key_payload(
-                self.config.session_id, self.aggregation, k.owner, k.mask_public
-            )
+            payload = mask_key_payload(self.binding, self.aggregation, k.owner, k.mask_public)
             if not P.verify(self.params.identity_keys[k.owner], k.signature, payload):
                 raise ProtocolError(f"bad signature on the mask key of client {k.owner}")
             if k.mask_public == own_mask:
@@ -347,7 +353,7 @@ class AdditiveClient(ClientProtocol):
                 raise ProtocolError("a relayed share is addressed to another client")
             plain = P.open_sealed(
                 self._share_key(s.sender),
-                self.config.session_id,
+                self.binding,
                 self.aggregation,
                 s.sender,
                 self.client_id,
@@ -362,8 +368,14 @@ class AdditiveClient(ClientProtocol):
         assert self.spec is not None and self.self_seed is not None
         if msg.aggregation != self.aggregation or msg.chunk_index != self.next_chunk:
             raise ProtocolError("masked-input request out of order (replay?)")
+        view: tuple[SignedView, ...] = ()
         if msg.chunk_index == 0:
             self._receive_shares(msg.mask_keys, msg.sealed)
+            # the neighbours this client masks with, signed: holders check it before releasing a
+            # share of b_u (protocols/additive.md section 4, "Why every survivor stays masked")
+            mine = tuple(sorted(self.u2 & self.graph[self.client_id]))
+            payload = view_payload(self.binding, self.aggregation, self.client_id, mine)
+            view = (SignedView(self.client_id, mine, P.sign(self.identity, payload)),)
         elif msg.sealed or msg.mask_keys:
             raise ProtocolError("shares may only be relayed with the first chunk")
         chunk = self.spec.chunks[msg.chunk_index]
@@ -384,6 +396,7 @@ class AdditiveClient(ClientProtocol):
             self.client_id,
             msg.chunk_index,
             pack_uint(y, layout.bits),
+            view,
         )
 
     def _check_survivors(self, survivors: tuple[int, ...]) -> None:
@@ -391,10 +404,7 @@ class AdditiveClient(ClientProtocol):
         alive = set(survivors)
         if self.client_id not in alive:
             raise ProtocolError("the survivor list leaves me out")
-        if len(alive) < self.params.threshold:
-            raise ProtocolError(
-                f"only {len(alive)} survivors, below the threshold {self.params.threshold}"
-            )
+        self._check_cohort(alive)
         if alive & self.graph[self.client_id] - self.u2:
             raise ProtocolError("the survivor list names neighbours that never shared keys")
         if alive & self.dead:
@@ -402,12 +412,24 @@ class AdditiveClient(ClientProtocol):
         if not connected(alive, self.graph):
             raise ProtocolError("survivors are disconnected in the graph (partial sums would leak)")
 
+    def _check_cohort(self, alive: set[int]) -> None:
+        """The survivor list must be able to carry a quorum and reach the minimum cohort."""
+        p = self.params
+        if len(alive) < p.quorum:
+            raise ProtocolError(
+                f"only {len(alive)} survivors, below the quorum {p.quorum} of signatures a list needs"
+            )
+        if len(alive) < p.min_contributors:
+            raise ProtocolError(
+                f"only {len(alive)} survivors, below the minimum cohort of {p.min_contributors}"
+            )
+
     def _consistency(self, msg: ConsistencyRequest) -> ConsistencySignature:
         if msg.aggregation != self.aggregation:
             raise ProtocolError("consistency request for another aggregation (replay?)")
         self._check_survivors(msg.survivors)
         self.signed_survivors = msg.survivors
-        payload = survivors_payload(self.config.session_id, self.aggregation, msg.survivors)
+        payload = survivors_payload(self.binding, self.aggregation, msg.survivors)
         self._state = "unmasking"
         return ConsistencySignature(
             self.config.session_id,
@@ -422,6 +444,7 @@ class AdditiveClient(ClientProtocol):
             raise ProtocolError("the survivor list differs from the one I signed")
         _check_ids(msg.dead, "the dead list", self.params.roster)
         alive, dead = set(msg.survivors), set(msg.dead)
+        self._check_cohort(alive)
         if alive & dead:
             raise ProtocolError(
                 f"request names clients {sorted(alive & dead)} as both alive and dead"
@@ -432,6 +455,7 @@ class AdditiveClient(ClientProtocol):
         if dead & neighbours != (self.u2 & neighbours) - alive:
             raise ProtocolError("the dead list disagrees with the neighbours that shared keys")
         self._check_signatures(msg)
+        self._check_views(msg.views, alive)
         self_shares = tuple(
             Share(v, self.self_shares[v]) for v in sorted(alive & self.u2) if v in self.self_shares
         )
@@ -455,12 +479,41 @@ class AdditiveClient(ClientProtocol):
         _check_ids(signers, "the signer list", self.params.roster)
         if not set(signers) <= set(msg.survivors):
             raise ProtocolError("a consistency signature comes from a non-survivor")
-        if len(signers) < self.params.threshold:
-            raise ProtocolError(f"only {len(signers)} consistency signatures, below the threshold")
-        payload = survivors_payload(self.config.session_id, self.aggregation, msg.survivors)
+        if len(signers) < self.params.quorum:
+            raise ProtocolError(
+                f"only {len(signers)} consistency signatures, below the quorum {self.params.quorum}"
+            )
+        payload = survivors_payload(self.binding, self.aggregation, msg.survivors)
         for s in msg.signatures:
             if not P.verify(self.params.identity_keys[s.signer], s.signature, payload):
                 raise ProtocolError(f"bad consistency signature of client {s.signer}")
+
+    def _check_views(self, views: tuple[SignedView, ...], alive: set[int]) -> None:
+        """Release b_v only for survivors v that masked with every neighbour on the list.
+
+        One signed view per neighbour on the list; each must name a subset of the owner's graph
+        neighbours containing all of its neighbours on the list, and at least one. Then the honest
+        survivors' pairwise masks span the (connected) survivor list, and a survivor's vector is
+        never left masked only by peers whose keys are revealed as dead.
+        """
+        owners = tuple(v.owner for v in views)
+        expected = tuple(sorted(alive & self.graph[self.client_id]))
+        if owners != expected:
+            raise ProtocolError("the masking views do not match my neighbours on the list")
+        for v in views:
+            payload = view_payload(self.binding, self.aggregation, v.owner, v.view)
+            if not P.verify(self.params.identity_keys[v.owner], v.signature, payload):
+                raise ProtocolError(f"bad signature on the masking view of client {v.owner}")
+            neighbours = self.graph[v.owner]
+            _check_ids(v.view, "a masking view", self.params.roster)
+            if not set(v.view) <= neighbours:
+                raise ProtocolError(f"client {v.owner} claims to mask with non-neighbours")
+            listed = alive & neighbours
+            if not listed or not listed <= set(v.view):
+                raise ProtocolError(
+                    f"survivor {v.owner} did not mask with its neighbours on the list: its input "
+                    "would be exposed by the shares asked for"
+                )
 
 
 _Step = Callable[[AdditiveClient, Any], Any]

@@ -42,6 +42,16 @@ def check_degree(n: int, k: int) -> None:
         )
 
 
+def ring_order(roster: Sequence[int], seed: bytes) -> list[int]:
+    """The roster in the Fisher-Yates order of `seed`: the positions of the Harary graph."""
+    stream = _SeedStream(seed)
+    order = sorted(roster)
+    for i in range(len(order) - 1, 0, -1):
+        j = stream.below(i + 1)
+        order[i], order[j] = order[j], order[i]
+    return order
+
+
 def harary(roster: Sequence[int], k: int, seed: bytes) -> dict[int, frozenset[int]]:
     """Neighbour sets (excluding the node itself) of the graph for `roster` and `seed`."""
     nodes = sorted(roster)
@@ -49,11 +59,7 @@ def harary(roster: Sequence[int], k: int, seed: bytes) -> dict[int, frozenset[in
     check_degree(n, k)
     if k == n - 1:
         return {u: frozenset(v for v in nodes if v != u) for u in nodes}
-    stream = _SeedStream(seed)
-    order = list(nodes)
-    for i in range(n - 1, 0, -1):
-        j = stream.below(i + 1)
-        order[i], order[j] = order[j], order[i]
+    order = ring_order(nodes, seed)
     neighbours: dict[int, set[int]] = {u: set() for u in nodes}
     for i, u in enumerate(order):
         steps = list(range(1, k // 2 + 1))

@@ -60,6 +60,15 @@ class Signature:
     signature: bytes
 
 
+@dataclass(frozen=True)
+class SignedView:
+    """The neighbours `owner` masked with in one aggregation (N(owner) ∩ U2_owner), signed."""
+
+    owner: int
+    view: tuple[int, ...]
+    signature: bytes
+
+
 @message("additive/advertise-request", ADVERTISE)
 @dataclass(frozen=True)
 class AdvertiseRequest:
@@ -113,6 +122,7 @@ class MaskedInput:
     sender: int
     chunk_index: int
     data: bytes  # the masked chunk, bit-packed to b bits per entry
+    view: tuple[SignedView, ...]  # the sender's signed masking view: one with chunk 0, else none
 
 
 @message("additive/consistency-request", CONSISTENCY)
@@ -138,7 +148,8 @@ class UnmaskRequest:
     aggregation: int
     survivors: tuple[int, ...]
     dead: tuple[int, ...]
-    signatures: tuple[Signature, ...]
+    signatures: tuple[Signature, ...]  # at least the quorum, over `survivors`
+    views: tuple[SignedView, ...]  # of the recipient's neighbours among the survivors
 
 
 @message("additive/unmask-shares", UNMASK)

@@ -1,10 +1,16 @@
 """Session parameters of `additive` read from SessionConfig.options, with safe defaults.
 
-Options: "threshold" (t, int or None), "neighbors" (k, int or None), "identity_public_keys"
-({client id: 32-byte Ed25519 public key}, put there by `enroll`). Each client's secrets are shared
-among its holders = itself and its k graph neighbours (k + 1 holders); t of them recover a secret.
-t must exceed half the holders (so a server that cheats cannot collect t shares of two kinds for one
-client from honest holders that each answer one kind) and may not exceed k + 1.
+Options: "threshold" (t, int or None), "neighbors" (k, int or None), "min_contributors" (the
+smallest survivor list a client signs or unmasks, default 3), "identity_public_keys" ({client id:
+32-byte Ed25519 public key}, put there by `enroll`). Each client's secrets are shared among its
+holders = itself and its k graph neighbours (k + 1 holders); t of them recover a secret. t must
+exceed half the holders (so a server that cheats cannot collect t shares of two kinds for one client
+from honest holders that each answer one kind) and may not exceed k + 1.
+
+The survivor list of an aggregation needs the signatures of `quorum` = max(t, floor(2n/3) + 1)
+distinct roster clients: two lists that both have a quorum share at least 2 * quorum - n signers, so
+with fewer corrupt clients than that some honest client would have signed both, which it never does
+(protocols/additive.md section 4, "Why one list").
 """
 
 from __future__ import annotations
@@ -39,6 +45,14 @@ def default_threshold(k: int) -> int:
     return min(k + 1, max(min_threshold(k), (2 * (k + 1)) // 3 + 1))
 
 
+def quorum(n: int, t: int) -> int:
+    """Signatures a survivor list needs: max(t, floor(2n/3) + 1) distinct roster clients."""
+    return max(t, (2 * n) // 3 + 1)
+
+
+DEFAULT_MIN_CONTRIBUTORS = 3  # the pipeline's default minimum cohort (privacy/cohort.py)
+
+
 def _int_option(options: dict, name: str, flag: str) -> int | None:
     value = options.get(name)
     if value is None:
@@ -54,10 +68,21 @@ class Params:
     neighbors: int
     threshold: int
     identity_keys: dict[int, bytes]
+    min_contributors: int = DEFAULT_MIN_CONTRIBUTORS
 
     @property
     def n(self) -> int:
         return len(self.roster)
+
+    @property
+    def quorum(self) -> int:
+        """Distinct roster signatures a survivor list needs before anyone unmasks with it."""
+        return quorum(self.n, self.threshold)
+
+    @property
+    def min_survivors(self) -> int:
+        """The smallest survivor list a client signs: the quorum and the minimum cohort."""
+        return max(self.quorum, self.min_contributors)
 
     def point(self, client: int) -> int:
         """Shamir evaluation point of a client: 1 + its index in the sorted roster."""
@@ -85,6 +110,15 @@ def read_params(config: SessionConfig, need_identities: bool = True) -> Params:
             f"--threshold {t} is unsafe: it must exceed half of the {k + 1} share holders "
             f"(at least {min_threshold(k)})"
         )
+    m = _int_option(options, "min_contributors", "min_contributors")
+    m = DEFAULT_MIN_CONTRIBUTORS if m is None else m
+    if m < 1:
+        raise ConfigError(f"min_contributors must be at least 1, got {m}")
+    if m > n:
+        raise ConfigError(
+            f"min_contributors {m} exceeds the {n} clients of the session: no sum could be "
+            "released (lower the minimum cohort explicitly if every client accepts that)"
+        )
     keys = options.get("identity_public_keys")
     identities: dict[int, bytes] = {}
     if keys is not None or need_identities:
@@ -95,4 +129,6 @@ def read_params(config: SessionConfig, need_identities: bool = True) -> Params:
             if not isinstance(key, bytes) or len(key) != 32:
                 raise ConfigError(f"client {client} has no 32-byte identity public key")
             identities[client] = key
-    return Params(roster=roster, neighbors=k, threshold=t, identity_keys=identities)
+    return Params(
+        roster=roster, neighbors=k, threshold=t, identity_keys=identities, min_contributors=m
+    )

@@ -22,6 +22,7 @@ from ..api import (
     ClientId,
     ServerProtocol,
     SessionConfig,
+    config_digest,
     sum_dtype,
 )
 from ..packing import unpack_uint
@@ -41,12 +42,19 @@ from .messages import (
     Signature,
     SignedKeys,
     SignedMaskKey,
+    SignedView,
     UnmaskRequest,
     UnmaskShares,
 )
 from .params import read_params
 from .shamir import combine
-from .transcript import add_masks, advertise_payload, mask_key_payload, survivors_payload
+from .transcript import (
+    add_masks,
+    advertise_payload,
+    mask_key_payload,
+    survivors_payload,
+    view_payload,
+)
 
 ROUND_STATES = ("advertise-keys", "share-keys", "masked-input", "consistency-check", "unmasking")
 
@@ -54,6 +62,7 @@ ROUND_STATES = ("advertise-keys", "share-keys", "masked-input", "consistency-che
 class AdditiveServer(ServerProtocol):
     def __init__(self, config: SessionConfig, rng: RandomSource) -> None:
         self.config = config
+        self.binding = config_digest(config)  # bound into every signature and derivation
         self.params = read_params(config)
         self.rng = rng
         self._state = "idle"
@@ -75,6 +84,7 @@ class AdditiveServer(ServerProtocol):
         self.sums: dict[str, np.ndarray] = {}
         self.chunk_index = 0
         self.signatures: dict[int, Signature] = {}
+        self.views: dict[int, SignedView] = {}  # each survivor's signed masking view
 
     @property
     def state(self) -> str:
@@ -152,10 +162,19 @@ class AdditiveServer(ServerProtocol):
             "unmasking": set(self.signatures),
         }[self._state]
 
-    def _need(self, count: int, what: str) -> None:
-        if count < self.params.threshold:
+    def _need(self, count: int, what: str, whole_list: bool = True) -> None:
+        """Abort early when the aggregation can no longer produce a list clients accept
+        (`whole_list`: the count is of a survivor list or its signers, not of share holders)."""
+        p = self.params
+        if count < p.threshold:
+            raise ProtocolError(f"only {count} clients {what}, below the threshold {p.threshold}")
+        if not whole_list:
+            return
+        if count < p.quorum:
+            raise ProtocolError(f"only {count} clients {what}, below the quorum {p.quorum}")
+        if count < p.min_contributors:
             raise ProtocolError(
-                f"only {count} clients {what}, below the threshold {self.params.threshold}"
+                f"only {count} clients {what}, below the minimum cohort of {p.min_contributors}"
             )
 
     # --- rounds -------------------------------------------------------------------------------
@@ -164,7 +183,7 @@ class AdditiveServer(ServerProtocol):
         seen: set[bytes] = set()
         for client, reply in replies.items():
             k = reply.keys
-            payload = advertise_payload(self.config.session_id, client, k.cipher_public)
+            payload = advertise_payload(self.binding, client, k.cipher_public)
             if k.owner != client or not P.verify(
                 self.params.identity_keys[client], k.signature, payload
             ):
@@ -216,7 +235,7 @@ class AdditiveServer(ServerProtocol):
 
     def _accept_mask_key(self, client: int, key: SignedMaskKey) -> None:
         assert self.spec is not None
-        payload = mask_key_payload(self.config.session_id, self.spec.index, client, key.mask_public)
+        payload = mask_key_payload(self.binding, self.spec.index, client, key.mask_public)
         if key.owner != client or len(key.mask_public) != 32:
             raise ProtocolError(f"client {client} sent a malformed mask key")
         if not P.verify(self.params.identity_keys[client], key.signature, payload):
@@ -257,6 +276,10 @@ class AdditiveServer(ServerProtocol):
         for client, reply in sorted(replies.items()):
             if reply.sender != client or reply.chunk_index != self.chunk_index:
                 raise ProtocolError(f"client {client} sent the wrong chunk")
+            if self.chunk_index == 0:
+                self._accept_view(client, reply.view)
+            elif reply.view:
+                raise ProtocolError(f"client {client} sent a masking view after chunk 0")
             total += unpack_uint(reply.data, layout.bits, words).astype(layout.dtype, copy=False)
         self.sums[chunk.name] = total
         self.chunk_index += 1
@@ -268,10 +291,20 @@ class AdditiveServer(ServerProtocol):
         )
         return {c: request for c in sorted(self.u3)}
 
+    def _accept_view(self, client: int, views: tuple[SignedView, ...]) -> None:
+        assert self.spec is not None
+        if len(views) != 1 or views[0].owner != client:
+            raise ProtocolError(f"client {client} sent no masking view with its first chunk")
+        view = views[0]
+        payload = view_payload(self.binding, self.spec.index, client, view.view)
+        if not P.verify(self.params.identity_keys[client], view.signature, payload):
+            raise ProtocolError(f"client {client} sent a masking view with a bad signature")
+        self.views[client] = view
+
     def _on_consistency(self, replies: dict[int, ConsistencySignature]) -> dict[ClientId, Any]:
         assert self.spec is not None
         survivors = tuple(sorted(self.u3))
-        payload = survivors_payload(self.config.session_id, self.spec.index, survivors)
+        payload = survivors_payload(self.binding, self.spec.index, survivors)
         for client, reply in replies.items():
             s = reply.signature
             if s.signer != client or not P.verify(
@@ -283,10 +316,18 @@ class AdditiveServer(ServerProtocol):
         self._state = "unmasking"
         dead = tuple(sorted(self.u2 - self.u3))
         signatures = tuple(self.signatures[c] for c in sorted(self.signatures))
-        request = UnmaskRequest(
-            self.config.session_id, self.spec.index, survivors, dead, signatures
-        )
-        return {c: request for c in sorted(self.signatures)}
+        sid, index = self.config.session_id, self.spec.index
+        return {
+            c: UnmaskRequest(
+                sid,
+                index,
+                survivors,
+                dead,
+                signatures,
+                tuple(self.views[v] for v in sorted(self.graph[c] & self.u3)),
+            )
+            for c in sorted(self.signatures)
+        }
 
     def _on_unmask(self, replies: dict[int, UnmaskShares]) -> AggregateResult:
         assert self.spec is not None
@@ -305,13 +346,13 @@ class AdditiveServer(ServerProtocol):
                     raise ProtocolError(f"client {client} sent shares for the wrong clients")
                 for s in shares:
                     into[s.owner][x] = s.value
-        self._need(len(replies), "sent their shares")
+        self._need(len(replies), "sent their shares", whole_list=False)
         t = self.params.threshold
         seeds = {}
         for owner, held in self_shares.items():
             seed = combine(held, t)
             if (
-                P.commitment(self.config.session_id, self.spec.index, owner, seed)
+                P.commitment(self.binding, self.spec.index, owner, seed)
                 != (self.commitments[owner])
             ):
                 raise ProtocolError(f"self-mask seed of client {owner} fails its commitment")
@@ -326,7 +367,7 @@ class AdditiveServer(ServerProtocol):
                 raise ProtocolError(f"recovered mask key of client {owner} is wrong")
             for u in neighbours:
                 secret = P.agree(private, self.mask_keys[u].mask_public)
-                seed = P.derive_key(secret, self.config.session_id, P.LABEL_MASK_SEED, u, owner)
+                seed = P.derive_key(secret, self.binding, P.LABEL_MASK_SEED, u, owner)
                 pair_seeds[u][owner] = seed
         return self._finish(seeds, pair_seeds)
 

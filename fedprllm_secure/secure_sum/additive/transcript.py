@@ -1,4 +1,8 @@
-"""Byte strings that are signed, encrypted or masked: one definition shared by both sides."""
+"""Byte strings that are signed, encrypted or masked: one definition shared by both sides.
+
+`binding` is the session's `api.config_digest` (never the bare session id): every signature, key
+derivation and commitment is bound to everything the parties agreed on (protocols/additive.md 1).
+"""
 
 from __future__ import annotations
 
@@ -13,17 +17,25 @@ from .shamir import SHARE_BYTES
 # a share plaintext: self-mask share || mask-key share (both for the same aggregation)
 
 
-def advertise_payload(session_id: bytes, owner: int, cipher_public: bytes) -> bytes:
-    return b"advertise-keys" + session_id + u32(owner) + cipher_public
+def _ids(ids: Sequence[int]) -> bytes:
+    return u32(len(ids)) + b"".join(u32(c) for c in ids)
 
 
-def mask_key_payload(session_id: bytes, aggregation: int, owner: int, mask_public: bytes) -> bytes:
-    return b"mask-key" + session_id + u32(aggregation) + u32(owner) + mask_public
+def advertise_payload(binding: bytes, owner: int, cipher_public: bytes) -> bytes:
+    return b"advertise-keys" + binding + u32(owner) + cipher_public
 
 
-def survivors_payload(session_id: bytes, aggregation: int, survivors: Sequence[int]) -> bytes:
-    ids = b"".join(u32(c) for c in survivors)
-    return b"consistency-check" + session_id + u32(aggregation) + u32(len(survivors)) + ids
+def mask_key_payload(binding: bytes, aggregation: int, owner: int, mask_public: bytes) -> bytes:
+    return b"mask-key" + binding + u32(aggregation) + u32(owner) + mask_public
+
+
+def view_payload(binding: bytes, aggregation: int, owner: int, view: Sequence[int]) -> bytes:
+    """What `owner` signs at masked-input chunk 0: the neighbours it masks with, ascending."""
+    return b"masking-view" + binding + u32(aggregation) + u32(owner) + _ids(view)
+
+
+def survivors_payload(binding: bytes, aggregation: int, survivors: Sequence[int]) -> bytes:
+    return b"consistency-check" + binding + u32(aggregation) + _ids(survivors)
 
 
 def share_plaintext(self_share: bytes, key_share: bytes) -> bytes:

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from ...randomness import SeededRandomSource, random_below
-from ..api import AggregateResult, AggregationSpec, ChunkSpec
+from ..api import AggregateResult, AggregationSpec, ChunkSpec, config_digest
 from ..messages import round_of
 from . import primitives as P
 from .graph import harary
@@ -158,7 +158,7 @@ def graph_vectors() -> dict[str, Any]:
     return {"cases": cases}
 
 
-SESSION_ROSTER = (3, 5, 8)
+SESSION_ROSTER = (3, 5, 8, 13)
 SESSION_CHUNKS = {"layer.0": 75, "layer.1": 6}  # 3 words (32 entries each) and 1
 
 
@@ -176,9 +176,9 @@ def _provider(client: int) -> Callable[[int, ChunkSpec], np.ndarray]:
 
 
 def session_vector(drop: dict[int, str]) -> dict[str, Any]:
-    """A 3-client session, t = 2, two aggregations, optionally one client dropping at a round."""
+    """A 4-client session, t = 3 (quorum 3), two aggregations, optionally one client dropping."""
     inputs = {c: _provider(c) for c in SESSION_ROSTER}
-    options = {"threshold": 2, "neighbors": 2}
+    options = {"threshold": 3, "neighbors": 3}
     session = build(
         SESSION_ROSTER, inputs, SeededRandomSource(_seed("session")), options, record=True
     )
@@ -233,6 +233,7 @@ def session_vector(drop: dict[int, str]) -> dict[str, Any]:
             for c in SESSION_ROSTER
         },
         "session_id": session.config.session_id.hex(),
+        "config_digest": config_digest(session.config).hex(),
         "identity_public_keys": {
             str(c): k.hex() for c, k in session.config.options["identity_public_keys"].items()
         },
