@@ -25,6 +25,7 @@ from fedprllm_secure.secure_sum.ckks import authority as authority_module
 from fedprllm_secure.secure_sum.ckks import context as he_ctx
 from fedprllm_secure.secure_sum.ckks.authority import AuthorityLink, chunk_request
 from fedprllm_secure.secure_sum.ckks.messages import DecryptRequest, EncryptedChunk
+from fedprllm_secure.secure_sum.ckks.packing import pack, to_ckks_values
 from fedprllm_secure.secure_sum.ckks.params import he_params
 from fedprllm_secure.secure_sum.ckks.settings import AUTHORITY_LINK, PUBLIC_CONTEXT
 from fedprllm_secure.secure_sum.messages import decode, encode
@@ -92,12 +93,18 @@ def slots_of(setup: Setup, data: bytes) -> int:
 
 
 def zero_encryptions(setup: Setup, like: EncryptedChunk) -> tuple[bytes, ...]:
-    """Fresh encryptions of zero shaped like `like` (anyone with the public context can)."""
-    dtype = np.float64 if setup.he.scheme == "ckks" else np.int64
-    return tuple(
-        he_ctx.encrypt(setup.public, setup.he, np.zeros(slots_of(setup, data), dtype=dtype))
-        for data in like.ciphertexts
+    """What a client with an all-zero vector would upload, shaped like `like`: anyone with the
+    public context and the public packing can make it (no signature, though)."""
+    packing = setup.server._packing
+    packed = pack(np.zeros(LENGTH, dtype=np.uint8), packing.base, packing.per_slot)
+    values = to_ckks_values(packed, packing, 1) if packing.centered else packed
+    slots = setup.he.slots
+    out = tuple(
+        he_ctx.encrypt(setup.public, setup.he, values[start : start + slots])
+        for start in range(0, values.size, slots)
     )
+    assert len(out) == len(like.ciphertexts)
+    return out
 
 
 def refused(setup: Setup, request: DecryptRequest, match: str | None = None) -> None:
@@ -141,13 +148,15 @@ def test_attack_a_zero_encryptions_beside_the_victim_release_nothing(where: str)
 
 
 def test_attack_a_the_forged_sum_in_the_victims_name_is_refused() -> None:
-    """The sum the old attack submitted (victim + zeros), put in the victim's upload: its
-    ciphertexts no longer match the victim's signature."""
+    """The old attack's aggregate (victim + n-1 zero uploads), put in the victim's upload beside
+    n-1 encryptions of the literal zero (which add nothing) in the others' names: every upload's
+    ciphertexts differ from what its signature covers."""
     setup = Setup()
     request, uploads = setup.collect(0, "w")
     victim = uploads[VICTIM]
-    forged_sum = []
-    for data, zero in zip(victim.ciphertexts, zero_encryptions(setup, victim), strict=True):
+    zeros = zero_encryptions(setup, victim)
+    forged_sum, nothing = [], []
+    for data, zero in zip(victim.ciphertexts, zeros, strict=True):
         size = slots_of(setup, data)
         total = he_ctx.load_ciphertext(setup.public, setup.he, data, size)
         for _ in range(len(ROSTER) - 1):
@@ -155,7 +164,10 @@ def test_attack_a_the_forged_sum_in_the_victims_name_is_refused() -> None:
                 total, he_ctx.load_ciphertext(setup.public, setup.he, zero, size)
             )
         forged_sum.append(he_ctx.serialize(total))
-    others = tuple(uploads[c] for c in ROSTER if c != VICTIM)
+        nothing.append(he_ctx.encrypt(setup.public, setup.he, np.zeros(size)))
+    others = tuple(
+        dataclasses.replace(uploads[c], ciphertexts=tuple(nothing)) for c in ROSTER if c != VICTIM
+    )
     lying = dataclasses.replace(victim, ciphertexts=tuple(forged_sum))
     refused(setup, dataclasses.replace(request, uploads=others + (lying,)), "signature")
 
@@ -387,3 +399,18 @@ def test_flower_enrollment_gives_every_node_a_signing_key() -> None:
         publish("ckks", draft, {**publics, 1: publics[0]})
     with pytest.raises(ProtocolError):  # a node sent no identity key
         publish("ckks", draft, {c: p for c, p in publics.items() if c != 2})
+
+
+def test_a_client_signs_each_chunk_name_once() -> None:
+    """A second request for a chunk the client already signed (this aggregation or a later
+    one) is refused, so the server never holds two signed uploads of one chunk."""
+    setup = Setup()
+    spec = AggregationSpec.from_lengths(0, {"w": LENGTH}, 1)
+    request = setup.server.begin(spec)[VICTIM]
+    setup.clients[VICTIM].handle(request)
+    with pytest.raises(ProtocolError, match="already signed"):
+        setup.clients[VICTIM].handle(dataclasses.replace(request, aggregation=1))
+    restored = type(setup.clients[0]).from_state(setup.clients[0].to_state(), provider(0), None)
+    restored.handle(request)
+    with pytest.raises(ProtocolError, match="already signed"):  # the record survives a restore
+        type(restored).from_state(restored.to_state(), provider(0), None).handle(request)
