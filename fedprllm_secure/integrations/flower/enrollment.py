@@ -64,13 +64,14 @@ def node_enroll(
         from ...secure_sum.ckks.settings import parse
 
         settings = parse(config)
-        key = ident.new_identity_key(rng)
+        signing_key = ident.new_identity_key(rng)
+        public = ident.public_key(signing_key)
         if settings.authority != client_id:
-            return ident.encode_identity(key), ident.encode_public(ident.public_key(key))
+            return ident.encode_identity(signing_key), ident.encode_public(public)
         secret = he_ctx.new_secret_context(he_params(settings.scheme))
         return (
-            ident.encode_identity(key, he_ctx.secret_bytes(secret)),
-            ident.encode_public(ident.public_key(key), he_ctx.public_bytes(secret)),
+            ident.encode_identity(signing_key, he_ctx.secret_bytes(secret)),
+            ident.encode_public(public, he_ctx.public_bytes(secret)),
         )
     return None, b""
 
