@@ -46,9 +46,14 @@ class Reborn(ClientProtocol):
         return reply
 
 
+def lengths(index: int) -> dict[str, int]:
+    """Each aggregation sums its own chunks (a client contributes a chunk at most once)."""
+    return {f"{index}.{name}": n for name, n in LENGTHS.items()}
+
+
 def vectors(client: int, index: int) -> dict[str, np.ndarray]:
     rng = np.random.default_rng([client, index])
-    return {name: rng.integers(0, 2, n) for name, n in LENGTHS.items()}
+    return {name: rng.integers(0, 2, n) for name, n in lengths(index).items()}
 
 
 def run(protocol: str, options: dict, drop: dict[int, str]) -> list[Any]:
@@ -71,8 +76,8 @@ def run(protocol: str, options: dict, drop: dict[int, str]) -> list[Any]:
     bus = InMemoryBus(info.make_server(config, rng.child("server")), clients, drop_at=drop)
     results = []
     for index in (0, 1):
-        result = bus.run(AggregationSpec.from_lengths(index, LENGTHS, bound=1))
-        for name in LENGTHS:
+        result = bus.run(AggregationSpec.from_lengths(index, lengths(index), bound=1))
+        for name in lengths(index):
             expected = sum(vectors(c, index)[name] for c in result.contributors)
             assert np.array_equal(result.sums[name], expected)
         results.append(result)

@@ -11,9 +11,15 @@ import tenseal as ts
 
 from fedprllm_secure.errors import ConfigError, ProtocolError
 from fedprllm_secure.randomness import SeededRandomSource
-from fedprllm_secure.secure_sum.api import AggregationSpec, ChunkSpec, ClientProtocol
+from fedprllm_secure.secure_sum.api import (
+    AggregationSpec,
+    ChunkSpec,
+    ClientProtocol,
+    config_digest,
+)
 from fedprllm_secure.secure_sum.ckks import context as he_ctx
-from fedprllm_secure.secure_sum.ckks.authority import AuthorityLink, chunk_request
+from fedprllm_secure.secure_sum.ckks import identity as ident
+from fedprllm_secure.secure_sum.ckks.authority import AuthorityLink, chunk_request, upload_payload
 from fedprllm_secure.secure_sum.ckks.messages import EncryptedChunk, EncryptRequest
 from fedprllm_secure.secure_sum.ckks.params import choose_packing, he_params
 from fedprllm_secure.secure_sum.ckks.settings import AUTHORITY_LINK, PUBLIC_CONTEXT
@@ -30,7 +36,11 @@ def provider(data: Data, client: int):
 
 
 def session(data: Data, seed: int = 0, **options) -> SimulatedSession:
+    """A simulated ckks session; below 3 clients the authority's minimum cohort (default 3) is
+    lowered explicitly, as a deliberate override, so that small sums can be checked."""
     drop_at = options.pop("drop_at", None)
+    if len(data) < 3:
+        options.setdefault("min_contributors", len(data))
     inputs = {client: provider(data, client) for client in data}
     return SimulatedSession(
         "ckks", inputs, SeededRandomSource(seed), options=options, drop_at=drop_at
@@ -118,9 +128,11 @@ def test_all_zeros_and_all_ones(scheme: str, clients: int, fill: int) -> None:
 def test_bounds_above_one_and_several_aggregations(scheme: str) -> None:
     rng = np.random.default_rng(7)
     bound = 5
+    # Each aggregation sums its own chunks: a chunk goes to at most one aggregation.
     data: Data = {
         c: {
-            i: {f"L{j}": rng.integers(0, bound + 1, 500 + 31 * j) for j in range(3)} for i in (0, 1)
+            i: {f"{i}.L{j}": rng.integers(0, bound + 1, 500 + 31 * j) for j in range(3)}
+            for i in (0, 1)
         }
         for c in range(6)
     }
@@ -128,7 +140,7 @@ def test_bounds_above_one_and_several_aggregations(scheme: str) -> None:
     for index in (0, 1):
         result = sim.aggregate(spec_of(data, index, bound))
         check_exact(result, data, index)
-        assert result.sums["L0"].dtype == np.uint8  # sum_dtype(5 * 6)
+        assert result.sums[f"{index}.L0"].dtype == np.uint8  # sum_dtype(5 * 6)
 
 
 def test_packed_uploads_are_smaller_than_one_count_per_slot() -> None:
@@ -208,7 +220,11 @@ def test_bad_options_are_config_errors() -> None:
 
 def test_dropouts_give_the_survivors_sum() -> None:
     data = stressed_masks(6, {"a": 2000, "b": 500}, seed=9)
-    data = {c: {0: v[0], 1: v[0]} for c, v in data.items()}
+    # Two aggregations, each with its own chunks (a chunk goes to at most one aggregation).
+    data = {
+        c: {i: {f"{i}.{name}": x for name, x in v[0].items()} for i in (0, 1)}
+        for c, v in data.items()
+    }
     sim = session(data, drop_at={1: "encrypted-input", 4: "encrypted-input"})
     for index in (0, 1):
         result = sim.aggregate(spec_of(data, index))
@@ -265,9 +281,14 @@ def test_everyone_dropping_gives_empty_contributors() -> None:
 
 
 def test_too_few_contributors_is_refused() -> None:
+    """The key authority itself refuses: the server's own guard is bypassed here (a server that
+    skips it sends the two signed uploads it holds), and the refusal must be the authority's."""
     data = stressed_masks(3, {"a": 10}, seed=12)
-    sim = session(data, min_contributors=3, drop_at={0: "encrypted-input"})
-    with pytest.raises(ProtocolError, match="at least 3"):
+    sim = session(data, drop_at={0: "encrypted-input"})
+    assert sim.config.options.get("min_contributors") is None  # the default: 3
+    server = sim.bus.server
+    server._check_cohort = lambda: None  # type: ignore[method-assign]
+    with pytest.raises(ProtocolError, match="key authority's minimum is 3"):
         sim.aggregate(spec_of(data, 0))
 
 
@@ -285,6 +306,18 @@ def started(clients: int = 2, length: int = 5000, **options):
 
 def replace_ciphertexts(reply: EncryptedChunk, ciphertexts: tuple[bytes, ...]) -> EncryptedChunk:
     return dataclasses.replace(reply, ciphertexts=ciphertexts)
+
+
+def signed(sim: SimulatedSession, reply: EncryptedChunk, ciphertexts: tuple[bytes, ...]):
+    """`reply` with other ciphertexts, signed by its sender (a lying client signs its lie)."""
+    client = sim.bus.clients[reply.sender]
+    packing = sim.bus.server._packing
+    chunk = sim.bus.server._spec.chunk(reply.chunk_name)
+    bad = replace_ciphertexts(reply, ciphertexts)
+    payload = upload_payload(
+        config_digest(sim.config), bad, chunk, 1, packing.base, packing.per_slot
+    )
+    return dataclasses.replace(bad, signature=ident.sign(client._signing_key, payload))
 
 
 @pytest.mark.parametrize(
@@ -306,7 +339,7 @@ def test_server_refuses_bad_ciphertexts(corrupt) -> None:
     )
     small.global_scale = 2.0**20
     other = ts.ckks_vector(small, [1.0] * 10).serialize()
-    bad = replace_ciphertexts(good[1], corrupt(good[1].ciphertexts, other))
+    bad = signed(sim, good[1], corrupt(good[1].ciphertexts, other))
     with pytest.raises(ProtocolError):
         sim.bus.server.handle({0: good[0], 1: bad})
     assert sim.bus.server.state == "aborted"
@@ -317,7 +350,7 @@ def test_server_refuses_a_ciphertext_of_the_wrong_length() -> None:
     public = he_ctx.load_context(sim.config.options[PUBLIC_CONTEXT], private=False)
     short = he_ctx.encrypt(public, he_params("ckks"), np.zeros(10))
     with pytest.raises(ProtocolError, match="slots"):
-        sim.bus.server.handle({0: good[0], 1: replace_ciphertexts(good[1], (short,))})
+        sim.bus.server.handle({0: good[0], 1: signed(sim, good[1], (short,))})
 
 
 def test_server_refuses_a_bfv_ciphertext_in_a_ckks_session() -> None:
@@ -325,7 +358,7 @@ def test_server_refuses_a_bfv_ciphertext_in_a_ckks_session() -> None:
     bfv = he_ctx.new_secret_context(he_params("bfv"))
     wrong = he_ctx.encrypt(bfv, he_params("bfv"), np.zeros(10, dtype=np.int64))
     with pytest.raises(ProtocolError):
-        sim.bus.server.handle({0: good[0], 1: replace_ciphertexts(good[1], (wrong,))})
+        sim.bus.server.handle({0: good[0], 1: signed(sim, good[1], (wrong,))})
 
 
 def test_server_refuses_a_submission_for_another_chunk_or_sender() -> None:
@@ -346,7 +379,18 @@ def test_ciphertext_under_another_key_is_never_released(scheme: str) -> None:
     values = np.zeros(size) if scheme == "ckks" else np.zeros(size, dtype=np.int64)
     foreign = (he_ctx.encrypt(stranger, he_params(scheme), values),) + count[1:]
     with pytest.raises(ProtocolError):
-        sim.bus.server.handle({0: good[0], 1: replace_ciphertexts(good[1], foreign)})
+        sim.bus.server.handle({0: good[0], 1: signed(sim, good[1], foreign)})
+
+
+def test_server_refuses_an_unsigned_or_resigned_upload() -> None:
+    sim, good = started()
+    with pytest.raises(ProtocolError, match="not signed"):
+        sim.bus.server.handle({0: good[0], 1: dataclasses.replace(good[1], signature=b"")})
+    sim, good = started()
+    with pytest.raises(ProtocolError, match="not signed"):  # client 0's signature on 1's upload
+        sim.bus.server.handle(
+            {0: good[0], 1: dataclasses.replace(good[1], signature=good[0].signature)}
+        )
 
 
 def test_authority_decrypts_each_chunk_once_and_checks_requests() -> None:
@@ -355,27 +399,29 @@ def test_authority_decrypts_each_chunk_once_and_checks_requests() -> None:
     packing = choose_packing(he_params("ckks"), 2, 1)
     chunk = ChunkSpec("w", 100, 0)
 
-    def request(contributors=(0, 1), ciphertexts=None, base=packing.base):
+    def request(uploads=(good[0], good[1]), base=packing.base):
         layout = dataclasses.replace(packing, base=base)
-        return chunk_request(
-            sim.config, 0, 1, chunk, layout, contributors, ciphertexts or good[0].ciphertexts
+        return dataclasses.replace(
+            chunk_request(sim.config, 0, 1, chunk, layout, ()), uploads=tuple(uploads)
         )
 
-    with pytest.raises(ProtocolError, match="sorted subset"):
-        link.request(request(contributors=(1, 0)))
+    with pytest.raises(ProtocolError, match="increasing order"):
+        link.request(request(uploads=(good[1], good[0])))
+    with pytest.raises(ProtocolError, match="increasing order"):
+        link.request(request(uploads=(good[0], good[0])))
     with pytest.raises(ProtocolError, match="packing"):
         link.request(request(base=7))
+    doubled = replace_ciphertexts(good[1], good[1].ciphertexts * 2)
     with pytest.raises(ProtocolError, match="ciphertexts"):
-        link.request(request(ciphertexts=good[0].ciphertexts * 2))
-    reply = link.request(request(contributors=(0,)))  # one client's vector, as the sum over {0}
+        link.request(request(uploads=(good[0], doubled)))
+    reply = link.request(request())
     assert reply.chunk_name == "w"
-    # Only rounded integers leave the authority: 100 counts of bits_for(1) = 1 bit each.
-    assert len(reply.counts) == packed_size(100, bits_for(1))
-    assert unpack_uint(reply.counts, 1, 100).tolist() == list(
-        sim.bus.clients[0].inputs(0, chunk)[:100]
-    )
+    # Only rounded integers leave the authority: 100 counts of bits_for(2) = 2 bits each.
+    assert len(reply.counts) == packed_size(100, bits_for(2))
+    expected = sum(sim.bus.clients[c].inputs(0, chunk).astype(np.int64) for c in (0, 1))
+    assert unpack_uint(reply.counts, 2, 100).tolist() == expected.tolist()
     with pytest.raises(ProtocolError, match="already"):
-        link.request(request(contributors=(0,)))
+        link.request(request())
 
 
 def test_client_refuses_another_packing_and_decrypt_requests() -> None:
@@ -389,12 +435,6 @@ def test_client_refuses_another_packing_and_decrypt_requests() -> None:
     with pytest.raises(ProtocolError, match="not the key authority"):
         other.handle(
             chunk_request(
-                sim.config,
-                0,
-                1,
-                ChunkSpec("w", 10, 0),
-                choose_packing(he_params("ckks"), 3, 1),
-                (0, 1, 2),
-                (),
+                sim.config, 0, 1, ChunkSpec("w", 10, 0), choose_packing(he_params("ckks"), 3, 1), ()
             )
         )

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fedprllm_secure.secure_sum.ckks import identity as ident
 from fedprllm_secure.secure_sum.ckks.packing import center_offset2, pack, to_ckks_values, unpack
 from fedprllm_secure.secure_sum.ckks.params import Packing, choose_packing, he_params
 
@@ -50,3 +51,27 @@ def test_packing_matches_vectors(case: dict) -> None:
     assert [int(round(2 * v)) for v in to_ckks_values(packed, layout, bound)] == case["centered_x2"]
     back = unpack(np.array(case["packed"], dtype=np.uint64), base, per_slot, len(values), base - 1)
     assert back.tolist() == case["values"]
+
+
+def test_signed_upload_payloads_match_vectors() -> None:
+    vectors = load("signing.json")
+    with_context = ident.decode_identity(bytes.fromhex(vectors["identity_with_context"]))
+    assert with_context == ident.Identity(bytes(32), b"ctx")
+    for case in vectors["cases"]:
+        key = bytes.fromhex(case["identity_private_key"])
+        assert ident.public_key(key).hex() == case["identity_public_key"]
+        assert ident.encode_identity(key).hex() == case["identity_bytes"]
+        ciphertexts = tuple(bytes.fromhex(c) for c in case["ciphertexts"])
+        digest = ident.ciphertexts_digest(ciphertexts)
+        assert digest.hex() == case["ciphertexts_digest"], case["name"]
+        chunk = case["chunk"]
+        payload = ident.chunk_payload(
+            bytes.fromhex(case["config_digest"]), case["aggregation"], case["sender"],
+            chunk["name"], chunk["length"], chunk["offset"], case["bound"], case["base"],
+            case["per_slot"], digest,
+        )  # fmt: skip
+        assert payload.hex() == case["payload"], case["name"]
+        assert ident.sign(key, payload).hex() == case["signature"], case["name"]
+        signature = bytes.fromhex(case["signature"])
+        assert ident.verify(ident.public_key(key), signature, payload)
+        assert not ident.verify(ident.public_key(key), signature, payload + b"\x00")

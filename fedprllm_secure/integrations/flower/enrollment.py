@@ -6,9 +6,11 @@ in the session config:
 
 * plaintext: nothing to enroll.
 * additive: each node draws its Ed25519 identity key; the roster carries the public keys.
-* ckks: the key authority must be one of the nodes (option "authority": client id; default the
-  first client on the roster). That node creates the TenSEAL secret context and publishes the
-  public context; a "separate" authority has no place to live in a Flower federation.
+* ckks: each node draws its Ed25519 identity key (it signs the node's uploads); the roster carries
+  the public keys. The key authority must be one of the nodes (option "authority": client id;
+  default the first client on the roster): that node also creates the TenSEAL secret context and
+  publishes the public context after its public key (ckks.identity.encode_public); a "separate"
+  authority has no place to live in a Flower federation.
 
 The server relays the public parts, so a malicious server could substitute them; pin them out of
 band (node config) where the server is not trusted with key distribution.
@@ -57,14 +59,20 @@ def node_enroll(
         return key.private_bytes_raw(), public_bytes(key)
     if protocol == "ckks":
         from ...secure_sum.ckks import context as he_ctx
+        from ...secure_sum.ckks import identity as ident
         from ...secure_sum.ckks.params import he_params
         from ...secure_sum.ckks.settings import parse
 
         settings = parse(config)
+        signing_key = ident.new_identity_key(rng)
+        public = ident.public_key(signing_key)
         if settings.authority != client_id:
-            return None, b""
+            return ident.encode_identity(signing_key), ident.encode_public(public)
         secret = he_ctx.new_secret_context(he_params(settings.scheme))
-        return he_ctx.secret_bytes(secret), he_ctx.public_bytes(secret)
+        return (
+            ident.encode_identity(signing_key, he_ctx.secret_bytes(secret)),
+            ident.encode_public(public, he_ctx.public_bytes(secret)),
+        )
     return None, b""
 
 
@@ -79,10 +87,17 @@ def publish(
             raise ProtocolError("a node sent a malformed identity public key")
         options["identity_public_keys"] = keys
     elif protocol == "ckks":
-        from ...secure_sum.ckks.settings import PUBLIC_CONTEXT, parse
+        from ...secure_sum.ckks.identity import decode_public
+        from ...secure_sum.ckks.settings import IDENTITY_KEYS, PUBLIC_CONTEXT, parse
 
         authority = parse(config).authority
-        if authority is None or not publics.get(authority):
+        if any(c not in publics for c in config.roster):
+            raise ProtocolError("a node did not send its ckks identity public key")
+        parts = {c: decode_public(publics[c]) for c in config.roster}
+        if authority is None or parts[authority][1] is None:
             raise ProtocolError("the ckks key authority node did not publish its public context")
-        options[PUBLIC_CONTEXT] = publics[authority]
+        if any(context is not None for c, (_, context) in parts.items() if c != authority):
+            raise ProtocolError("a node that is not the ckks key authority sent a public context")
+        options[IDENTITY_KEYS] = {c: key for c, (key, _) in parts.items()}
+        options[PUBLIC_CONTEXT] = parts[authority][1]
     return SessionConfig(config.session_id, config.roster, options)

@@ -1,9 +1,11 @@
 """`ckks`: homomorphic secure sum with TenSEAL (CKKS by default, BFV as the exact-integer option).
 
-Three parties: clients encrypt their packed count vectors under the key authority's public key;
-the aggregation server adds ciphertexts and never holds a secret key; the key authority (a
-separate party by default, or a designated client) decrypts only the final aggregate and releases
-rounded integer counts. Server and authority must not collude. Spec: protocols/ckks.md; threat
+Three parties: clients encrypt their packed count vectors under the key authority's public key
+and sign each upload with their Ed25519 identity key; the aggregation server collects the signed
+uploads and never holds a secret key; the key authority (a separate party by default, or a
+designated client) verifies the signatures, sums the uploads of at least `min_contributors`
+distinct clients itself, decrypts each chunk at most once per session and releases rounded integer
+counts. Server and authority must not collude. Spec: protocols/ckks.md; threat
 model: threat_models/ckks.md.
 """
 
@@ -15,31 +17,41 @@ from ...randomness import RandomSource
 from ..api import ClientId, SessionConfig
 from ..registry import ProtocolInfo, register
 from . import context as he_ctx
+from . import identity as ident
 from .authority import AuthorityLink, KeyAuthority
 from .client import CkksClient
 from .params import he_params
 from .server import CkksServer
-from .settings import AUTHORITY_LINK, PUBLIC_CONTEXT, parse
+from .settings import AUTHORITY_LINK, IDENTITY_KEYS, PUBLIC_CONTEXT, parse
 
 
 def enroll(config: SessionConfig, rng: RandomSource) -> tuple[SessionConfig, dict[ClientId, bytes]]:
-    """The key authority's setup, once per session: create the keys, publish the public context.
+    """Set up a session: every client's identity key, and the key authority's keys.
 
-    A separate authority stays behind an `AuthorityLink` placed in the options for the server; a
-    designated client receives the secret context as its private identity bytes. `rng` is unused:
-    SEAL generates keys from its own CSPRNG and TenSEAL cannot take a seed.
+    Each client gets an Ed25519 identity key (drawn from `rng`), published in the roster's
+    "identity_public_keys"; its private identity bytes (identity.encode_identity) go to it alone.
+    The key authority creates the TenSEAL keys and publishes the public context (SEAL draws them
+    from its own CSPRNG: TenSEAL cannot take a seed). A separate authority stays behind an
+    `AuthorityLink` placed in the local options for the server; a designated client receives the
+    secret context inside its identity bytes.
     """
     settings = parse(config)
     secret = he_ctx.new_secret_context(he_params(settings.scheme))
+    keys = {c: ident.new_identity_key(rng.child(f"identity-{c}")) for c in config.roster}
     options = dict(config.options)
     options[PUBLIC_CONTEXT] = he_ctx.public_bytes(secret)
-    identities: dict[ClientId, bytes] = {}
-    published = dataclasses.replace(config, options=options)
+    options[IDENTITY_KEYS] = {c: ident.public_key(k) for c, k in keys.items()}
+    published = dataclasses.replace(config, options=dict(options))
+    identities = {
+        c: ident.encode_identity(
+            k, he_ctx.secret_bytes(secret) if c == settings.authority else None
+        )
+        for c, k in keys.items()
+    }
     if settings.authority is None:
-        authority = KeyAuthority(published, he_ctx.secret_bytes(secret))
-        options[AUTHORITY_LINK] = AuthorityLink(authority)
-    else:
-        identities[settings.authority] = he_ctx.secret_bytes(secret)
+        options[AUTHORITY_LINK] = AuthorityLink(
+            KeyAuthority(published, he_ctx.secret_bytes(secret))
+        )
     return dataclasses.replace(config, options=options), identities
 
 

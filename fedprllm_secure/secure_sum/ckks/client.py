@@ -1,9 +1,12 @@
 """The client side: encrypt each requested chunk under the authority's public key.
 
 A client holds only the public context published at enrollment (never one offered by the server,
-which could otherwise substitute a key it can decrypt with). Memory is O(chunk): the chunk's
-input, its packed slots and its ciphertexts. The client that is designated key authority also
-answers decryption requests through its `KeyAuthority`.
+which could otherwise substitute a key it can decrypt with) and its own Ed25519 identity key. It
+signs each encrypted chunk (identity.chunk_payload), and signs each chunk name at most once per
+session: a second request for a name it already answered is refused, so no two signed uploads of
+one chunk exist for the server to combine (its ContributionLedger covers other sessions). Memory
+is O(chunk): the chunk's input, its packed slots and its ciphertexts. The client that is
+designated key authority also answers decryption requests through its `KeyAuthority`.
 """
 
 from __future__ import annotations
@@ -16,16 +19,18 @@ from ..api import (
     ClientProtocol,
     InputProvider,
     SessionConfig,
+    config_digest,
     decode_state,
     encode_state,
     read_checked_input,
 )
 from . import context as he_ctx
-from .authority import KeyAuthority
+from . import identity as ident
+from .authority import KeyAuthority, upload_payload
 from .messages import DecryptReply, DecryptRequest, EncryptedChunk, EncryptRequest
 from .packing import pack, to_ckks_values
 from .params import he_params
-from .settings import AUTHORITY_LINK, parse, public_context_bytes, session_packing
+from .settings import AUTHORITY_LINK, identity_keys, parse, public_context_bytes, session_packing
 
 
 class CkksClient(ClientProtocol):
@@ -44,14 +49,22 @@ class CkksClient(ClientProtocol):
         self.inputs = inputs
         self._he = he_params(settings.scheme)
         self._ctx = he_ctx.load_context(public_context_bytes(config), private=False)
+        self._binding = config_digest(config)
         self._authority: KeyAuthority | None = None
-        self._identity = identity
+        if identity is None:
+            raise ConfigError(f"client {client_id} has no ckks identity (run enroll first)")
+        self._identity = bytes(identity)
+        parsed = ident.decode_identity(identity)
+        if ident.public_key(parsed.signing_key) != identity_keys(config)[client_id]:
+            raise ProtocolError(f"client {client_id}: identity key does not match the roster")
+        self._signing_key = parsed.signing_key
         if settings.authority == client_id:
-            if identity is None:
+            if parsed.secret_context is None:
                 raise ConfigError(f"client {client_id} is the key authority but holds no key")
-            self._authority = KeyAuthority(config, identity)
-        elif identity is not None:
+            self._authority = KeyAuthority(config, parsed.secret_context)
+        elif parsed.secret_context is not None:
             raise ConfigError(f"client {client_id} was given key material it must not hold")
+        self._signed: set[str] = set()  # chunk names signed in this session
         self._state = "ready"
 
     @property
@@ -67,6 +80,7 @@ class CkksClient(ClientProtocol):
             "client_id": self.client_id,
             "identity": self._identity,
             "state": self._state,
+            "signed": set(self._signed),
             "decrypted": None,
             "contributors": None,
         }
@@ -81,6 +95,7 @@ class CkksClient(ClientProtocol):
         try:
             client = cls(f["config"], f["client_id"], inputs, f["identity"])
             client._state = str(f["state"])
+            client._signed = {str(name) for name in f["signed"]}
             if client._authority is not None:
                 client._authority._decrypted = set(f["decrypted"] or ())
                 client._authority._contributors = dict(f["contributors"] or {})
@@ -111,6 +126,11 @@ class CkksClient(ClientProtocol):
         packing = session_packing(self.config, request.bound)
         if (request.base, request.per_slot) != (packing.base, packing.per_slot):
             raise ProtocolError(f"client {self.client_id}: the server asked for another packing")
+        if request.chunk.name in self._signed:
+            raise ProtocolError(
+                f"client {self.client_id}: chunk {request.chunk.name!r} was already signed in this "
+                "session; a second signed upload could be summed into a second aggregate"
+            )
         vector = read_checked_input(self.inputs, request.aggregation, request.chunk, request.bound)
         packed = pack(vector, packing.base, packing.per_slot)
         values = to_ckks_values(packed, packing, request.bound) if packing.centered else packed
@@ -119,10 +139,16 @@ class CkksClient(ClientProtocol):
             he_ctx.encrypt(self._ctx, self._he, values[start : start + slots])
             for start in range(0, values.size, slots)
         )
-        return EncryptedChunk(
+        unsigned = EncryptedChunk(
             session_id=self.config.session_id,
             aggregation=request.aggregation,
             sender=self.client_id,
             chunk_name=request.chunk.name,
             ciphertexts=ciphertexts,
+            signature=b"",
         )
+        payload = upload_payload(
+            self._binding, unsigned, request.chunk, request.bound, packing.base, packing.per_slot
+        )
+        self._signed.add(request.chunk.name)
+        return dataclasses.replace(unsigned, signature=ident.sign(self._signing_key, payload))

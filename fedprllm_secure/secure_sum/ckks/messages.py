@@ -1,8 +1,10 @@
 """Wire messages of the `ckks` protocol (tags "ckks/..."). Ciphertexts are serialized TenSEAL bytes.
 
 Round "encrypted-input": the server asks every live client for one chunk; each answers with the
-chunk's ciphertexts. Round "decrypt": the server hands the key authority one chunk's aggregate
-ciphertexts and the contributor list; the authority answers with the rounded counts, bit-packed.
+chunk's ciphertexts and its Ed25519 signature over them (identity.chunk_payload). Round "decrypt":
+the server hands the key authority, for one chunk, the signed uploads of every contributor (not
+an aggregate: the authority verifies each signature and sums them itself); the authority answers
+with the rounded counts, bit-packed.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ class EncryptedChunk:
     sender: int
     chunk_name: str
     ciphertexts: tuple[bytes, ...]
+    signature: bytes  # by `sender`'s identity key over identity.chunk_payload(...)
 
 
 @message("ckks/decrypt-request", DECRYPT_ROUND)
@@ -46,8 +49,11 @@ class DecryptRequest:
     chunk: ChunkSpec
     base: int
     per_slot: int
-    contributors: tuple[int, ...]  # sorted; the aggregate must be the sum of exactly these
-    ciphertexts: tuple[bytes, ...]
+    uploads: tuple[EncryptedChunk, ...]  # one per contributor, senders strictly increasing
+
+    @property
+    def contributors(self) -> tuple[int, ...]:
+        return tuple(upload.sender for upload in self.uploads)
 
 
 @message("ckks/decrypt-reply", DECRYPT_ROUND)

@@ -1,19 +1,21 @@
-"""The aggregation server: it only adds ciphertexts, then asks the key authority for the counts.
+"""The aggregation server: it checks and keeps the clients' signed uploads, then has the key
+authority decrypt their sum chunk by chunk.
 
 It holds the public context alone (checked: `is_private()` is False), so it cannot decrypt any
-ciphertext, a client's or the aggregate.
+ciphertext, a client's or a sum. It does not add ciphertexts: the key authority decrypts only a
+sum it recomputes from uploads whose signatures it verifies (protocols/ckks.md, "Signed
+uploads"), so the server forwards, for every chunk, each contributor's upload as it arrived.
 
-Dropouts, without O(model x clients) memory: the server keeps one running ciphertext sum per chunk
-and, beside it, the set of clients whose ciphertexts it holds. Dropouts are permanent, so the live
-set only shrinks. After a pass over the chunks, every chunk whose set differs from the final live
-set (it still includes a client that dropped later) is requested again from the survivors; passes
-repeat until all sets agree (at most one repair pass per round in which someone dropped). Memory
-is one aggregate ciphertext per chunk (about 8 bytes x d at the default parameters), independent
-of the number of clients.
+Dropouts: the server asks for the chunks in order and keeps each live client's upload of each
+chunk. Dropouts are permanent, so the live set only shrinks, and a client that is live at the end
+answered every request: the contributor set is the final live set, and the uploads of clients
+that dropped later are simply discarded (nothing is asked twice, so no client ever signs a chunk
+twice). Memory: every contributor's uploads until decryption, n x (about 8 bytes x d / K) at the
+default parameters; the authority then receives the same bytes.
 
 Nothing is decrypted before the contributor set is final: decrypting a chunk sum, then a sum of
 the same chunk without a client that dropped, would reveal that client's vector by difference
-(the authority also refuses to decrypt a chunk twice).
+(the authority also refuses to decrypt a chunk name twice, and one aggregation over two sets).
 """
 
 from __future__ import annotations
@@ -28,15 +30,17 @@ from ..api import (
     ClientId,
     ServerProtocol,
     SessionConfig,
+    config_digest,
     sum_dtype,
 )
 from ..packing import bits_for, unpack_uint
 from . import context as he_ctx
-from .authority import AuthorityLink, chunk_request
+from . import identity as ident
+from .authority import AuthorityLink, chunk_request, upload_payload
 from .messages import DecryptReply, EncryptedChunk, EncryptRequest
-from .packing import ciphertext_sizes
+from .packing import ciphertext_count, ciphertext_sizes
 from .params import Packing, he_params
-from .settings import AUTHORITY_LINK, parse, public_context_bytes, session_packing
+from .settings import AUTHORITY_LINK, identity_keys, parse, public_context_bytes, session_packing
 
 Outgoing = dict[ClientId, object]
 
@@ -47,6 +51,8 @@ class CkksServer(ServerProtocol):
         self._settings = parse(config)
         self._he = he_params(self._settings.scheme)
         self._ctx = he_ctx.load_context(public_context_bytes(config), private=False)
+        self._keys = identity_keys(config)
+        self._binding = config_digest(config)
         self._link: AuthorityLink | None = None
         if self._settings.authority is None:
             link = config.options.get(AUTHORITY_LINK)
@@ -57,9 +63,7 @@ class CkksServer(ServerProtocol):
         self._alive: set[ClientId] = set(config.roster)
         self._spec: AggregationSpec | None = None
         self._packing: Packing | None = None
-        self._sums: dict[str, object] = {}  # chunk name -> aggregate ciphertexts (list)
-        self._held: dict[str, frozenset[ClientId]] = {}  # chunk name -> clients in that sum
-        self._queue: list[int] = []
+        self._uploads: dict[str, dict[ClientId, EncryptedChunk]] = {}  # chunk name -> uploads
         self._pos = 0
         self._counts: dict[str, np.ndarray] = {}
 
@@ -77,8 +81,8 @@ class CkksServer(ServerProtocol):
             raise ProtocolError("an aggregation is already running")
         self._spec = spec
         self._packing = session_packing(self.config, spec.bound)
-        self._sums, self._held, self._counts = {}, {}, {}
-        self._queue, self._pos = list(range(len(spec.chunks))), 0
+        self._uploads, self._counts = {}, {}
+        self._pos = 0
         self._state = "collecting"
         return self._input_requests()
 
@@ -91,18 +95,18 @@ class CkksServer(ServerProtocol):
             raise ProtocolError("no aggregation is running")
         except ProtocolError:
             self._state = "aborted"
-            self._sums = {}
+            self._uploads = {}
             raise
 
     # -- collection ------------------------------------------------------------------------
 
     def _current(self) -> ChunkSpec:
         assert self._spec is not None
-        return self._spec.chunks[self._queue[self._pos]]
+        return self._spec.chunks[self._pos]
 
     def _input_requests(self) -> Outgoing:
         assert self._spec is not None and self._packing is not None
-        if not self._queue or not self._alive:
+        if self._pos >= len(self._spec.chunks) or not self._alive:
             return {}
         request = EncryptRequest(
             session_id=self.config.session_id,
@@ -116,30 +120,23 @@ class CkksServer(ServerProtocol):
 
     def _collect(self, replies: dict[ClientId, object]) -> Outgoing | AggregateResult:
         assert self._spec is not None
-        if self._queue and self._alive:
+        if self._pos < len(self._spec.chunks) and self._alive:
             chunk = self._current()
-            total: list[object] | None = None
-            for client in sorted(replies):
-                total = self._add(total, client, replies[client], chunk)
+            self._uploads[chunk.name] = {
+                client: self._check_upload(client, replies[client], chunk)
+                for client in sorted(replies)
+            }
             self._alive &= set(replies)
-            self._sums[chunk.name] = total or []
-            self._held[chunk.name] = frozenset(replies)
             self._pos += 1
-            if self._pos < len(self._queue) and self._alive:
+            if self._pos < len(self._spec.chunks) and self._alive:
                 return self._input_requests()
         if not self._alive:
             return self._finish(())
-        stale = [i for i, c in enumerate(self._spec.chunks) if self._held[c.name] != self._alive]
-        if stale:
-            for i in stale:  # free the stale sums before collecting their replacements
-                self._sums.pop(self._spec.chunks[i].name, None)
-            self._queue, self._pos = stale, 0
-            return self._input_requests()
         return self._start_decryption()
 
-    def _add(
-        self, total: list[object] | None, client: ClientId, reply: object, chunk: ChunkSpec
-    ) -> list[object]:
+    def _check_upload(self, client: ClientId, reply: object, chunk: ChunkSpec) -> EncryptedChunk:
+        """The reply if it is a well-formed, signed upload of `chunk` by `client`; else abort.
+        (The key authority checks it again: this only finds a bad client early.)"""
         assert self._spec is not None and self._packing is not None
         if client not in self._alive:
             raise ProtocolError(f"reply from client {client}, which is not in this aggregation")
@@ -154,19 +151,26 @@ class CkksServer(ServerProtocol):
             or reply.chunk_name != chunk.name
         ):
             raise ProtocolError(f"client {client} sent ciphertexts for another chunk or session")
-        sizes = ciphertext_sizes(chunk.length, self._packing.per_slot, self._he.slots)
-        if len(reply.ciphertexts) != len(sizes):
+        needed = ciphertext_count(chunk.length, self._packing.per_slot, self._he.slots)
+        if len(reply.ciphertexts) != needed:
             raise ProtocolError(
                 f"client {client} sent {len(reply.ciphertexts)} ciphertexts for chunk "
-                f"{chunk.name!r}, expected {len(sizes)}"
+                f"{chunk.name!r}, expected {needed}"
             )
-        vectors = [
+        payload = upload_payload(
+            self._binding,
+            reply,
+            chunk,
+            self._spec.bound,
+            self._packing.base,
+            self._packing.per_slot,
+        )
+        if not ident.verify(self._keys[client], reply.signature, payload):
+            raise ProtocolError(f"client {client}'s upload of chunk {chunk.name!r} is not signed")
+        sizes = ciphertext_sizes(chunk.length, self._packing.per_slot, self._he.slots)
+        for data, size in zip(reply.ciphertexts, sizes, strict=True):
             he_ctx.load_ciphertext(self._ctx, self._he, data, size)
-            for data, size in zip(reply.ciphertexts, sizes, strict=True)
-        ]
-        if total is None:
-            return vectors
-        return [he_ctx.add_into(acc, vec) for acc, vec in zip(total, vectors, strict=True)]
+        return reply
 
     # -- decryption by the key authority ----------------------------------------------------
 
@@ -175,24 +179,27 @@ class CkksServer(ServerProtocol):
 
     def _decrypt_request(self, chunk: ChunkSpec) -> object:
         assert self._spec is not None and self._packing is not None
-        ciphertexts = tuple(he_ctx.serialize(v) for v in self._sums.pop(chunk.name))  # type: ignore[attr-defined]
+        held = self._uploads.pop(chunk.name)
         return chunk_request(
             self.config,
             self._spec.index,
             self._spec.bound,
             chunk,
             self._packing,
-            self._contributors(),
-            ciphertexts,
+            tuple(held[client] for client in self._contributors()),
         )
 
-    def _start_decryption(self) -> Outgoing | AggregateResult:
-        assert self._spec is not None
+    def _check_cohort(self) -> None:
+        """The server's own release guard (the key authority enforces the same minimum)."""
         if len(self._alive) < self._settings.min_contributors:
             raise ProtocolError(
                 f"only {len(self._alive)} clients contributed; the key authority decrypts sums "
                 f"of at least {self._settings.min_contributors}"
             )
+
+    def _start_decryption(self) -> Outgoing | AggregateResult:
+        assert self._spec is not None
+        self._check_cohort()
         if not self._spec.chunks:
             return self._finish(self._contributors())
         if self._link is not None:
@@ -252,6 +259,6 @@ class CkksServer(ServerProtocol):
             chunk.name: self._counts.get(chunk.name, np.zeros(chunk.length, dtype=dtype))
             for chunk in spec.chunks
         }
-        self._sums, self._held, self._counts = {}, {}, {}
+        self._uploads, self._counts = {}, {}
         self._state = "idle"
         return AggregateResult(spec=spec, sums=sums, contributors=contributors)

@@ -4,10 +4,13 @@
 - "authority": "separate" (default: a key authority that is not the server and not a client) or
   the id of the roster client that plays the key authority.
 - "max_per_slot": cap on counts per slot (1 = the unpacked baseline); default: as many as exact.
-- "min_contributors": the authority refuses to decrypt a sum over fewer clients (default 1).
+- "min_contributors": the authority refuses to decrypt a sum signed by fewer distinct clients
+  (default 3, the minimum cohort; 1 or 2 only as an explicit, deliberate override).
 
-Enrollment adds "ckks.public_context" (the authority's published public context, bytes) and, for
-a separate authority, "local.ckks.authority_link" (the server's channel to it, local to the server).
+Enrollment adds "ckks.public_context" (the authority's published public context, bytes),
+"identity_public_keys" ({client id: 32-byte Ed25519 public key} for every roster client: the keys
+that sign uploads) and, for a separate authority, "local.ckks.authority_link" (the server's channel
+to it, local to the server).
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from ..api import ClientId, SessionConfig
 from .params import SCHEMES, Packing, choose_packing, he_params
 
 PUBLIC_CONTEXT = "ckks.public_context"
+IDENTITY_KEYS = "identity_public_keys"
+DEFAULT_MIN_CONTRIBUTORS = 3
 AUTHORITY_LINK = "local.ckks.authority_link"  # api.LOCAL_OPTION_PREFIX: not agreed on
 SEPARATE = "separate"
 
@@ -31,6 +36,7 @@ class Settings:
     authority: ClientId | None  # None: a separate party
     max_per_slot: int | None
     min_contributors: int
+    identity_keys: Mapping[ClientId, bytes]  # empty before enrollment
 
 
 def _int_option(options: Mapping[str, Any], key: str, default: int | None) -> int | None:
@@ -64,14 +70,41 @@ def parse(config: SessionConfig) -> Settings:
             ) from exc
         if authority not in config.roster:
             raise ConfigError(f"the key authority {authority} is not a client on the roster")
-    min_contributors = _int_option(options, "min_contributors", 1)
+    min_contributors = _int_option(options, "min_contributors", DEFAULT_MIN_CONTRIBUTORS)
     assert min_contributors is not None
     return Settings(
         scheme=scheme,
         authority=authority,
         max_per_slot=_int_option(options, "max_per_slot", None),
         min_contributors=min_contributors,
+        identity_keys=_identity_keys(config),
     )
+
+
+def _identity_keys(config: SessionConfig) -> dict[ClientId, bytes]:
+    """The roster's identity public keys: absent before enrollment, else one of 32 bytes each."""
+    keys = config.options.get(IDENTITY_KEYS)
+    if keys is None:
+        return {}
+    if not isinstance(keys, Mapping):
+        raise ConfigError(f"option {IDENTITY_KEYS!r} must map client ids to public keys")
+    out: dict[ClientId, bytes] = {}
+    for client in config.roster:
+        key = keys.get(client)
+        if not isinstance(key, (bytes, bytearray)) or len(key) != 32:
+            raise ConfigError(f"client {client} has no 32-byte identity public key")
+        out[client] = bytes(key)
+    if set(keys) - set(config.roster):
+        raise ConfigError("identity public keys were published for clients not on the roster")
+    return out
+
+
+def identity_keys(config: SessionConfig) -> Mapping[ClientId, bytes]:
+    """The roster's identity public keys; ConfigError if enrollment did not publish them."""
+    keys = parse(config).identity_keys
+    if not keys:
+        raise ConfigError("the session has no ckks identity public keys (run enroll first)")
+    return keys
 
 
 def session_packing(config: SessionConfig, bound: int) -> Packing:

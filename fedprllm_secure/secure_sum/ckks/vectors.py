@@ -4,7 +4,9 @@
 
 params.json pins the context parameters and the packing chosen for every client count 1..127
 (bound 1) and a few larger bounds; packing.json pins pack/unpack and the CKKS centring on boundary
-cases. Ciphertexts are randomized inside SEAL, so they have no known answers.
+cases; signing.json pins the identity encoding and the signed-upload payload, digest and Ed25519
+signature (deterministic) for fixed keys and stand-in ciphertext bytes. Ciphertexts are
+randomized inside SEAL, so they have no known answers.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from . import identity as ident
 from .packing import center_offset2, pack, to_ckks_values
 from .params import SCHEMES, Packing, choose_packing, he_params
 
@@ -90,10 +93,69 @@ def packing_vectors() -> dict[str, Any]:
     }
 
 
+def _signing_case(
+    name: str,
+    aggregation: int,
+    sender: int,
+    chunk: tuple[str, int, int],
+    packing: tuple[int, int, int],
+    ciphertexts: list[bytes],
+) -> dict[str, Any]:
+    key = bytes(range(sender, sender + 32))
+    binding = bytes(range(100, 132))
+    chunk_name, length, offset = chunk
+    bound, base, per_slot = packing
+    digest = ident.ciphertexts_digest(tuple(ciphertexts))
+    payload = ident.chunk_payload(
+        binding, aggregation, sender, chunk_name, length, offset, bound, base, per_slot, digest
+    )
+    return {
+        "name": name,
+        "identity_private_key": key.hex(),
+        "identity_public_key": ident.public_key(key).hex(),
+        "identity_bytes": ident.encode_identity(key).hex(),
+        "config_digest": binding.hex(),
+        "aggregation": aggregation,
+        "sender": sender,
+        "chunk": {"name": chunk_name, "length": length, "offset": offset},
+        "bound": bound,
+        "base": base,
+        "per_slot": per_slot,
+        "ciphertexts": [c.hex() for c in ciphertexts],
+        "ciphertexts_digest": digest.hex(),
+        "payload": payload.hex(),
+        "signature": ident.sign(key, payload).hex(),
+    }
+
+
+def signing_vectors() -> dict[str, Any]:
+    return {
+        "signed_message": "'fedprllm-secure/additive/v1/' || payload (the project's Ed25519 helper)",
+        "identity_with_context": ident.encode_identity(bytes(32), b"ctx").hex(),
+        "cases": [
+            _signing_case("one ciphertext", 0, 1, ("0.q", 331776, 0), (1, 9, 15), [b"\x01\x02"]),
+            _signing_case("no ciphertexts", 3, 7, ("", 0, 5), (255, 1786, 6), []),
+            _signing_case(
+                "two ciphertexts, unicode name",
+                2**32 - 1,
+                0,
+                ("mlp.down\u00e9", 70000, 123),
+                (3, 25, 12),
+                [b"", b"\xff" * 5],
+            ),
+        ],
+    }
+
+
 def main(argv: list[str]) -> None:
     target = Path(argv[0] if argv else "protocols/vectors/ckks")
     target.mkdir(parents=True, exist_ok=True)
-    for name, data in (("params.json", params_vectors()), ("packing.json", packing_vectors())):
+    files = (
+        ("params.json", params_vectors()),
+        ("packing.json", packing_vectors()),
+        ("signing.json", signing_vectors()),
+    )
+    for name, data in files:
         (target / name).write_text(json.dumps(data, indent=1) + "\n")
 
 
