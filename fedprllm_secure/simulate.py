@@ -208,7 +208,9 @@ class FederatedPruning:
             )
         self.layer_index = {layer.name: i for i, layer in enumerate(self.layers)}
         self.client_masks: list[dict[str, np.ndarray]] | None = None
-        self._mask_round: PruningRound | None = None
+        self.mask_round: PruningRound | None = None  # masks mode: the round of client_masks
+        self.stats_round: PruningRound | None = None  # stats mode: the round of the last run
+        self.stats_uploads: list[dict[str, np.ndarray]] = []
         self.protocol_report: dict[str, Any] = {}
         self._contributors: list[int] = []
         # Privacy noise (RR keys, DP noise) and protocol secrets; --seed only where asked.
@@ -217,8 +219,10 @@ class FederatedPruning:
         self._draws = 0  # labels of calibrations and sessions (seeded mode: never reused)
         self._secure = registry.get(config.protocol).secure
         self.dp_reports: dict[int, StatisticsMechanism] = {}
-        # Stats mode, per input group: the common exponent and the highest one reported.
+        # Stats mode, per input group: the common exponent and the highest one reported, and
+        # the summed statistics the server decoded (what the masks are computed from).
         self.stats_exponents: dict[str, dict[str, int]] = {}
+        self.stats_totals: dict[str, np.ndarray] = {}
 
     def evaluate(self, label: str) -> float:
         with self.timer.phase(f"eval_{label}"):
@@ -263,7 +267,7 @@ class FederatedPruning:
                 with self.timer.phase("calibration_clients"):
                     masks = self._masks_for(samples, f"client {index}", index)
                 self.client_masks.append({name: _pack(mask) for name, mask in masks.items()})
-            self._mask_round = self.new_round(len(self.client_masks))
+            self.mask_round = self.new_round(len(self.client_masks))
         return self.client_masks
 
     def _fresh(self, label: str) -> RandomSource:
@@ -370,9 +374,9 @@ class FederatedPruning:
         """Counts C (per layer, flattened) of every client's local mask through the protocol."""
         self._contributors = []
         packed = self.compute_client_masks()
-        assert self._mask_round is not None
+        assert self.mask_round is not None
         session = self.open_session(
-            lambda c, chunk: _unpack(packed[c][chunk.name], chunk.length), self._mask_round
+            lambda c, chunk: _unpack(packed[c][chunk.name], chunk.length), self.mask_round
         )
         spec = AggregationSpec.from_lengths(0, _lengths(self.layers), bound=1)
         with self.progress.stage(f"secure sum ({self.config.protocol})", 1) as advance:
@@ -462,9 +466,9 @@ class FederatedPruning:
                 for client, samples in enumerate(self.samples)
             ]
         uploads: list[dict[str, np.ndarray]] = [{} for _ in walks]
-        session = self.open_session(
-            lambda c, chunk: uploads[c][chunk.name], self.new_round(len(walks))
-        )
+        self.stats_uploads = uploads  # what each client submits in the current aggregation
+        self.stats_round = self.new_round(len(walks))
+        session = self.open_session(lambda c, chunk: uploads[c][chunk.name], self.stats_round)
         masks: dict[str, np.ndarray] = {}
         one_shot = self.config.calibration == "one-shot"
         blocks = len(walks[0].blocks)
@@ -532,6 +536,7 @@ class FederatedPruning:
                             [sums[f"{leader}#{k}"] for k in range(limbs)]
                         )
                         total = fixed_point.decode(joined, exponents[leader], precision)
+                        self.stats_totals[leader] = total
                         feature_mean = torch.from_numpy(total / max(tokens, 1))
                         for name in group:
                             weight = by_name[name].module.weight.data.cpu()
