@@ -267,8 +267,19 @@ class FederatedPruning:
                 with self.timer.phase("calibration_clients"):
                     masks = self._masks_for(samples, f"client {index}", index)
                 self.client_masks.append({name: _pack(mask) for name, mask in masks.items()})
-            self.mask_round = self.new_round(len(self.client_masks))
         return self.client_masks
+
+    def start_mask_round(self) -> PruningRound:
+        """A new pruning round over the (cached) client masks: new ledgers, new RR keys.
+
+        Each `run_fedprllm` is one pruning round; within it no session can collect a mask
+        twice. A new round on the same data is a new deployment (the clients would calibrate
+        again and get the same masks): per-round ledgers cannot refuse it, and randomized
+        response is then drawn afresh; that limit is the deployment's to close (a node never
+        enrolls twice for one calibration), not the ledger's.
+        """
+        self.mask_round = self.new_round(len(self.compute_client_masks()))
+        return self.mask_round
 
     def _fresh(self, label: str) -> RandomSource:
         """A source never handed out before (the OS CSPRNG, or a new seeded child)."""
@@ -364,6 +375,7 @@ class FederatedPruning:
             return self._run_stats(), None
         if self.config.mode == "iterative":
             return self._run_iterative()
+        self.start_mask_round()
         sums, contributors = self.aggregate_client_masks()
         masks: dict[str, np.ndarray] = {}
         scales: dict[str, np.ndarray] | None = {} if self.config.scaling else None
@@ -371,12 +383,13 @@ class FederatedPruning:
         return masks, scales
 
     def aggregate_client_masks(self) -> tuple[dict[str, np.ndarray], int]:
-        """Counts C (per layer, flattened) of every client's local mask through the protocol."""
+        """Counts C (per layer, flattened) of every client's local mask through the protocol, in
+        the current pruning round (`start_mask_round`): a second call in one round is refused."""
         self._contributors = []
         packed = self.compute_client_masks()
-        assert self.mask_round is not None
+        pruning_round = self.mask_round or self.start_mask_round()
         session = self.open_session(
-            lambda c, chunk: _unpack(packed[c][chunk.name], chunk.length), self.mask_round
+            lambda c, chunk: _unpack(packed[c][chunk.name], chunk.length), pruning_round
         )
         spec = AggregationSpec.from_lengths(0, _lengths(self.layers), bound=1)
         with self.progress.stage(f"secure sum ({self.config.protocol})", 1) as advance:

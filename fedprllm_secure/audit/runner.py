@@ -158,8 +158,11 @@ class AuditRun:
             # Each point is one simulated pruning round: one RR key per client, flips keyed by
             # the chunk name only (a re-read returns the same bits).
             plain = _mask_provider(masks)
-            key = None if rr is None else draw_rr_key(self.source.child(f"rr/{rr}/client-{client}"))
-            providers[client] = plain if key is None else randomized_provider(plain, rr, key)
+            if rr is None:
+                providers[client] = plain
+            else:
+                key = draw_rr_key(self.source.child(f"rr/{rr}/client-{client}"))
+                providers[client] = randomized_provider(plain, rr, key)
         result, _, _ = sum_bits("plaintext", providers, lengths, self.source.child(point.id))
         counts = release_counts(result, rr, self.config.min_cohort)
         masks = self._global_masks(counts)

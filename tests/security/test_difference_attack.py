@@ -108,6 +108,9 @@ def test_the_pipeline_never_lets_a_second_session_collect_a_calibration(
     run = FederatedPruning(config, SilentProgress(), _Timer())
     if aggregate == "masks":
         run.aggregate_client_masks()
+        run.config.drop = {VICTIM: "share-keys"}
+        with pytest.raises(ProtocolError, match="already contributed"):
+            run.aggregate_client_masks()  # the same round, the victim dropped: refused
         pruning_round = run.mask_round
         packed = run.compute_client_masks()
         lengths = {layer.name: layer.numel for layer in run.layers}
