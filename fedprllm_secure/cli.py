@@ -110,7 +110,11 @@ def simulate(
         ),
     ] = "iid",
     seed: Annotated[
-        int, typer.Option(help="Seed for the split, tie breaking and the simulation's randomness.")
+        int,
+        typer.Option(
+            help="Seed of the split and tie breaking (noise and protocol secrets come from the "
+            "OS CSPRNG unless --reproducible-noise)."
+        ),
     ] = 0,
     method: Annotated[
         list[str], typer.Option(help="fedprllm, centralized, local (repeat or comma-separate).")
@@ -211,6 +215,13 @@ def simulate(
         int | None,
         typer.Option(help="Refuse to release counts over fewer clients (default 3; secure only)."),
     ] = None,
+    reproducible_noise: Annotated[
+        bool,
+        typer.Option(
+            help="Draw RR/DP noise and protocol secrets from --seed instead of the OS CSPRNG: "
+            "reproducible, and NOT private (results.json records the seed)."
+        ),
+    ] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing --out folder.")] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
@@ -259,6 +270,7 @@ def simulate(
             accountant=dp_accountant,
             min_cohort=min_cohort,
         ),
+        reproducible_noise=reproducible_noise,
     )
     config.validate()
     check_output_dir(out_dir.expanduser(), overwrite)

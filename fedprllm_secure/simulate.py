@@ -34,12 +34,14 @@ from .client.scores import PRUNERS, row_mask, wanda_scores
 from .errors import ConfigError, DataError, ProtocolError
 from .evaluate import eval_windows, perplexity
 from .model import LoadedModel, PrunableLayer, load_model, prunable_layers
+from .privacy.noise_source import describe, secret_source
+from .privacy.pruning_round import PruningRound
 from .privacy.settings import PrivacySettings
 from .privacy.statistics import StatisticsMechanism
 from .progress import Progress, SilentProgress
-from .randomness import SeededRandomSource
+from .randomness import RandomSource
 from .secure_sum import registry
-from .secure_sum.api import AggregationSpec, ChunkSpec, InputProvider
+from .secure_sum.api import AggregationSpec, ChunkSpec
 from .secure_sum.messages import round_names
 from .secure_sum.session import SimulatedSession
 from .server.aggregate import GROUPS, global_mask, scaling_factors
@@ -48,7 +50,6 @@ from .server.apply import apply_masks, restore_weights, snapshot_weights, sparsi
 METHODS = ("fedprllm", "centralized", "local")
 MODES = ("one-shot", "iterative")
 AGGREGATES = ("masks", "stats")
-TOKENS_CHUNK = "__tokens__"
 
 
 @dataclass
@@ -79,6 +80,7 @@ class SimulationConfig:
     eval_seqlen: int | None = None
     batch_size: int = 8
     privacy: PrivacySettings = field(default_factory=PrivacySettings)
+    reproducible_noise: bool = False  # seed noise and protocol secrets from --seed: not private
 
     def validate(self) -> None:
         """Raise ConfigError naming the first bad value."""
@@ -206,11 +208,21 @@ class FederatedPruning:
             )
         self.layer_index = {layer.name: i for i, layer in enumerate(self.layers)}
         self.client_masks: list[dict[str, np.ndarray]] | None = None
+        self.mask_round: PruningRound | None = None  # masks mode: the round of client_masks
+        self.stats_round: PruningRound | None = None  # stats mode: the round of the last run
+        self.stats_uploads: list[dict[str, np.ndarray]] = []
         self.protocol_report: dict[str, Any] = {}
         self._contributors: list[int] = []
-        self._rng = SeededRandomSource(f"fedprllm-secure/simulate/{config.seed}")
+        # Privacy noise (RR keys, DP noise) and protocol secrets; --seed only where asked.
+        self._rng = secret_source(config.seed, config.reproducible_noise, "simulate")
+        self.noise_source = describe(config.reproducible_noise)
+        self._draws = 0  # labels of calibrations and sessions (seeded mode: never reused)
         self._secure = registry.get(config.protocol).secure
         self.dp_reports: dict[int, StatisticsMechanism] = {}
+        # Stats mode, per input group: the common exponent and the highest one reported, and
+        # the summed statistics the server decoded (what the masks are computed from).
+        self.stats_exponents: dict[str, dict[str, int]] = {}
+        self.stats_totals: dict[str, np.ndarray] = {}
 
     def evaluate(self, label: str) -> float:
         with self.timer.phase(f"eval_{label}"):
@@ -224,7 +236,7 @@ class FederatedPruning:
             return None
         blocks = len({layer.block for layer in self.layers})
         mechanism = self.config.privacy.statistics_mechanism(
-            blocks, self._rng.child(f"dp-stats/client-{client}")
+            blocks, self._fresh(f"dp-stats/client-{client}")
         )
         if mechanism is not None:
             self.dp_reports[client] = mechanism
@@ -248,6 +260,7 @@ class FederatedPruning:
         return masks
 
     def compute_client_masks(self) -> list[dict[str, np.ndarray]]:
+        """Every client's local masks: one calibration, one pruning round (computed once)."""
         if self.client_masks is None:
             self.client_masks = []
             for index, samples in enumerate(self.samples):
@@ -256,27 +269,43 @@ class FederatedPruning:
                 self.client_masks.append({name: _pack(mask) for name, mask in masks.items()})
         return self.client_masks
 
-    def _open_session(
-        self, read: Callable[[int, ChunkSpec], np.ndarray], clients: int
+    def start_mask_round(self) -> PruningRound:
+        """A new pruning round over the (cached) client masks: new ledgers, new RR keys.
+
+        Each `run_fedprllm` is one pruning round; within it no session can collect a mask
+        twice. A new round on the same data is a new deployment (the clients would calibrate
+        again and get the same masks): per-round ledgers cannot refuse it, and randomized
+        response is then drawn afresh; that limit is the deployment's to close (a node never
+        enrolls twice for one calibration), not the ledger's.
+        """
+        self.mask_round = self.new_round(len(self.compute_client_masks()))
+        return self.mask_round
+
+    def _fresh(self, label: str) -> RandomSource:
+        """A source never handed out before (the OS CSPRNG, or a new seeded child)."""
+        self._draws += 1
+        return self._rng.child(f"{label}/{self._draws}")
+
+    def new_round(self, clients: int) -> PruningRound:
+        """The ledgers and randomized-response keys of one new calibration of every client."""
+        return PruningRound(range(clients), self.config.privacy, self._fresh("round"))
+
+    def open_session(
+        self, read: Callable[[int, ChunkSpec], np.ndarray], pruning_round: PruningRound
     ) -> SimulatedSession:
-        """One secure-sum session over every client; `read(client, chunk)` gives its input."""
-        rng = SeededRandomSource(f"fedprllm-secure/simulate/{self.config.seed}")
+        """One secure-sum session over every client of `pruning_round`; `read(client, chunk)`
+        gives its input. Every session of one round shares the round's ledgers, so no session
+        or aggregation can collect a chunk that another one already did."""
         privacy = self.config.privacy
-
-        def client_input(c: int) -> InputProvider:
-            return lambda _index, chunk: read(c, chunk)
-
         return SimulatedSession(
             self.config.protocol,
-            {
-                c: privacy.wrap_provider(client_input(c), self._rng.child(f"rr/client-{c}"))
-                for c in range(clients)
-            },
-            rng,
+            pruning_round.providers(read),
+            self._fresh("session"),
             options=registry.get(self.config.protocol).with_cohort(
                 self.config.protocol_options, privacy.cohort_minimum(self._secure)
             ),
             drop_at=self.config.drop,
+            ledgers=pruning_round.ledgers,
         )
 
     def _sum(
@@ -346,6 +375,7 @@ class FederatedPruning:
             return self._run_stats(), None
         if self.config.mode == "iterative":
             return self._run_iterative()
+        self.start_mask_round()
         sums, contributors = self.aggregate_client_masks()
         masks: dict[str, np.ndarray] = {}
         scales: dict[str, np.ndarray] | None = {} if self.config.scaling else None
@@ -353,11 +383,13 @@ class FederatedPruning:
         return masks, scales
 
     def aggregate_client_masks(self) -> tuple[dict[str, np.ndarray], int]:
-        """Counts C (per layer, flattened) of every client's local mask through the protocol."""
+        """Counts C (per layer, flattened) of every client's local mask through the protocol, in
+        the current pruning round (`start_mask_round`): a second call in one round is refused."""
         self._contributors = []
         packed = self.compute_client_masks()
-        session = self._open_session(
-            lambda c, chunk: _unpack(packed[c][chunk.name], chunk.length), len(packed)
+        pruning_round = self.mask_round or self.start_mask_round()
+        session = self.open_session(
+            lambda c, chunk: _unpack(packed[c][chunk.name], chunk.length), pruning_round
         )
         spec = AggregationSpec.from_lengths(0, _lengths(self.layers), bound=1)
         with self.progress.stage(f"secure sum ({self.config.protocol})", 1) as advance:
@@ -382,9 +414,9 @@ class FederatedPruning:
                 for client, samples in enumerate(self.samples)
             ]
         block_masks: list[dict[str, torch.Tensor]] = [{} for _ in walks]
-        session = self._open_session(
+        session = self.open_session(
             lambda c, chunk: block_masks[c][chunk.name].reshape(-1).numpy().astype(np.uint8),
-            len(walks),
+            self.new_round(len(walks)),
         )
         masks: dict[str, np.ndarray] = {}
         scales: dict[str, np.ndarray] | None = {} if self.config.scaling else None
@@ -412,17 +444,33 @@ class FederatedPruning:
         self.restore()
         return masks, scales
 
+    def _window_tokens(self) -> int:
+        """The public token count of one client: --samples-per-client full windows of --seqlen.
+
+        Stats mode uploads no token count (an exact count is data-dependent and unnoised, and
+        would break add/remove-one DP); the server derives it from this public number.
+        """
+        expected = (self.config.samples_per_client, self.config.seqlen)
+        for index, samples in enumerate(self.samples):
+            if tuple(samples.shape) != expected:
+                raise DataError(
+                    f"client {index} has {tuple(samples.shape)} calibration windows, stats mode "
+                    f"needs exactly {expected[0]} full windows of {expected[1]} tokens"
+                )
+        return expected[0] * expected[1]
+
     def _run_stats(self) -> dict[str, np.ndarray]:
         """Clients submit activation statistics; the server computes centralized Wanda masks.
 
         Per round, two secure sums: the binade histogram of each layer's largest statistic
-        (fixes the fixed-point scale), then the fixed-point statistics and the token counts.
+        (fixes the fixed-point scale by quorum, `fixed_point.layer_exponent`), then the
+        fixed-point statistics. The token count is public (`_window_tokens` per contributor).
         one-shot calibration: one round over all blocks with dense activations. sequential: one
         round per block, clients propagating through the globally pruned block.
         """
         precision = self.config.stats_precision_bits
         fixed_point.check_capacity(precision, len(self.samples))
-        token_bound = max(int(s.numel()) for s in self.samples)
+        window_tokens = self._window_tokens()
         with self.timer.phase("calibration_clients"):
             walks = [
                 BlockwiseCalibration(
@@ -431,7 +479,9 @@ class FederatedPruning:
                 for client, samples in enumerate(self.samples)
             ]
         uploads: list[dict[str, np.ndarray]] = [{} for _ in walks]
-        session = self._open_session(lambda c, chunk: uploads[c][chunk.name], len(walks))
+        self.stats_uploads = uploads  # what each client submits in the current aggregation
+        self.stats_round = self.new_round(len(walks))
+        session = self.open_session(lambda c, chunk: uploads[c][chunk.name], self.stats_round)
         masks: dict[str, np.ndarray] = {}
         one_shot = self.config.calibration == "one-shot"
         blocks = len(walks[0].blocks)
@@ -466,10 +516,16 @@ class FederatedPruning:
                     session, AggregationSpec.from_lengths(2 * number, lengths, 1)
                 )
                 exponents = {name: fixed_point.layer_exponent(h) for name, h in histograms.items()}
+                for name, histogram in histograms.items():
+                    self.stats_exponents[name] = {
+                        "common": exponents[name],
+                        "highest_reported": fixed_point.highest_reported(histogram),
+                    }
                 limbs = fixed_point.limb_count(precision)
                 for client in range(len(walks)):
-                    uploads[client] = {TOKENS_CHUNK: np.array([stats[client][leaders[0]].tokens])}
+                    uploads[client] = {}
                     for name in leaders:
+                        # Values above 2^E saturate at 2^E (E is set by a quorum, not by each).
                         encoded = fixed_point.encode(
                             stats[client][name].sq_sum.numpy(), exponents[name], precision
                         )
@@ -480,12 +536,11 @@ class FederatedPruning:
                     for name in leaders
                     for k in range(limbs)
                 }
-                lengths[TOKENS_CHUNK] = 1
-                bound = max(fixed_point.LIMB_BOUND, token_bound)
-                sums, _ = self._sum(
-                    session, AggregationSpec.from_lengths(2 * number + 1, lengths, bound)
+                sums, contributors = self._sum(
+                    session,
+                    AggregationSpec.from_lengths(2 * number + 1, lengths, fixed_point.LIMB_BOUND),
                 )
-                tokens = int(sums[TOKENS_CHUNK][0])
+                tokens = contributors * window_tokens
                 by_name = {layer.name: layer for layer in layers}
                 with self.timer.phase("server_prune"):
                     for group in groups:
@@ -494,6 +549,7 @@ class FederatedPruning:
                             [sums[f"{leader}#{k}"] for k in range(limbs)]
                         )
                         total = fixed_point.decode(joined, exponents[leader], precision)
+                        self.stats_totals[leader] = total
                         feature_mean = torch.from_numpy(total / max(tokens, 1))
                         for name in group:
                             weight = by_name[name].module.weight.data.cpu()
@@ -541,6 +597,7 @@ class FederatedPruning:
             weights=sum(layer.numel for layer in self.layers),
             contributors=min(self._contributors, default=0),
             statistics=reports[0] if reports else None,
+            noise_source=self.noise_source,
         )
 
     def restore(self) -> None:
@@ -615,6 +672,10 @@ def run_simulation(
         "sparsity": sparsity,
         "protocol": run.protocol_report or None,
         "privacy": run.privacy_report() if "fedprllm" in config.methods else None,
+        "randomness": {
+            "noise_and_protocol_secrets": run.noise_source,
+            "data_splits_and_tie_breaking": f"seeded by --seed {config.seed}",
+        },
         "saved_model": str(save_model_to) if save_model_to else None,
         "timings_s": {**timer.timings, "total": round(time.perf_counter() - started, 3)},
     }

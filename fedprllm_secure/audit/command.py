@@ -72,6 +72,13 @@ def audit(
         int | None, typer.Option(help="Seed of the splits and the audit's randomness.")
     ] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
+    reproducible_noise: Annotated[
+        bool,
+        typer.Option(
+            help="Draw the noise (RR, DP) and protocol secrets from --seed instead of the OS "
+            "CSPRNG: reproducible, and NOT private (the seed is in the results)."
+        ),
+    ] = False,
     overwrite: Annotated[
         bool, typer.Option(help="Discard finished points in --out instead of resuming.")
     ] = False,
@@ -105,6 +112,7 @@ def audit(
         "min_cohort": min_cohort,
         "seed": seed,
         "device": device,
+        "reproducible_noise": reproducible_noise or None,
     }
     if config_file is not None and not config_file.expanduser().is_file():
         raise ConfigError(f"--config file not found: {config_file}")

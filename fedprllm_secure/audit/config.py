@@ -57,6 +57,7 @@ class AuditConfig:
     calibration: str = "sequential"
     min_cohort: int = DEFAULT_MIN_COHORT
     seed: int = 0
+    reproducible_noise: bool = False  # seed noise and protocol secrets from `seed`: not private
     device: str = "auto"
     batch_size: int = 4
     leakage: LeakageConfig = field(default_factory=LeakageConfig)

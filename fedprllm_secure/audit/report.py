@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..outputs import write_json
+from ..privacy.noise_source import describe
 from ..privacy.randomized_response import flip_probability
 from .config import AuditConfig
 
@@ -91,7 +92,8 @@ def markdown(config: AuditConfig, results: dict[str, dict[str, Any]]) -> str:
         f"Model `{config.model}` ({_fmt(weights)} prunable weights), sparsity {config.sparsity}, "
         f"group `{config.group}`, {config.calibration} calibration, {config.samples_per_client} "
         f"samples x {config.seqlen} tokens per client, perplexity on {config.eval_windows} "
-        f"held-out windows of {config.seqlen} tokens, seed {config.seed}. Statistics DP: "
+        f"held-out windows of {config.seqlen} tokens, seed {config.seed}, noise "
+        f"{describe(config.reproducible_noise)}. Statistics DP: "
         f"delta {config.dp_delta}, clip C = {config.dp_clip}, accountant `{config.accountant}`, "
         "one release per decoder block.",
         "",

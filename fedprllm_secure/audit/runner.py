@@ -15,7 +15,8 @@ import numpy as np
 
 from .. import data
 from ..client.calibrate import local_masks
-from ..privacy.randomized_response import randomized_provider
+from ..privacy.noise_source import secret_source
+from ..privacy.randomized_response import draw_rr_key, randomized_provider
 from ..privacy.release import release_counts
 from ..progress import Progress, SilentProgress
 from ..randomness import RandomSource, SeededRandomSource
@@ -37,6 +38,7 @@ def store_settings(config: AuditConfig) -> dict[str, Any]:
     keep = (
         "model", "corpus", "dp_delta", "dp_clip", "accountant", "samples_per_client", "seqlen",
         "eval_windows", "sparsity", "group", "calibration", "min_cohort", "seed", "leakage",
+        "reproducible_noise",
     )  # fmt: skip
     settings = config.as_dict()
     return {key: settings[key] for key in keep}
@@ -153,12 +155,14 @@ class AuditRun:
         lengths = {layer.name: layer.numel for layer in bench.layers}
         providers: dict[int, Provider] = {}
         for client, masks in enumerate(packed):
+            # Each point is one simulated pruning round: one RR key per client, flips keyed by
+            # the chunk name only (a re-read returns the same bits).
             plain = _mask_provider(masks)
-            providers[client] = (
-                plain
-                if rr is None
-                else randomized_provider(plain, rr, self.source.child(f"rr/{rr}/client-{client}"))
-            )
+            if rr is None:
+                providers[client] = plain
+            else:
+                key = draw_rr_key(self.source.child(f"rr/{rr}/client-{client}"))
+                providers[client] = randomized_provider(plain, rr, key)
         result, _, _ = sum_bits("plaintext", providers, lengths, self.source.child(point.id))
         counts = release_counts(result, rr, self.config.min_cohort)
         masks = self._global_masks(counts)
@@ -187,10 +191,12 @@ class AuditRun:
         do not depend on the mask's content)."""
         bench = self.bench
         lengths = {layer.name: layer.numel for layer in bench.layers}
+        # Stand-in masks: nothing secret, so seeded (a re-read must give the same bits).
+        stand_in = SeededRandomSource(f"fedprllm-secure/audit-cost/{self.config.seed}")
 
         def random_bits(client: int) -> Provider:
             def provider(_index: int, chunk: ChunkSpec) -> np.ndarray:
-                raw = self.source.child(f"cost/{client}/{chunk.name}").random_bytes(
+                raw = stand_in.child(f"cost/{client}/{chunk.name}").random_bytes(
                     (chunk.length + 7) // 8
                 )
                 return np.unpackbits(np.frombuffer(raw, dtype=np.uint8), count=chunk.length)
@@ -226,7 +232,9 @@ def run_audit(
 ) -> dict[str, dict[str, Any]]:
     """Measure every point not yet in `store`; return all stored results by point id."""
     progress = progress or SilentProgress()
-    source = source or SeededRandomSource(f"fedprllm-secure/audit/{config.seed}")
+    if source is None:
+        # Noise and protocol secrets from the OS CSPRNG unless reproducible noise was asked for.
+        source = secret_source(config.seed, config.reproducible_noise, "audit")
     run = AuditRun(config, source)
     points = plan(config)
     with progress.stage("audit sweep", len(points)) as advance:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .noise_source import OS_CSPRNG
 from .randomized_response import flip_probability
 
 
@@ -20,11 +21,14 @@ def privacy_report(
     min_cohort: int,
     rr_epsilon: float | None,
     statistics: dict[str, Any] | None,
+    noise_source: str = OS_CSPRNG,
 ) -> dict[str, Any]:
     """Describe, for one run, each guarantee and the adversaries it holds against.
 
     `weights` is d, the number of mask bits each client submits; `statistics` is
     `StatisticsMechanism.report()` of one client (all clients share the budget) or None.
+    `noise_source` is `noise_source.describe(...)`: seeded noise voids every guarantee below
+    against whoever knows the seed (results.json records it).
     """
     holds: list[dict[str, str]] = []
     if protocol_secure:
@@ -73,15 +77,27 @@ def privacy_report(
                 "guarantee": f"sample-level ({statistics['epsilon']}, {statistics['delta']})-DP "
                 f"of each client's whole mask (Gaussian mechanism on clipped activation "
                 f"statistics, {statistics['releases_made']} releases, accountant "
-                f"{statistics['accountant']}); adding or removing one calibration window changes "
-                "what anyone can infer by at most that much",
+                f"{statistics['accountant']}, L2 sensitivity sqrt(2) C = "
+                f"{statistics['sensitivity']}); replacing one calibration window (their number "
+                "is public) changes what anyone can infer by at most that much",
                 "against": "everyone, including the server colluding with every other client "
                 "and the key authority, whatever the protocol",
                 "not_against": "properties shared by all of a client's windows (its topic): "
                 "the unit of privacy is one window, not the client",
             }
         )
+    if noise_source != OS_CSPRNG:
+        holds.append(
+            {
+                "guarantee": "none of the above against whoever knows --seed: randomized "
+                "response, DP noise and every protocol secret were derived from it "
+                f"({noise_source})",
+                "against": "only parties that never see the seed",
+                "not_against": "anyone holding results.json, which records the seed",
+            }
+        )
     return {
+        "noise_source": noise_source,
         "cohort": {"contributors": contributors, "min_cohort": min_cohort},
         "randomized_response": rr,
         "statistics_dp": statistics,

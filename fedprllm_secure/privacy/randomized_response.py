@@ -14,7 +14,7 @@ from collections.abc import Callable
 import numpy as np
 
 from ..errors import ConfigError
-from ..randomness import RandomSource
+from ..randomness import RandomSource, SeededRandomSource
 from ..secure_sum.api import ChunkSpec
 from .sampling import uniform_uint32
 
@@ -69,18 +69,38 @@ def count_variance(contributors: int, epsilon: float) -> float:
     return contributors * e / (e - 1.0) ** 2
 
 
+RR_KEY_BYTES = 32
+
+
+def draw_rr_key(source: RandomSource) -> bytes:
+    """A client's secret randomized-response key for one pruning round (drawn once)."""
+    return source.random_bytes(RR_KEY_BYTES)
+
+
+def chunk_flips_source(key: bytes, chunk_name: str) -> RandomSource:
+    """The randomness that flips the bits of chunk `chunk_name`: a ChaCha20 keystream keyed by
+    SHA-256 of (the client's secret key, the chunk name), so a function of the chunk alone."""
+    if len(key) != RR_KEY_BYTES:
+        raise ConfigError(f"a randomized-response key has {RR_KEY_BYTES} bytes")
+    return SeededRandomSource(b"fedprllm-secure/rr-key\x00" + key).child(f"rr/{chunk_name}")
+
+
 def randomized_provider(
-    provider: Callable[[int, ChunkSpec], np.ndarray], epsilon: float, source: RandomSource
+    provider: Callable[[int, ChunkSpec], np.ndarray], epsilon: float, key: bytes
 ) -> Callable[[int, ChunkSpec], np.ndarray]:
     """Wrap a client's InputProvider so every chunk it submits is randomized first.
 
-    Each (aggregation, chunk) draws from its own child of `source`, so re-reading a chunk gives
-    the same randomized bits (a protocol may read a chunk more than once).
+    The flips of a chunk depend only on (`key`, chunk name), never on the aggregation index or
+    the session: a chunk read again, in any aggregation, gives the same randomized bits, so m
+    reads give one noisy copy, not m independent ones whose majority vote would reveal the true
+    bits. `key` is the client's secret for one pruning round (`draw_rr_key`, from the OS CSPRNG
+    in production); a new calibration needs a new key, or the XOR of two releases of one chunk
+    name would cancel the flips.
     """
     check_epsilon(epsilon)
 
     def randomized(index: int, chunk: ChunkSpec) -> np.ndarray:
         bits = provider(index, chunk)
-        return randomize_bits(bits, epsilon, source.child(f"rr/{index}/{chunk.name}"))
+        return randomize_bits(bits, epsilon, chunk_flips_source(key, chunk.name))
 
     return randomized

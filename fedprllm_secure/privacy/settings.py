@@ -73,11 +73,12 @@ class PrivacySettings:
         )
         return StatisticsMechanism(budget, source)
 
-    def wrap_provider(self, provider: InputProvider, source: RandomSource) -> InputProvider:
-        """The client's provider, randomized if --rr-epsilon is set."""
+    def wrap_provider(self, provider: InputProvider, rr_key: bytes) -> InputProvider:
+        """The client's provider, randomized if --rr-epsilon is set (flips keyed by `rr_key`
+        and the chunk name only: see `randomized_provider`)."""
         if self.rr_epsilon is None:
             return provider
-        return randomized_provider(provider, self.rr_epsilon, source)
+        return randomized_provider(provider, self.rr_epsilon, rr_key)
 
     def release(self, result: AggregateResult, protocol_secure: bool) -> dict[str, np.ndarray]:
         """The counts the server may release (guard, then debias); PrivacyError if refused."""
@@ -91,8 +92,10 @@ class PrivacySettings:
         weights: int,
         contributors: int,
         statistics: dict[str, Any] | None,
+        noise_source: str,
     ) -> dict[str, Any]:
         return privacy_report(
+            noise_source=noise_source,
             protocol=protocol,
             protocol_secure=protocol_secure,
             weights=weights,

@@ -1,4 +1,4 @@
-"""Fixed-point statistics: bounded by construction, refused outside the bound, overflow-free."""
+"""Fixed-point statistics: bounded by construction, saturating at the common scale, overflow-free."""
 
 from __future__ import annotations
 
@@ -10,7 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fedprllm_secure.client.fixed_point import (
+    EXPONENT_HEADROOM,
     EXPONENT_MIN,
+    EXPONENT_QUORUM,
+    EXPONENT_SLOTS,
     LIMB_BOUND,
     bound,
     check_capacity,
@@ -19,6 +22,7 @@ from fedprllm_secure.client.fixed_point import (
     exponent_of,
     exponent_one_hot,
     from_limbs,
+    largest_exponent_gap,
     layer_exponent,
     to_limbs,
 )
@@ -41,7 +45,16 @@ def test_encoded_values_never_exceed_the_bound_and_sums_fit(clients, precision) 
         check_capacity(precision, len(vectors))
     except ConfigError:
         return
-    encoded = [encode(v, exponent, precision) for v in vectors]
+    # A client whose largest value lies more than P/2 binades below the common exponent refuses.
+    gap = largest_exponent_gap(precision)
+    accepted = [v for v in vectors if v.max() == 0 or exponent - exponent_of(v.max()) <= gap]
+    for v in vectors:
+        if not any(v is a for a in accepted):
+            with pytest.raises(ProtocolError, match="binades above"):
+                encode(v, exponent, precision)
+    if not accepted:
+        return
+    encoded = [encode(v, exponent, precision) for v in accepted]
     assert all(int(q.max()) <= bound(precision) for q in encoded)
     limbs = [to_limbs(q, precision) for q in encoded]
     assert all(int(part.max()) <= LIMB_BOUND for parts in limbs for part in parts)
@@ -49,9 +62,10 @@ def test_encoded_values_never_exceed_the_bound_and_sums_fit(clients, precision) 
     assert np.array_equal(from_limbs(limb_sums), np.sum(encoded, axis=0, dtype=np.uint64))
     total = sum(int(q.max()) for q in encoded)
     assert total < 1 << 64  # the sum over clients cannot overflow
-    exact = np.sum(vectors, axis=0)
+    # Exact up to rounding for the values at most 2^e; larger ones saturate at 2^e.
+    exact = np.sum([np.minimum(v, 2.0**exponent) for v in accepted], axis=0)
     error = np.abs(decode(np.sum(encoded, axis=0), exponent, precision) - exact)
-    assert (error <= len(vectors) * math.ldexp(1.0, exponent - precision) * 1.0001).all()
+    assert (error <= len(accepted) * math.ldexp(1.0, exponent - precision) * 1.0001).all()
 
 
 def test_exponent_is_the_smallest_binade_holding_the_value() -> None:
@@ -62,12 +76,30 @@ def test_exponent_is_the_smallest_binade_holding_the_value() -> None:
         assert value <= 2.0**e and (e == EXPONENT_MIN or value > 2.0 ** (e - 1))
 
 
-def test_values_outside_the_declared_bound_are_refused() -> None:
-    with pytest.raises(ProtocolError):
-        encode(np.array([0.5, 2.5]), 1, 20)  # 2.5 > 2^1
+def test_values_above_the_common_scale_saturate_and_bad_values_are_refused() -> None:
+    assert encode(np.array([0.5, 2.5]), 1, 20).tolist() == [1 << 18, (1 << 20) - 1]  # 2.5 -> 2^1
     with pytest.raises(ProtocolError):
         encode(np.array([-0.1]), 1, 20)
+    with pytest.raises(ProtocolError):
+        encode(np.array([float("inf")]), 1, 20)
     with pytest.raises(ProtocolError):
         exponent_of(float("nan"))
     with pytest.raises(ConfigError):
         check_capacity(56, 1 << 9)
+
+
+def test_the_common_exponent_is_the_quorum_report_plus_headroom_capped_at_the_highest() -> None:
+    def histogram(*binades: int) -> np.ndarray:
+        counts = np.zeros(EXPONENT_SLOTS, dtype=np.int64)
+        for b in binades:
+            counts[b - EXPONENT_MIN] += 1
+        return counts
+
+    assert EXPONENT_QUORUM == 2 and EXPONENT_HEADROOM == 1
+    assert layer_exponent(histogram(3, 5, 5)) == 5  # two at the top: exact for everyone
+    assert layer_exponent(histogram(3, 4, 9)) == 5  # 9 alone: 2nd highest (4) + 1
+    assert layer_exponent(histogram(3, 4, 5)) == 5  # capped at the highest report
+    assert layer_exponent(histogram(7)) == 7  # one client: its own scale
+    assert layer_exponent(histogram(1, 2, 3, 4), quorum=3, headroom=0) == 2
+    with pytest.raises(ProtocolError):
+        layer_exponent(np.zeros(EXPONENT_SLOTS))

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from fedprllm_secure.errors import PrivacyError
-from fedprllm_secure.privacy.randomized_response import randomized_provider
+from fedprllm_secure.privacy.randomized_response import draw_rr_key, randomized_provider
 from fedprllm_secure.privacy.release import release_counts
 from fedprllm_secure.randomness import SeededRandomSource
 from fedprllm_secure.secure_sum.api import AggregationSpec
@@ -21,7 +21,9 @@ def run(protocol: str, clients: int, epsilon: float | None, drop: dict | None = 
     for c in range(clients):
         plain = lambda _i, _chunk, c=c: truth[c]  # noqa: E731
         source = SeededRandomSource(f"client-{c}")
-        inputs[c] = plain if epsilon is None else randomized_provider(plain, epsilon, source)
+        inputs[c] = (
+            plain if epsilon is None else randomized_provider(plain, epsilon, draw_rr_key(source))
+        )
     session = SimulatedSession(protocol, inputs, SeededRandomSource("s"), drop_at=drop)
     result = session.aggregate(AggregationSpec.from_lengths(0, {"w": LENGTH}, bound=1))
     expected = sum(truth[c].astype(np.int64) for c in result.contributors)
@@ -65,7 +67,7 @@ def test_colluders_recover_only_the_randomized_mask_of_the_last_honest_client() 
             plain = lambda _i, _chunk, c=c: truth[c]  # noqa: E731
             honest = noisy and c == 0
             inputs[c] = (
-                randomized_provider(plain, epsilon, SeededRandomSource("honest"))
+                randomized_provider(plain, epsilon, draw_rr_key(SeededRandomSource("honest")))
                 if honest
                 else plain
             )

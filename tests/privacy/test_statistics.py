@@ -27,16 +27,18 @@ def test_noise_has_the_budgeted_scale_and_shared_inputs_share_it() -> None:
     own = torch.zeros(4, 3000, dtype=torch.float64)
     out = mechanism(0, {"q": shared, "k": shared.clone(), "o": own})
     assert torch.equal(out["q"], out["k"])  # one release for one input, not two
-    # Zero statistics + N(0, sigma^2 C^2) floored at sigma C: Phi(1) = 84% of the entries are the
-    # floor, the rest sigma C z for z ~ N(0, 1) above 1, of mean sigma C phi(1) / (1 - Phi(1)).
+    # Zero statistics + N(0, s^2) floored at s = sigma sqrt(2) C (replace-one sensitivity):
+    # Phi(1) = 84% of the entries are the floor, the rest s z for z ~ N(0, 1) above 1, of mean
+    # s phi(1) / (1 - Phi(1)).
     values = np.concatenate([out["q"].numpy(), out["o"].numpy()])
-    assert mechanism.floor == mechanism.sigma * budget.clip
+    s = mechanism.sigma * math.sqrt(2) * budget.clip
+    assert mechanism.floor == pytest.approx(s) and mechanism.noise_std == pytest.approx(s)
     assert values.min() == mechanism.floor
     phi_1 = math.exp(-0.5) / math.sqrt(2 * math.pi)
     tail = 0.5 * math.erfc(1 / math.sqrt(2))  # 1 - Phi(1)
     assert abs((values == mechanism.floor).mean() - (1 - tail)) < 0.02
     above = values[values > mechanism.floor]
-    assert above.mean() == pytest.approx(mechanism.sigma * phi_1 / tail, rel=0.05)
+    assert above.mean() == pytest.approx(s * phi_1 / tail, rel=0.05)
     with pytest.raises(PrivacyError, match="budget allows 1"):
         mechanism(1, {"q": shared})
 
@@ -75,12 +77,12 @@ def test_huge_noise_never_releases_below_the_floor_nor_prunes_a_whole_column() -
 def test_without_noise_the_release_is_the_clipped_sum(sigma: float) -> None:
     budget = StatisticsBudget(epsilon=4.0, delta=1e-5, clip=2.0, releases=1)
     mechanism = StatisticsMechanism(budget, SeededRandomSource("quiet"))
-    mechanism.sigma = sigma  # the floor, sigma * C, vanishes with the noise
+    mechanism.sigma = sigma  # the floor, sigma * sqrt(2) C, vanishes with the noise
     per_sample = torch.rand(5, 40, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
     per_sample[:, :3] = 0  # features no sample touches: released at the floor, i.e. ~0
     released = mechanism(0, {"a": per_sample})["a"]
     clipped = clip_rows(per_sample, 2.0).sum(dim=0)
-    assert mechanism.floor == 2.0 * sigma
+    assert mechanism.floor == pytest.approx(math.sqrt(2) * 2.0 * sigma)
     assert torch.allclose(released, clipped, rtol=0, atol=1e-7)
     if sigma == 0.0:
         assert torch.equal(released, clipped)
@@ -99,16 +101,17 @@ def test_the_floor_is_post_processing_of_the_gaussian_release(
     clipped = clip_rows(per_sample, 3.0).sum(dim=0).numpy()
     sigma = budget.noise_multiplier()
     # The Gaussian mechanism's output, drawn from the very stream the mechanism uses.
-    gaussian = clipped + sigma * 3.0 * standard_normal(source.child("block-0"), clipped.size)
+    std = sigma * (math.sqrt(2) * 3.0)  # replace-one sensitivity sqrt(2) C
+    gaussian = clipped + std * standard_normal(source.child("block-0"), clipped.size)
     reports = {}
     for floor_stds in (0.0, 1.0, 3.0):
         monkeypatch.setattr(statistics, "FLOOR_STDS", floor_stds)
         mechanism = StatisticsMechanism(budget, source)
         released = mechanism(0, {"a": per_sample})["a"].numpy()
         # A function of the Gaussian output and the public sigma and C only...
-        assert np.array_equal(released, np.maximum(gaussian, floor_stds * sigma * 3.0))
+        assert np.array_equal(released, np.maximum(gaussian, floor_stds * std))
         reports[floor_stds] = mechanism.report()
-        assert reports[floor_stds]["release_floor"] == pytest.approx(floor_stds * sigma * 3.0)
+        assert reports[floor_stds]["release_floor"] == pytest.approx(floor_stds * std, abs=1e-6)
     # ...so neither the noise nor the accounted epsilon depends on it.
     spent = {r["epsilon_spent"] for r in reports.values()}
     assert {r["noise_multiplier"] for r in reports.values()} == {round(sigma, 6)}
