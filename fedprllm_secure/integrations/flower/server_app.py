@@ -29,7 +29,7 @@ import numpy as np
 from flwr.app import Context, Message
 from flwr.serverapp import Grid, ServerApp
 
-from ...errors import ConfigError, FedPrError, ProtocolError
+from ...errors import ConfigError, FedPrError, PrivacyError, ProtocolError
 from ...privacy.settings import PrivacySettings
 from ...randomness import SystemRandomSource
 from ...secure_sum import registry
@@ -325,9 +325,12 @@ class FlowerPruning:
             outgoing = result
         self.timings["secure_sum"] = round(time.perf_counter() - started, 3)
         if not result.contributors:
-            raise ProtocolError("no client contributed to the sum (all dropped out)")
+            raise NodeFailure(f"no client contributed to the sum. {self._reasons()}".strip())
         # The release guard of `simulate`: never publish counts over fewer than the cohort.
-        PrivacySettings(min_cohort=self.s.cohort).release(result, info.secure)
+        try:
+            PrivacySettings(min_cohort=self.s.cohort).release(result, info.secure)
+        except PrivacyError as exc:
+            raise PrivacyError(f"{exc}. {self._reasons()}".strip()) from exc
         return result
 
     def relay(

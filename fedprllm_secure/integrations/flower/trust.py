@@ -202,6 +202,37 @@ def write_trust(
     return file
 
 
+def pinned_node_configs(
+    folder: str | Path,
+    node_configs: list[Mapping[str, Any]],
+    *,
+    authority: int = 0,
+    min_cohort: int = DEFAULT_MIN_COHORT,
+    min_threshold: int | None = None,
+    protocols: tuple[str, ...] | list[str] | None = None,
+) -> list[dict[str, Any]]:
+    """`node_configs` with what an operator sets up for each node of a local federation: an
+    identity key (FOLDER/node-I/identity.pem), a ledger folder (FOLDER/node-I/ledger), and one
+    trust file (FOLDER/trust.json) pinning all of them, node `authority` as the ckks key authority.
+    """
+    root = Path(folder).expanduser().resolve()
+    identities = [root / f"node-{i}" / "identity.pem" for i in range(len(node_configs))]
+    keys = [public_key(create_identity(path)[0]) for path in identities]
+    trust = write_trust(
+        root / "trust.json", keys, keys[authority] if keys else None, min_cohort,
+        min_threshold, protocols,
+    )  # fmt: skip
+    return [
+        {
+            **config,
+            "identity": str(identity),
+            "trust": str(trust),
+            "ledger": str(identity.parent / "ledger"),
+        }
+        for config, identity in zip(node_configs, identities, strict=True)
+    ]
+
+
 # --- checks ------------------------------------------------------------------------------------
 
 
