@@ -210,10 +210,12 @@ def pinned_node_configs(
     min_cohort: int = DEFAULT_MIN_COHORT,
     min_threshold: int | None = None,
     protocols: tuple[str, ...] | list[str] | None = None,
+    ledgers: bool = True,
 ) -> list[dict[str, Any]]:
     """`node_configs` with what an operator sets up for each node of a local federation: an
-    identity key (FOLDER/node-I/identity.pem), a ledger folder (FOLDER/node-I/ledger), and one
-    trust file (FOLDER/trust.json) pinning all of them, node `authority` as the ckks key authority.
+    identity key (FOLDER/node-I/identity.pem), one trust file (FOLDER/trust.json) pinning all of
+    them, node `authority` as the ckks key authority, and (with `ledgers`, unless a config sets
+    its own) a ledger folder FOLDER/node-I/ledger.
     """
     root = Path(folder).expanduser().resolve()
     identities = [root / f"node-{i}" / "identity.pem" for i in range(len(node_configs))]
@@ -222,15 +224,13 @@ def pinned_node_configs(
         root / "trust.json", keys, keys[authority] if keys else None, min_cohort,
         min_threshold, protocols,
     )  # fmt: skip
-    return [
-        {
-            **config,
-            "identity": str(identity),
-            "trust": str(trust),
-            "ledger": str(identity.parent / "ledger"),
-        }
-        for config, identity in zip(node_configs, identities, strict=True)
-    ]
+    configs = []
+    for config, identity in zip(node_configs, identities, strict=True):
+        pinned = {**config, "identity": str(identity), "trust": str(trust)}
+        if ledgers:
+            pinned.setdefault("ledger", str(identity.parent / "ledger"))
+        configs.append(pinned)
+    return configs
 
 
 # --- checks ------------------------------------------------------------------------------------
@@ -258,6 +258,8 @@ def check_draft(
             f"protocol {protocol!r} is not allowed by the trust file {policy.source} "
             f"(allowed: {', '.join(policy.protocols) or 'none'})"
         )
+    if not info.secure:
+        return  # its server sees every mask: a cohort or threshold would protect nothing
     if len(draft.roster) < policy.min_cohort:
         raise TrustRefusal(
             f"the roster has {len(draft.roster)} clients, fewer than the minimum cohort "
