@@ -156,7 +156,10 @@ def test_a_second_run_on_the_same_nodes_is_refused_by_their_ledgers(
 
 
 def test_a_supernode_killed_mid_round_leaves_a_sum_over_the_survivors(
-    federation: Deployment, files: Path, simulated: FederatedPruning, ledgers: Path,
+    federation: Deployment,
+    files: Path,
+    simulated: FederatedPruning,
+    ledgers: Path,
     tmp_path: Path,
 ) -> None:
     # the operator (every node here) accepts a new release of the same calibration

@@ -124,15 +124,27 @@ def test_a_node_without_a_trust_file_refuses_a_secure_protocol(
 def test_the_server_never_publishes_a_sum_over_fewer_than_the_cohort(
     tiny_model_dir: Path, client_dir: Path, keys: Path
 ) -> None:
-    """Threshold 2 lets the sum survive one dropout, but 2 contributors are below the cohort."""
-    dead: set[int] = set()
+    """`simulate`'s release guard on Flower: with one node lost, 2 contributors are below the
+    cohort of 3. Under plaintext the ServerApp's guard is the only one; under additive (threshold
+    2 lets the sum survive one dropout) the releasing party may refuse first."""
 
-    def drop(node: int, message) -> bool:
-        if node == 1001 and message.metadata.group_id == "protocol-3":
-            dead.add(node)
-        return node in dead
+    def lose(round_name: str):
+        dead: set[int] = set()
 
-    grid = grid_for(tiny_model_dir, client_dir, keys, drop=drop, min_threshold=2)
+        def drop(node: int, message) -> bool:
+            if node == 1001 and message.metadata.group_id == round_name:
+                dead.add(node)
+            return node in dead
+
+        return drop
+
+    grid = grid_for(tiny_model_dir, client_dir, keys, drop=lose("protocol-1"))
+    with pytest.raises(FedPrError, match="fewer than the minimum cohort of 3"):
+        prune_with_flower(
+            grid, settings(protocol="plaintext", min_cohort=3, round_timeout_s=2),
+            str(tiny_model_dir),
+        )  # fmt: skip
+    grid = grid_for(tiny_model_dir, client_dir, keys, drop=lose("protocol-3"), min_threshold=2)
     with pytest.raises(FedPrError, match="minimum cohort|min_contributors"):
         prune_with_flower(
             grid,

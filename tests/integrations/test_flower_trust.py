@@ -283,3 +283,15 @@ def test_secure_protocols_need_a_cohort_of_three_by_default() -> None:
         {"protocol": "additive", "num-nodes": 2, "min-clients": 2}
     )
     assert lowered.cohort == 2
+
+
+def test_the_node_key_command_creates_a_key_once_and_prints_its_public_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from fedprllm_secure.cli import main
+
+    path = tmp_path / "keys" / "node.pem"
+    assert main(["node-key", str(path)]) == 0
+    first = capsys.readouterr().out.strip()
+    assert main(["node-key", str(path)]) == 0
+    assert capsys.readouterr().out.strip() == first == T.public_key(T.load_identity(path)).hex()
