@@ -90,7 +90,7 @@ def test_a_ckks_authority_other_than_the_pinned_one_is_refused(
     pinned = T.public_key(T.load_identity(keys / "node-0" / "identity.pem"))
     other = next(
         c for c, n in enumerate(sorted(grid.contexts))
-        if T.public_key(T.load_identity(grid.contexts[n].node_config["identity"])) != pinned
+        if T.public_key(T.load_identity(str(grid.contexts[n].node_config["identity"]))) != pinned
     )  # fmt: skip
     message = attack(grid, tiny_model_dir, protocol="ckks", options={"authority": other})
     assert "is not the node pinned as ckks_authority" in message

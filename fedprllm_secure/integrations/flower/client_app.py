@@ -226,10 +226,16 @@ def enroll(message: Message, context: Context) -> Message:
     for key in (NODE, SECRET, DRAFT, SESSION, CLIENT, CLIENT_CLASS):
         if key in context.state:
             del context.state[key]  # a new enrollment forgets the last session entirely
-    T.check_draft(T.load_trust(_trust_setting(context)), protocol, draft, client_id)
+    policy = T.load_trust(_trust_setting(context))
+    T.check_draft(policy, protocol, draft, client_id)
+    identity = context.node_config.get("identity")
+    if policy is not None and not policy.server_trusted and not identity:
+        raise T.TrustRefusal(
+            "this node has a trust file but no identity key (node config identity='PATH', "
+            "made by `fedprllm-secure node-key PATH`)"
+        )
     secret, public = node_enroll(protocol, draft, client_id, SystemRandomSource())
     answer = {"public": public}
-    identity = context.node_config.get("identity")
     own_identity = b""
     if identity:
         own_identity, signature = T.attest(

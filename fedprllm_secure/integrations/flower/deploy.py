@@ -15,7 +15,7 @@ The same by hand (three terminals, then `flwr run`):
 
     flower-superlink --insecure --host 127.0.0.1 --port 9091 --disable-runtime-dependency-installation
     flower-supernode --insecure --superlink 127.0.0.1:9091 --port 9094 --max-wait-time 60 \
-        --node-config "model='/path/model' data='/path/alice.txt'"
+        --node-config "model='/path/model' data='/path/alice.txt' identity='/path/node0.pem' trust='/path/trust.json'"
     (one per node, each with its own --port and data)
     flwr run APP_DIR local --run-config "num-nodes=3 model='/path/model' out='runs/flower'"
 

@@ -7,8 +7,11 @@ Stages, each one bounded by a timeout (a node that misses one is left out, and s
 3. enroll: every node creates its own secret and sends its public part (`round-timeout-s`);
 4. the protocol's rounds: `ServerProtocol.begin`, then one Grid exchange per round
    (`round-timeout-s` each) until the state machine returns the sum; the first message of each
-   node also carries the published session config, from which it builds its protocol client;
-5. global masks from the counts (`global_mask`, as in `simulate`), written to `out`.
+   node also carries every node's attested public part, from which (and the draft it enrolled
+   in) the node builds the session config after its trust checks (`trust.py`); one session per
+   run: a node lost mid-stream ends the run (its peers' ledgers refuse a second session);
+5. the release guard of `simulate` (minimum cohort), then global masks from the counts
+   (`global_mask`, as in `simulate`), written to `out`.
 
 Run config keys (pyproject `[tool.flwr.app.config]` or `flwr run --run-config`): see
 `PruningSettings.from_run_config`.

@@ -38,7 +38,7 @@ import hashlib
 import json
 import os
 import struct
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -204,7 +204,7 @@ def write_trust(
 
 def pinned_node_configs(
     folder: str | Path,
-    node_configs: list[Mapping[str, Any]],
+    node_configs: Sequence[Mapping[str, Any]],
     *,
     authority: int = 0,
     min_cohort: int = DEFAULT_MIN_COHORT,
