@@ -396,6 +396,7 @@ def write_result(out: Path, settings: PruningSettings, result: PruningResult) ->
     np.savez_compressed(out / "counts.npz", **counts)
     summary = {
         "settings": asdict(settings),
+        "min_cohort": settings.cohort,
         "contributors": result.contributors,
         "nodes": {str(c): n for c, n in result.nodes.items()},
         "failures": {str(c): why for c, why in result.failures.items()},
