@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 
@@ -9,3 +11,9 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "flower: needs flwr (pip install '.[flower]'); skipped when it is missing"
     )
+
+
+@pytest.fixture
+def keys(tmp_path: Path) -> Path:
+    """Where a test's Flower nodes keep their identity keys, trust file and ledgers."""
+    return tmp_path / "nodes"

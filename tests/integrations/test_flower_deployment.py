@@ -3,9 +3,11 @@
 Checks the pruned mask equals the in-process `simulate` result (same seed), that a SuperNode
 killed in the middle of the protocol leaves a correct sum over the survivors within the round
 timeout, that an unreachable SuperLink is a clear one-line error in bounded time, that a node
-without data is left out (or, below min-clients, fails the `deploy` CLI with one line), and that
+without data is left out (or, below min-cohort, fails the `deploy` CLI with one line), and that
 every process the test started is gone afterwards (stopped by its PID / process group, also on
-failure). About 4 minutes on 2 cores; skipped when flwr is not installed.
+failure); the nodes pin each other's identity keys (one trust file) and a second run over the
+same calibration is refused by every node's ledger. About 5 minutes on 2 cores; skipped when
+flwr is not installed.
 """
 
 from __future__ import annotations
@@ -81,11 +83,22 @@ def simulated(files: Path) -> FederatedPruning:
 
 
 @pytest.fixture(scope="module")
-def federation(files: Path, tmp_path_factory: pytest.TempPathFactory):
+def ledgers(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("flower-ledgers")
+
+
+@pytest.fixture(scope="module")
+def federation(files: Path, ledgers: Path, tmp_path_factory: pytest.TempPathFactory):
+    """3 SuperNodes pinning each other (one trust file; the operator lowered its minimum cohort
+    and threshold to 2 so that a run survives one lost node)."""
     deployment = Deployment(tmp_path_factory.mktemp("flower-work"))
     try:
         start_federation(
-            deployment, str(files / "model"), [str(files / "clients" / e) for e in ENTRIES]
+            deployment,
+            str(files / "model"),
+            [str(files / "clients" / e) for e in ENTRIES],
+            trust={"min_cohort": 2, "min_threshold": 2, "protocols": ["additive", "ckks"]},
+            ledger_dir=ledgers,
         )
         yield deployment
     finally:
@@ -123,9 +136,35 @@ def test_deployment_prunes_like_simulate(
         assert np.array_equal(masks[name], mask), name
 
 
-def test_a_supernode_killed_mid_round_leaves_a_sum_over_the_survivors(
-    federation: Deployment, files: Path, simulated: FederatedPruning, tmp_path: Path
+def test_a_second_run_on_the_same_nodes_is_refused_by_their_ledgers(
+    federation: Deployment, files: Path, ledgers: Path, tmp_path: Path
 ) -> None:
+    """A new `flwr run` recomputes the same masks: every node refuses to release them again."""
+    if not any(ledgers.rglob("*.ledger")):
+        submit_run(
+            federation, str(files / "model"), 3, tmp_path / "first",
+            {**RUN, "protocol": "additive", "round-timeout-s": 60}, RUN_TIMEOUT,
+        )  # fmt: skip
+    with pytest.raises(DeploymentError) as error:
+        submit_run(
+            federation, str(files / "model"), 3, tmp_path / "out",
+            {**RUN, "protocol": "ckks", "round-timeout-s": 30}, RUN_TIMEOUT,
+        )  # fmt: skip
+    message = str(error.value)
+    assert "\n" not in message and "already released layer" in message
+    assert str(ledgers) in message and "delete that file" in message
+
+
+def test_a_supernode_killed_mid_round_leaves_a_sum_over_the_survivors(
+    federation: Deployment,
+    files: Path,
+    simulated: FederatedPruning,
+    ledgers: Path,
+    tmp_path: Path,
+) -> None:
+    # the operator (every node here) accepts a new release of the same calibration
+    shutil.rmtree(ledgers)
+    ledgers.mkdir()
     victim = dict(federation.processes)["supernode-2"]
     killed_at: list[float] = []
 
@@ -139,7 +178,7 @@ def test_a_supernode_killed_mid_round_leaves_a_sum_over_the_survivors(
     result = submit_run(
         federation, str(files / "model"), 3, tmp_path / "out",
         {**RUN, "protocol": "additive", "protocol-options": '{"threshold": 2}',
-         "round-timeout-s": round_timeout},
+         "min-cohort": 2, "round-timeout-s": round_timeout},
         RUN_TIMEOUT, on_progress=kill_in_masked_input,
     )  # fmt: skip
     assert killed_at, "the run finished before the kill"
@@ -219,7 +258,7 @@ def test_a_node_without_data_is_left_out_of_a_deployment(
         assert np.array_equal(counts[name], mask.astype(np.int64)), name
 
     code, out, err = _cli(
-        [*args, "--run-config=min-clients=2", "--workdir", str(tmp_path / "work-2")], capsys
+        [*args, "--run-config=min-cohort=2", "--workdir", str(tmp_path / "work-2")], capsys
     )
     assert code == 1 and not out and err.count("\n") == 1
     assert err.startswith("error: NodeFailure: only 1 of 2 nodes got through calibration")

@@ -10,6 +10,9 @@ import pytest
 pytest.importorskip("flwr", reason="flwr is not installed (pip install '.[flower]')")
 
 from fedprllm_secure.errors import FedPrError  # noqa: E402
+from fedprllm_secure.integrations.flower import client_app as ca  # noqa: E402
+from fedprllm_secure.integrations.flower import records as R  # noqa: E402
+from fedprllm_secure.integrations.flower import trust as T  # noqa: E402
 from fedprllm_secure.integrations.flower.client_app import app as client_app  # noqa: E402
 from fedprllm_secure.integrations.flower.local import LocalGrid  # noqa: E402
 from fedprllm_secure.integrations.flower.server_app import (  # noqa: E402
@@ -17,6 +20,7 @@ from fedprllm_secure.integrations.flower.server_app import (  # noqa: E402
     prune_with_flower,
 )
 from fedprllm_secure.progress import SilentProgress  # noqa: E402
+from fedprllm_secure.secure_sum import registry  # noqa: E402
 from fedprllm_secure.simulate import FederatedPruning, _Timer  # noqa: E402
 
 from ..test_pipeline import config_for  # noqa: E402
@@ -38,11 +42,16 @@ def settings(**overrides) -> PruningSettings:
     return PruningSettings(**base)
 
 
-def grid_for(model: Path, clients: Path, drop=None, entries=ENTRIES) -> LocalGrid:
-    nodes = {
-        1000 + i: {"model": str(model), "data": str(clients / e)} for i, e in enumerate(entries)
-    }
-    return LocalGrid(client_app, nodes, drop=drop)
+def grid_for(
+    model: Path, clients: Path, keys: Path, drop=None, entries=ENTRIES, **trust
+) -> LocalGrid:
+    """One node per entry, each pinning the others (`pinned_node_configs`: identity key files,
+    one trust file, a ledger folder each; `trust` overrides the trust file's fields)."""
+    trust.setdefault("protocols", ("plaintext", "additive", "ckks"))
+    configs = T.pinned_node_configs(
+        keys, [{"model": str(model), "data": str(clients / e)} for e in entries], **trust
+    )
+    return LocalGrid(client_app, {1000 + i: c for i, c in enumerate(configs)}, drop=drop)
 
 
 @pytest.mark.parametrize(
@@ -50,23 +59,28 @@ def grid_for(model: Path, clients: Path, drop=None, entries=ENTRIES) -> LocalGri
     [("plaintext", {}), ("additive", {}), ("ckks", {}), ("ckks", {"he_scheme": "bfv"})],
 )
 def test_flower_masks_equal_simulate(
-    tiny_model_dir: Path, client_dir: Path, protocol: str, options: dict
+    tiny_model_dir: Path, client_dir: Path, keys: Path, protocol: str, options: dict
 ) -> None:
+    """The honest pinned run: every node checks the others' attested keys, and it works."""
     expected = simulated_masks(tiny_model_dir, client_dir, group="layer")
-    grid = grid_for(tiny_model_dir, client_dir)
+    grid = grid_for(tiny_model_dir, client_dir, keys)
     result, _ = prune_with_flower(
         grid, settings(protocol=protocol, options=options), str(tiny_model_dir)
     )
     assert result.contributors == [0, 1, 2] and not result.failures
     for name, mask in expected.items():
         assert np.array_equal(result.masks[name], mask), name
+    option = registry.get(protocol).cohort_option
+    for context in grid.contexts.values():  # the cohort reached the releasing party's config
+        draft = R.decode_config(R.array_blob(context.state.array_records[ca.DRAFT]["config"]))
+        assert option is None or draft.options[option] == 3
 
 
 def test_small_chunks_row_group_and_send_and_receive(
-    tiny_model_dir: Path, client_dir: Path
+    tiny_model_dir: Path, client_dir: Path, keys: Path
 ) -> None:
     expected = simulated_masks(tiny_model_dir, client_dir, group="row", protocol="additive")
-    grid = grid_for(tiny_model_dir, client_dir)
+    grid = grid_for(tiny_model_dir, client_dir, keys)
     s = settings(protocol="additive", group="row", chunk_entries=3000, poll_interval_s=0)
     result, _ = prune_with_flower(grid, s, str(tiny_model_dir))
     assert result.rounds > 5  # several masked-input chunks
@@ -75,8 +89,9 @@ def test_small_chunks_row_group_and_send_and_receive(
 
 
 def test_a_node_dying_mid_round_leaves_a_correct_sum_over_survivors(
-    tiny_model_dir: Path, client_dir: Path
+    tiny_model_dir: Path, client_dir: Path, keys: Path
 ) -> None:
+    """With the cohort and threshold lowered to 2 by every node's trust file and the run."""
     dead: set[int] = set()
 
     def drop(node: int, message) -> bool:
@@ -86,8 +101,8 @@ def test_a_node_dying_mid_round_leaves_a_correct_sum_over_survivors(
                 dead.add(node)
         return node in dead
 
-    grid = grid_for(tiny_model_dir, client_dir, drop=drop)
-    s = settings(protocol="additive", options={"threshold": 2}, round_timeout_s=5)
+    grid = grid_for(tiny_model_dir, client_dir, keys, drop=drop, min_cohort=2, min_threshold=2)
+    s = settings(protocol="additive", options={"threshold": 2}, round_timeout_s=5, min_cohort=2)
     result, _ = prune_with_flower(grid, s, str(tiny_model_dir))
     assert result.contributors == [0, 2]
     assert result.failures[1] == "no reply to protocol-3 within 5 s (dropped out)"
@@ -100,18 +115,19 @@ def assert_counts_of_alice_and_carol(counts: dict, model: Path, clients: Path) -
     """`counts` equal the sum of client 0's (alice) and client 2's (carol) masks alone."""
     single = {}
     for c, entry in ((0, "alice.txt"), (2, "carol")):
-        solo = grid_for(model, clients, entries=(entry,))
+        solo = LocalGrid(client_app, {1: {"model": str(model), "data": str(clients / entry)}})
         r, _ = prune_with_flower(solo, settings(protocol="plaintext", num_nodes=1), str(model))
         single[c] = r.counts
     for name, value in counts.items():
         assert np.array_equal(value, single[0][name] + single[2][name]), name
 
 
-def test_a_node_dying_in_the_middle_of_the_masked_stream_restarts_the_sum_without_it(
-    tiny_model_dir: Path, client_dir: Path
+def test_a_node_lost_in_the_masked_stream_ends_the_run_and_no_new_session_gets_its_chunks(
+    tiny_model_dir: Path, client_dir: Path, keys: Path
 ) -> None:
-    """Its earlier chunks are inside the running sums, so that session aborts before any
-    unmasking; one fresh session over the two others gives their exact sum."""
+    """Its earlier chunks are inside the running sums, so that session aborts. No fresh session
+    is started: the others already released their first chunk, and their ledgers (files, kept
+    across runs) refuse it to any other session, in this run or the next."""
     dead: set[int] = set()
 
     def drop(node: int, message) -> bool:
@@ -119,12 +135,30 @@ def test_a_node_dying_in_the_middle_of_the_masked_stream_restarts_the_sum_withou
             dead.add(node)
         return node in dead
 
-    grid = grid_for(tiny_model_dir, client_dir, drop=drop)
-    s = settings(protocol="additive", chunk_entries=3000, round_timeout_s=5)
-    result, _ = prune_with_flower(grid, s, str(tiny_model_dir))
-    assert result.contributors == [0, 2]
-    assert result.failures[1] == "no reply to protocol-4 within 5 s (dropped out)"
-    assert_counts_of_alice_and_carol(result.counts, tiny_model_dir, client_dir)
+    grid = grid_for(tiny_model_dir, client_dir, keys, drop=drop)
+    s = settings(protocol="additive", chunk_entries=3000, round_timeout_s=2)
+    with pytest.raises(FedPrError) as error:
+        prune_with_flower(grid, s, str(tiny_model_dir))
+    message = str(error.value)
+    assert "\n" not in message and "lost in the middle of the masked-input stream" in message
+    assert "client(s) [1]" in message and "no reply to protocol-4 within 2 s" in message
+    # the next run (new processes, new node state), same nodes, same text: refused by every
+    # node that released a chunk, before it builds its protocol client
+    again = grid_for(tiny_model_dir, client_dir, keys)
+    again.record_replies = True
+    with pytest.raises(FedPrError) as error:
+        prune_with_flower(again, settings(protocol="additive"), str(tiny_model_dir))
+    message = str(error.value)
+    assert "already released layer" in message and "delete that file" in message
+    assert str(keys / "node-0" / "ledger") in message
+    assert_nothing_masked(again)
+
+
+def assert_nothing_masked(grid: LocalGrid) -> None:
+    """No node answered a protocol message with a protocol message of its own."""
+    for _node, reply in grid.replies:
+        if reply.metadata.message_type == "query.protocol" and not reply.has_error():
+            assert "message" not in R.blobs_of(reply.content), "a node answered the protocol"
 
 
 def test_a_node_without_data_is_left_out_with_its_reason(
@@ -137,18 +171,15 @@ def test_a_node_without_data_is_left_out_with_its_reason(
         2: {"model": str(tiny_model_dir), "data": str(empty)},
         3: {"model": str(tiny_model_dir), "data": str(client_dir / "carol")},
     }
-    result, _ = prune_with_flower(
-        LocalGrid(client_app, nodes), settings(protocol="additive"), str(tiny_model_dir)
-    )
+    for i, node in enumerate(nodes.values()):  # trusting the server, explicitly
+        node.update(trust="server", ledger=str(tmp_path / f"ledger-{i}"))
+    lowered = settings(protocol="additive", min_cohort=2)
+    result, _ = prune_with_flower(LocalGrid(client_app, nodes), lowered, str(tiny_model_dir))
     assert result.contributors == [0, 2]
     assert "holds no text" in result.failures[1]
     nodes[3]["data"] = str(tmp_path / "missing")
     with pytest.raises(FedPrError, match="only 1 of 3 nodes got through calibration.*not found"):
-        prune_with_flower(
-            LocalGrid(client_app, nodes),
-            settings(protocol="additive", min_clients=2),
-            str(tiny_model_dir),
-        )
+        prune_with_flower(LocalGrid(client_app, nodes), lowered, str(tiny_model_dir))
     del nodes[1]["data"]  # a SuperNode started without data= in its node config
     with pytest.raises(FedPrError) as error:
         prune_with_flower(
@@ -161,19 +192,19 @@ def test_a_node_without_data_is_left_out_with_its_reason(
 
 
 def test_too_few_nodes_is_a_clear_error_within_the_wait(
-    tiny_model_dir: Path, client_dir: Path
+    tiny_model_dir: Path, client_dir: Path, keys: Path
 ) -> None:
-    grid = grid_for(tiny_model_dir, client_dir, entries=ENTRIES[:2])
+    grid = grid_for(tiny_model_dir, client_dir, keys, entries=ENTRIES[:2])
     with pytest.raises(FedPrError, match="only 2 of 3 SuperNodes connected within 1 s"):
         prune_with_flower(grid, settings(node_wait_s=1), str(tiny_model_dir))
 
 
-def test_node_secrets_stay_in_the_node_state(tiny_model_dir: Path, client_dir: Path) -> None:
-    from fedprllm_secure.integrations.flower import client_app as ca
-    from fedprllm_secure.integrations.flower import records as R
+def test_node_secrets_stay_in_the_node_state(
+    tiny_model_dir: Path, client_dir: Path, keys: Path
+) -> None:
     from fedprllm_secure.secure_sum.additive import AdditiveClient
 
-    grid = grid_for(tiny_model_dir, client_dir)
+    grid = grid_for(tiny_model_dir, client_dir, keys)
     grid.record_replies = True
     prune_with_flower(grid, settings(protocol="additive"), str(tiny_model_dir))
     sent = b"".join(b"".join(R.blobs_of(reply.content).values()) for _node, reply in grid.replies)
@@ -182,5 +213,6 @@ def test_node_secrets_stay_in_the_node_state(tiny_model_dir: Path, client_dir: P
         identity = R.array_blob(context.state.array_records[ca.SECRET]["secret"])
         saved = R.array_blob(context.state.array_records[ca.CLIENT]["state"])
         client = AdditiveClient.from_state(saved, lambda i, c: None, None)
-        secrets = [identity, client.cipher_key.private_bytes_raw()]
+        long_term = T.load_identity(str(context.node_config["identity"])).private_bytes_raw()
+        secrets = [identity, client.cipher_key.private_bytes_raw(), long_term]
         assert len(identity) == 32 and all(secret not in sent for secret in secrets)

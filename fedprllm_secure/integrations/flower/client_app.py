@@ -1,9 +1,14 @@
 """The ClientApp: one node's side of federated pruning with a secure-sum protocol.
 
-Node config (`flower-supernode --node-config "model='DIR' data='PATH'"`):
-  model   the global model (checkpoint folder, .gguf, embedded name), the same as the server's
-  data    this node's calibration text: a .txt or .jsonl file, or a folder of them
-  device  optional: auto | cpu | cuda (default cpu)
+Node config (`flower-supernode --node-config "model='DIR' data='PATH' ..."`):
+  model     the global model (checkpoint folder, .gguf, embedded name), the same as the server's
+  data      this node's calibration text: a .txt or .jsonl file, or a folder of them
+  device    optional: auto | cpu | cuda (default cpu)
+  identity  this node's long-term Ed25519 key file (`fedprllm-secure node-key PATH`)
+  trust     a trust file (what this node pins: `trust.py`), or 'server' to let the server
+            distribute keys unchecked; without it only the insecure plaintext protocol runs
+  ledger    folder of this node's contribution ledgers (default ~/.cache/fedprllm-secure/
+            flower-ledger): each layer of one calibration is released to one session, ever
 
 Every action restores what it needs from `context.state` and saves it back before replying, since
 Flower runs each message in a fresh ClientApp process. `context.state` never leaves the node: the
@@ -28,10 +33,12 @@ from flwr.clientapp import ClientApp
 from ...errors import DataError, FedPrError, ProtocolError
 from ...randomness import SystemRandomSource
 from ...secure_sum import registry
-from ...secure_sum.api import ChunkSpec, ClientProtocol
+from ...secure_sum.api import ChunkSpec, ClientProtocol, config_digest
 from ...secure_sum.messages import decode, encode
 from . import records as R
+from . import trust as T
 from .enrollment import node_enroll
+from .node_ledger import LedgerFile, data_digest, default_ledger_dir, round_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +48,9 @@ SECRET = "fedpr.secret"  # ArrayRecord: this node's enrollment secret (never sen
 CLIENT = "fedpr.client"  # ArrayRecord: the saved protocol client (secrets included; never sent)
 NODE = "fedpr.node"  # ConfigRecord: protocol name and this node's client id
 CLIENT_CLASS = "fedpr.client-class"  # ConfigRecord: "module:QualName" of the protocol client
+ROUND = "fedpr.round"  # ConfigRecord: fingerprint of this node's pruning round (model, text)
+DRAFT = "fedpr.draft"  # ArrayRecord: the draft session config this node enrolled in
+SESSION = "fedpr.session"  # ConfigRecord: the session binding (config digest), ledger on/off
 
 app = ClientApp()
 
@@ -133,7 +143,45 @@ def calibrate(message: Message, context: Context) -> Message:
     )
     context.state[LAYOUT] = ConfigRecord({"names": names, "lengths": lengths})
     fingerprint = hashlib.sha256(repr(list(zip(names, lengths, strict=True))).encode()).hexdigest()
-    return _reply(message, {"layout": fingerprint, "layers": len(names)})
+    data = context.node_config.get("data")
+    data_path = str(Path(str(data)).expanduser().resolve()) if data else None
+    model_id = (
+        str(Path(model_spec).expanduser().resolve()) if Path(model_spec).exists() else model_spec
+    )
+    context.state[ROUND] = ConfigRecord(
+        {
+            "fingerprint": round_fingerprint(model_id, fingerprint, data_digest(data_path)),
+            "what": f"model {model_id}, data {data_path or 'none'}",
+        }
+    )
+    answer: dict = {"layout": fingerprint, "layers": len(names)}
+    identity = context.node_config.get("identity")
+    if identity:
+        own = T.public_key(T.load_identity(str(identity)))
+        answer["identity"] = own.hex()
+        policy = T.load_trust(_trust_setting(context))
+        answer["ckks-authority"] = bool(policy is not None and policy.ckks_authority == own)
+    return _reply(message, answer)
+
+
+def _trust_setting(context: Context) -> str | None:
+    value = context.node_config.get("trust")
+    return None if value is None else str(value)
+
+
+def _ledger(context: Context) -> LedgerFile:
+    """This node's ledger file for the pruning round its masks come from."""
+    if MASKS not in context.state or LAYOUT not in context.state:
+        raise ProtocolError("this node has no masks yet (calibration did not run here)")
+    directory = context.node_config.get("ledger") or default_ledger_dir()
+    if ROUND in context.state:
+        round_ = context.state.config_records[ROUND]
+        return LedgerFile(str(directory), str(round_["fingerprint"]), str(round_["what"]))
+    # masks put into the state without `calibrate` (benchmarks): the masks are the round
+    digest = hashlib.sha256()
+    for name, array in sorted(context.state.array_records[MASKS].items()):
+        digest.update(name.encode() + b"\x00" + bytes(array.data))
+    return LedgerFile(str(directory), digest.hexdigest(), "masks set in the node state")
 
 
 def _inputs(context: Context) -> Callable[[int, ChunkSpec], np.ndarray]:
@@ -144,8 +192,10 @@ def _inputs(context: Context) -> Callable[[int, ChunkSpec], np.ndarray]:
     names = [str(n) for n in cast(list, layout["names"])]
     lengths = [int(n) for n in cast(list, layout["lengths"])]
     masks = context.state.array_records[MASKS]
+    session = context.state.config_records.get(SESSION)
+    ledger = _ledger(context) if session is not None and session["guarded"] else None
 
-    def provider(_index: int, chunk: ChunkSpec) -> np.ndarray:
+    def provider(index: int, chunk: ChunkSpec) -> np.ndarray:
         try:
             kind, first, last = chunk.name.split(":")
             a, b = int(first), int(last)
@@ -153,6 +203,9 @@ def _inputs(context: Context) -> Callable[[int, ChunkSpec], np.ndarray]:
             raise ProtocolError(f"unknown chunk {chunk.name!r}") from None
         if kind != "layers" or not 0 <= a < b <= len(names):
             raise ProtocolError(f"unknown chunk {chunk.name!r}")
+        if ledger is not None:  # on disk before the bits leave: at most one release per layer
+            assert session is not None
+            ledger.record(bytes.fromhex(str(session["binding"])), index, names[a:b])
         parts = [np.unpackbits(masks[names[i]].numpy(), count=lengths[i]) for i in range(a, b)]
         return np.concatenate(parts)
 
@@ -165,29 +218,75 @@ def enroll(message: Message, context: Context) -> Message:
     """Create this node's enrollment secret (kept here); reply with its public part."""
     settings = R.settings_of(message.content)
     blobs = R.blobs_of(message.content)
-    config = R.decode_config(blobs["config"])
+    draft_bytes = blobs["config"]
+    draft = R.decode_config(draft_bytes)
     client_id = int(settings["client-id"])
     protocol = str(settings["protocol"])
     registry.get(protocol)
-    secret, public = node_enroll(protocol, config, client_id, SystemRandomSource())
+    for key in (NODE, SECRET, DRAFT, SESSION, CLIENT, CLIENT_CLASS):
+        if key in context.state:
+            del context.state[key]  # a new enrollment forgets the last session entirely
+    policy = T.load_trust(_trust_setting(context))
+    T.check_draft(policy, protocol, draft, client_id)
+    identity = context.node_config.get("identity")
+    if policy is not None and not policy.server_trusted and not identity:
+        raise T.TrustRefusal(
+            "this node has a trust file but no identity key (node config identity='PATH', "
+            "made by `fedprllm-secure node-key PATH`)"
+        )
+    secret, public = node_enroll(protocol, draft, client_id, SystemRandomSource())
+    answer = {"public": public}
+    own_identity = b""
+    if identity:
+        own_identity, signature = T.attest(
+            T.load_identity(str(identity)), protocol, draft, client_id, public
+        )
+        answer.update({"identity": own_identity, "attestation": signature})
     context.state[SECRET] = ArrayRecord({"secret": R.blob_array(secret or b"")})
+    context.state[DRAFT] = ArrayRecord(
+        {
+            "config": R.blob_array(draft_bytes),
+            "public": R.blob_array(public),
+            "identity": R.blob_array(own_identity),
+        }
+    )
     context.state[NODE] = ConfigRecord(
         {"protocol": protocol, "client-id": client_id, "has-secret": secret is not None}
     )
-    return _reply(message, {"client-id": client_id}, {"public": public} if public else None)
+    return _reply(message, {"client-id": client_id}, {k: v for k, v in answer.items() if v})
 
 
-def start_session(context: Context, config_bytes: bytes) -> ClientProtocol:
-    """Build this node's protocol client for the published session config (first message)."""
-    if NODE not in context.state:
+def start_session(context: Context, enrollment: bytes) -> ClientProtocol:
+    """Build this node's protocol client (first protocol message).
+
+    The session config is built here, from the draft this node enrolled in and the public parts
+    the server relays, after the trust checks (`trust.published_config`); the server never hands
+    a node a config as a whole. Under a secure protocol the node also refuses a session if it
+    already released a layer of this calibration (its ledger file)."""
+    if NODE not in context.state or DRAFT not in context.state:
         raise ProtocolError("this node was not enrolled in a session")
+    if SESSION in context.state:
+        raise ProtocolError("this node already started this session")
     node = context.state.config_records[NODE]
     protocol, client_id = str(node["protocol"]), int(cast(int, node["client-id"]))
-    config = R.decode_config(config_bytes)
+    enrolled = context.state.array_records[DRAFT]
+    draft = R.decode_config(R.array_blob(enrolled["config"]))
+    own_identity = R.array_blob(enrolled["identity"])
+    own = (own_identity, R.array_blob(enrolled["public"])) if own_identity else None
+    publics, attestations = T.decode_enrollment(enrollment)
+    policy = T.load_trust(_trust_setting(context))
+    config = T.published_config(policy, protocol, draft, client_id, own, publics, attestations)
     secret = (
         R.array_blob(context.state.array_records[SECRET]["secret"]) if node["has-secret"] else None
     )
     info = registry.get(protocol)
+    if info.secure:
+        ledger = _ledger(context)
+        names = cast(list, context.state.config_records[LAYOUT]["names"])
+        ledger.check_fresh(str(n) for n in names)
+    context.state[SESSION] = ConfigRecord(
+        {"binding": config_digest(config).hex(), "guarded": info.secure}
+    )
     client = info.make_client(config, client_id, SystemRandomSource(), _inputs(context), secret)
     kind = type(client)
     if kind.to_state is ClientProtocol.to_state:
@@ -203,8 +302,8 @@ def start_session(context: Context, config_bytes: bytes) -> ClientProtocol:
 def protocol(message: Message, context: Context) -> Message:
     """Restore the protocol client, answer one protocol message, save the client again."""
     blobs = R.blobs_of(message.content)
-    if "config" in blobs:
-        client = start_session(context, blobs["config"])
+    if "enrollment" in blobs:
+        client = start_session(context, blobs["enrollment"])
     elif CLIENT in context.state and CLIENT_CLASS in context.state:
         saved = R.array_blob(context.state.array_records[CLIENT]["state"])
         client_cls = _client_class(str(context.state.config_records[CLIENT_CLASS]["path"]))

@@ -15,7 +15,7 @@ The same by hand (three terminals, then `flwr run`):
 
     flower-superlink --insecure --host 127.0.0.1 --port 9091 --disable-runtime-dependency-installation
     flower-supernode --insecure --superlink 127.0.0.1:9091 --port 9094 --max-wait-time 60 \
-        --node-config "model='/path/model' data='/path/alice.txt'"
+        --node-config "model='/path/model' data='/path/alice.txt' identity='/path/node0.pem' trust='/path/trust.json'"
     (one per node, each with its own --port and data)
     flwr run APP_DIR local --run-config "num-nodes=3 model='/path/model' out='runs/flower'"
 
@@ -295,13 +295,52 @@ class Deployment:
         self.stop()
 
 
-def start_federation(deployment: Deployment, model: str, data: Sequence[str]) -> None:
-    """A SuperLink and one SuperNode per `data` path (node config: the model and that text)."""
+def start_federation(
+    deployment: Deployment,
+    model: str,
+    data: Sequence[str],
+    trust: Mapping[str, Any] | None = None,
+    ledger_dir: Path | None = None,
+) -> None:
+    """A SuperLink and one SuperNode per `data` path (node config: the model and that text).
+
+    Each node gets its own identity key and every node the same trust file pinning them all
+    (WORKDIR/nodes/; `trust`: the trust file's min_cohort, min_threshold, protocols; node 0 is the
+    ckks key authority), as an operator would distribute them. Ledgers: LEDGER_DIR/node-I, or
+    each node's default (~/.cache/fedprllm-secure/flower-ledger), which outlives the deployment.
+    """
+    from .trust import pinned_node_configs
+
+    configs: list[dict[str, Any]] = [
+        {"model": str(Path(model).resolve()), "data": str(Path(path).resolve())} for path in data
+    ]
+    if ledger_dir is not None:
+        for i, config in enumerate(configs):
+            config["ledger"] = str(Path(ledger_dir).resolve() / f"node-{i}")
+    configs = pinned_node_configs(
+        deployment.workdir / "nodes", configs, ledgers=False, **dict(trust or {})
+    )
     deployment.start_superlink()
-    for path in data:
-        deployment.start_supernode(
-            {"model": str(Path(model).resolve()), "data": str(Path(path).resolve())}
-        )
+    for config in configs:
+        deployment.start_supernode(config)
+
+
+def trust_for(run_config: Mapping[str, Any]) -> dict[str, Any]:
+    """The trust file's minimums for a run config: what the operator asked for, else the safe
+    defaults (cohort 3, the additive default threshold)."""
+    trust: dict[str, Any] = {"protocols": [str(run_config.get("protocol", "plaintext"))]}
+    cohort = run_config.get("min-cohort", run_config.get("min-clients"))
+    if cohort is not None:
+        trust["min_cohort"] = int(cohort)
+    options = run_config.get("protocol-options", {})
+    if isinstance(options, str):
+        try:
+            options = json.loads(options)
+        except json.JSONDecodeError:
+            options = {}
+    if isinstance(options, dict) and options.get("threshold") is not None:
+        trust["min_threshold"] = int(options["threshold"])
+    return trust
 
 
 def submit_run(
@@ -376,12 +415,13 @@ def run_deployment(
     run_config: Mapping[str, Any] | None = None,
     timeout: float = 600.0,
     workdir: Path | None = None,
+    ledger_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Start SuperLink + SuperNodes, run the app once, stop every process started here."""
     workdir = Path(workdir or tempfile.mkdtemp(prefix="fedprllm-flower-"))
     workdir.mkdir(parents=True, exist_ok=True)
     with Deployment(workdir) as deployment:
-        start_federation(deployment, model, data)
+        start_federation(deployment, model, data, trust_for(run_config or {}), ledger_dir)
         return submit_run(deployment, model, len(data), out, run_config, timeout)
 
 
@@ -405,6 +445,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=600.0)
     parser.add_argument("--workdir", type=Path, default=None, help="logs and FLWR_HOME")
     parser.add_argument(
+        "--ledger-dir", type=Path, default=None, metavar="DIR",
+        help="the nodes' contribution ledgers (DIR/node-I; default: each node's default under "
+        "~/.cache/fedprllm-secure/flower-ledger, kept across runs)",
+    )  # fmt: skip
+    parser.add_argument(
         "--write-app", type=Path, default=None, metavar="DIR",
         help="only write the Flower App project (pyproject.toml) to DIR, for `flwr run DIR`",
     )  # fmt: skip
@@ -427,8 +472,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         result = run_deployment(
-            args.model, args.data, args.out, run_config, args.timeout, args.workdir
-        )
+            args.model, args.data, args.out, run_config, args.timeout, args.workdir,
+            args.ledger_dir,
+        )  # fmt: skip
     except FedPrError as exc:
         print(f"error: {one_line(str(exc))}", file=sys.stderr)
         return 1

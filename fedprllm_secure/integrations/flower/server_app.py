@@ -7,8 +7,11 @@ Stages, each one bounded by a timeout (a node that misses one is left out, and s
 3. enroll: every node creates its own secret and sends its public part (`round-timeout-s`);
 4. the protocol's rounds: `ServerProtocol.begin`, then one Grid exchange per round
    (`round-timeout-s` each) until the state machine returns the sum; the first message of each
-   node also carries the published session config, from which it builds its protocol client;
-5. global masks from the counts (`global_mask`, as in `simulate`), written to `out`.
+   node also carries every node's attested public part, from which (and the draft it enrolled
+   in) the node builds the session config after its trust checks (`trust.py`); one session per
+   run: a node lost mid-stream ends the run (its peers' ledgers refuse a second session);
+5. the release guard of `simulate` (minimum cohort), then global masks from the counts
+   (`global_mask`, as in `simulate`), written to `out`.
 
 Run config keys (pyproject `[tool.flwr.app.config]` or `flwr run --run-config`): see
 `PruningSettings.from_run_config`.
@@ -21,7 +24,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,59 +32,18 @@ import numpy as np
 from flwr.app import Context, Message
 from flwr.serverapp import Grid, ServerApp
 
-from ...errors import ConfigError, FedPrError, ProtocolError
+from ...errors import ConfigError, FedPrError, PrivacyError, ProtocolError
+from ...privacy.settings import PrivacySettings
 from ...randomness import SystemRandomSource
 from ...secure_sum import registry
 from ...secure_sum.api import AggregateResult, AggregationSpec, ChunkSpec, ClientId, SessionConfig
 from ...secure_sum.messages import decode, encode, round_of
 from . import records as R
 from .enrollment import prepare_options, publish
+from .settings import PruningSettings
+from .trust import encode_enrollment
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class PruningSettings:
-    protocol: str = "plaintext"
-    options: dict[str, Any] = field(default_factory=dict)
-    sparsity: float = 0.5
-    group: str = "layer"
-    seed: int = 0
-    pruner: str = "wanda"
-    calibration: str = "sequential"
-    samples_per_client: int = 8
-    seqlen: int = 512
-    batch_size: int = 8
-    scaling: bool = False
-    num_nodes: int = 2  # wait for this many nodes
-    min_clients: int = 1  # fail unless at least this many contribute
-    node_wait_s: float = 60.0
-    calibrate_timeout_s: float = 600.0
-    round_timeout_s: float = 120.0
-    poll_interval_s: float = 0.1  # <= 0: use Grid.send_and_receive (it sleeps 3 s per poll)
-    chunk_entries: int = 1 << 24  # consecutive layers per protocol chunk, about this many entries
-
-    @classmethod
-    def from_run_config(cls, config: Mapping[str, Any]) -> PruningSettings:
-        s = cls()
-        options = config.get("protocol-options", "{}")
-        try:
-            parsed = json.loads(options) if isinstance(options, str) else dict(options)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"protocol-options is not JSON: {exc}") from exc
-        s.options = {k: v for k, v in parsed.items()}
-        for key, value in config.items():
-            name = key.replace("-", "_")
-            if name in ("options", "protocol_options") or not hasattr(s, name):
-                continue
-            current = getattr(s, name)
-            setattr(s, name, type(current)(value) if current is not None else value)
-        registry.get(s.protocol)
-        if not 0.0 < s.sparsity < 1.0:
-            raise ConfigError(f"sparsity must lie in (0, 1), got {s.sparsity}")
-        if s.num_nodes < 1 or s.min_clients < 1:
-            raise ConfigError("num-nodes and min-clients must be at least 1")
-        return s
 
 
 @dataclass
@@ -94,14 +56,6 @@ class PruningResult:
     uplink_bytes: dict[int, int]  # client id -> protocol bytes it sent
     rounds: int
     timings_s: dict[str, float]
-
-
-class InputStreamAborted(ProtocolError):
-    """The session aborted in an input round because `silent` clients stopped answering."""
-
-    def __init__(self, silent: set[ClientId], reason: str) -> None:
-        super().__init__(reason)
-        self.silent = frozenset(silent)
 
 
 class NodeFailure(FedPrError):
@@ -175,6 +129,8 @@ class FlowerPruning:
         self.uplink: dict[ClientId, int] = {}
         self.timings: dict[str, float] = {}
         self.rounds = 0
+        self.identities: dict[ClientId, str] = {}  # long-term identity key (hex) from calibrate
+        self.authority_candidates: list[ClientId] = []  # nodes pinned as ckks key authority
 
     # --- helpers ------------------------------------------------------------------------------
 
@@ -213,15 +169,18 @@ class FlowerPruning:
         self.timings[name] = round(self.timings.get(name, 0.0) + time.perf_counter() - started, 3)
         return answered
 
+    def _reasons(self, clients: Any = None) -> str:
+        return "; ".join(
+            f"client {c} (node {self.node_of[c]}): {why}"
+            for c, why in sorted(self.failures.items())
+            if clients is None or c in clients
+        )
+
     def _need(self, alive: set[ClientId], stage: str) -> None:
-        if len(alive) < self.s.min_clients:
-            reasons = "; ".join(
-                f"client {c} (node {self.node_of[c]}): {why}"
-                for c, why in sorted(self.failures.items())
-            )
+        if len(alive) < self.s.cohort:
             raise NodeFailure(
                 f"only {len(alive)} of {len(self.node_of)} nodes got through {stage} "
-                f"(min-clients {self.s.min_clients}). {reasons}"
+                f"(min-cohort {self.s.cohort}). {self._reasons()}"
             )
 
     # --- stages -------------------------------------------------------------------------------
@@ -240,6 +199,7 @@ class FlowerPruning:
             time.sleep(0.5)
 
     def run(self) -> PruningResult:
+        self.s.validate()
         nodes = self.wait_for_nodes()
         self.node_of = {c: n for c, n in enumerate(nodes)}
         calibrate = {
@@ -256,24 +216,23 @@ class FlowerPruning:
             repr(list(zip(self.layer_names, self.lengths, strict=True))).encode()
         ).hexdigest()
         for c, reply in replies.items():
-            if R.settings_of(reply.content).get("layout") != fingerprint:
+            answer = R.settings_of(reply.content)
+            if answer.get("layout") != fingerprint:
                 self.failures[c] = (
                     "calibrate: its model's prunable layout differs from the server's"
                 )
+            if answer.get("identity"):
+                self.identities[c] = str(answer["identity"])
+            if answer.get("ckks-authority"):
+                self.authority_candidates.append(c)
         alive = set(replies) - set(self.failures)
         self._need(alive, "calibration")
 
         spec = chunked_spec(0, self.lengths, self.s.chunk_entries)
         roster = tuple(sorted(alive))
-        try:
-            result = self.secure_sum(roster, spec)
-        except InputStreamAborted as exc:
-            # Nothing was released (no unmasking happened): one fresh session over the others.
-            survivors = tuple(c for c in roster if c not in exc.silent)
-            self._need(set(survivors), "the secure sum")
-            if self.progress is not None:
-                self.progress(f"restart without clients {sorted(exc.silent)}")
-            result = self.secure_sum(survivors, spec)
+        # One session only: a node lost in the middle of the masked stream ends the run (a fresh
+        # session would re-collect chunks already released, which the nodes' ledgers refuse).
+        result = self.secure_sum(roster, spec)
         counts: dict[str, np.ndarray] = {}
         for chunk in spec.chunks:
             _, first, last = chunk.name.split(":")
@@ -297,9 +256,11 @@ class FlowerPruning:
         """Enroll `roster`, then run the protocol's rounds over the Grid until the sum."""
         started = time.perf_counter()
         info = registry.get(self.s.protocol)
-        options = info.with_cohort(
-            prepare_options(self.s.protocol, roster, self.s.options), self.s.min_clients
-        )
+        options = dict(self.s.options)
+        candidates = [c for c in self.authority_candidates if c in roster]
+        if self.s.protocol == "ckks" and "authority" not in options and len(candidates) == 1:
+            options["authority"] = candidates[0]  # the node every trust file pins as authority
+        options = info.with_cohort(prepare_options(self.s.protocol, roster, options), self.s.cohort)
         session_id = SystemRandomSource().random_bytes(32)
         draft = SessionConfig(session_id, roster, options)
         draft_bytes = R.encode_config(draft)
@@ -323,10 +284,11 @@ class FlowerPruning:
                 f"clients {missing} did not enroll; rerun once they are back. "
                 + "; ".join(f"client {c}: {self.failures.get(c, '?')}" for c in missing)
             )
-        publics = {c: R.blobs_of(r.content).get("public", b"") for c, r in replies.items()}
+        publics, attestations = self.relay(replies)
         config = publish(self.s.protocol, draft, publics)
-        # The session config rides with each client's first protocol message (one round less).
-        config_bytes = R.encode_config(config)
+        # The public parts ride with each client's first protocol message (one round less); each
+        # node builds the session config from them and the draft, after its trust checks.
+        enrollment_bytes = encode_enrollment(publics, attestations)
         server = info.make_server(config, SystemRandomSource())
         outgoing: Any = server.begin(spec)
         for c in roster:
@@ -334,7 +296,7 @@ class FlowerPruning:
         first_round = self.rounds + 1
         while True:
             self.rounds += 1
-            extra = {"config": config_bytes} if self.rounds == first_round else {}
+            extra = {"enrollment": enrollment_bytes} if self.rounds == first_round else {}
             messages = {
                 c: (R.PROTOCOL, R.content({}, {"message": encode(m), **extra}))
                 for c, m in outgoing.items()
@@ -349,19 +311,43 @@ class FlowerPruning:
             try:
                 result = server.handle(decoded)
             except ProtocolError as exc:
-                silent = set(outgoing) - set(decoded)
+                silent = sorted(set(outgoing) - set(decoded))
                 round_name = round_of(next(iter(outgoing.values())))
                 if silent and round_name in info.input_rounds:
-                    raise InputStreamAborted(silent, str(exc)) from exc
+                    raise NodeFailure(
+                        f"client(s) {silent} were lost in the middle of the masked-input stream "
+                        f"({round_name}): the session aborted ({exc}); it is not restarted, since "
+                        "a new session would ask the other nodes again for chunks they already "
+                        f"released, which their ledgers refuse. {self._reasons(silent)}"
+                    ) from exc
+                if silent:
+                    raise NodeFailure(f"{exc}. {self._reasons(silent)}") from exc
                 raise
             if isinstance(result, AggregateResult):
                 break
             outgoing = result
         self.timings["secure_sum"] = round(time.perf_counter() - started, 3)
         if not result.contributors:
-            raise ProtocolError("no client contributed to the sum (all dropped out)")
-        self._need(set(result.contributors), "the secure sum")
+            raise NodeFailure(f"no client contributed to the sum. {self._reasons()}".strip())
+        # The release guard of `simulate`: never publish counts over fewer than the cohort.
+        try:
+            PrivacySettings(min_cohort=self.s.cohort).release(result, info.secure)
+        except PrivacyError as exc:
+            raise PrivacyError(f"{exc}. {self._reasons()}".strip()) from exc
         return result
+
+    def relay(
+        self, replies: Mapping[ClientId, Message]
+    ) -> tuple[dict[ClientId, bytes], dict[ClientId, tuple[bytes, bytes]]]:
+        """The nodes' public parts and their attestations, as relayed to every node."""
+        publics: dict[ClientId, bytes] = {}
+        attestations: dict[ClientId, tuple[bytes, bytes]] = {}
+        for c, reply in replies.items():
+            blobs = R.blobs_of(reply.content)
+            publics[c] = blobs.get("public", b"")
+            if "identity" in blobs and "attestation" in blobs:
+                attestations[c] = (blobs["identity"], blobs["attestation"])
+        return publics, attestations
 
 
 def prune_with_flower(
@@ -410,6 +396,7 @@ def write_result(out: Path, settings: PruningSettings, result: PruningResult) ->
     np.savez_compressed(out / "counts.npz", **counts)
     summary = {
         "settings": asdict(settings),
+        "min_cohort": settings.cohort,
         "contributors": result.contributors,
         "nodes": {str(c): n for c, n in result.nodes.items()},
         "failures": {str(c): why for c, why in result.failures.items()},
