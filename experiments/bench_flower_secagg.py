@@ -23,10 +23,13 @@ max RSS (server and all n clients). Upload bytes: what the clients put in their 
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import resource
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from statistics import median
 from typing import Any
@@ -125,6 +128,7 @@ def run_additive_flower(n: int, d: int) -> dict[str, Any]:
     from flwr.app import ArrayRecord, ConfigRecord
 
     from fedprllm_secure.integrations.flower import client_app as ca
+    from fedprllm_secure.integrations.flower import trust as T
     from fedprllm_secure.integrations.flower.local import LocalGrid
     from fedprllm_secure.integrations.flower.records import Array
     from fedprllm_secure.integrations.flower.server_app import (
@@ -133,7 +137,11 @@ def run_additive_flower(n: int, d: int) -> dict[str, Any]:
         chunked_spec,
     )
 
-    grid = LocalGrid(ca.app, {100 + c: {} for c in range(n)})
+    # each node pinned as an operator would set it up (identity key, trust file, ledger folder)
+    folder = tempfile.mkdtemp(prefix="bench-flower-nodes-")
+    atexit.register(shutil.rmtree, folder, True)
+    pinned = T.pinned_node_configs(folder, [{}] * n)
+    grid = LocalGrid(ca.app, {100 + c: cfg for c, cfg in enumerate(pinned)})
     for c, node in enumerate(sorted(grid.contexts)):  # what `calibrate` leaves in the state
         state = grid.contexts[node].state
         state[ca.MASKS] = ArrayRecord({"bench": Array(np.packbits(client_bits(c, d)))})
