@@ -7,6 +7,7 @@ from collections.abc import Mapping
 
 from ..randomness import RandomSource
 from ..secure_sum.api import AggregateResult, AggregationSpec, InputProvider
+from ..secure_sum.registry import get
 from ..secure_sum.session import SimulatedSession
 
 
@@ -21,11 +22,16 @@ def sum_bits(
     """Sum the clients' 0/1 vectors in one aggregation (index 0, bound 1) of `protocol`.
 
     `providers[c](0, chunk)` is client c's bits for each chunk named in `lengths` (name ->
-    length); the session draws all its randomness from `source`, no options, no dropouts.
+    length); the session draws all its randomness from `source`, no dropouts. The audit sums
+    exactly the cohort it is given (an experiment's setting), so the protocol's own minimum cohort
+    (its `cohort_option`, e.g. additive's clients or the ckks authority) is set to that cohort.
     Returns the result, the session (its bus log holds what was sent, with the payloads when
     `record_payloads`) and the seconds the aggregation took (enrollment not counted).
     """
-    session = SimulatedSession(protocol, providers, source, record_payloads=record_payloads)
+    options = get(protocol).with_cohort({}, len(providers))
+    session = SimulatedSession(
+        protocol, providers, source, options=options, record_payloads=record_payloads
+    )
     started = time.perf_counter()
     result = session.aggregate(AggregationSpec.from_lengths(0, lengths, bound=1))
     return result, session, time.perf_counter() - started

@@ -62,12 +62,14 @@ def test_the_ckks_key_authority_itself_enforces_the_minimum_cohort(
 def test_simulate_refuses_a_cohort_below_the_minimum(
     tiny_model_dir: Path, client_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    # simulate's own release guard, seen through plaintext (a secure protocol's releasing party
+    # refuses earlier: additive's clients by quorum and min_contributors, ckks's authority).
     dropped = config_for(
         tiny_model_dir,
         client_dir,
-        protocol="additive",
-        protocol_options={"threshold": 2},
-        drop={1: "masked-input"},
+        protocol="plaintext",
+        drop={1: "input"},
+        privacy=PrivacySettings(min_cohort=3),
     )
     with pytest.raises(PrivacyError, match="minimum cohort of 3"):
         run_simulation(dropped)
@@ -76,8 +78,8 @@ def test_simulate_refuses_a_cohort_below_the_minimum(
     out = tmp_path / "refused"
     args = ["simulate", "--model", str(tiny_model_dir), "--client-data", str(client_dir),
             "--eval-text", str(client_dir.parent / "eval.txt"), "--samples-per-client", "2",
-            "--seqlen", "32", "--eval-windows", "1", "--device", "cpu", "--protocol", "additive",
-            "--threshold", "2", "--drop", "1@masked-input", "--out", str(out), "--no-progress"]  # fmt: skip
+            "--seqlen", "32", "--eval-windows", "1", "--device", "cpu", "--protocol", "plaintext",
+            "--min-cohort", "3", "--drop", "1@input", "--out", str(out), "--no-progress"]  # fmt: skip
     assert main(args) != 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "minimum cohort" in err[0]

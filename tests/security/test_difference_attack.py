@@ -30,6 +30,7 @@ from fedprllm_secure.secure_sum.api import AggregationSpec, ChunkSpec
 from fedprllm_secure.secure_sum.session import SimulatedSession
 from fedprllm_secure.simulate import FederatedPruning, _Timer
 
+from ..conftest import synthetic_text
 from ..test_pipeline import config_for
 
 CLIENTS = 4
@@ -73,7 +74,7 @@ def test_the_same_chunk_in_a_second_aggregation_is_refused(protocol: str) -> Non
         everyone.sums["layer"], sum(v.astype(np.int64) for v in _inputs().values())
     )
     session.bus.drop_at[VICTIM] = DROP_ROUND[protocol]
-    with pytest.raises(ProtocolError, match="already contributed"):
+    with pytest.raises(ProtocolError, match="already (contributed|signed)"):
         session.aggregate(_spec(1))
 
 
@@ -85,7 +86,7 @@ def test_a_second_session_of_the_same_pruning_round_is_refused(protocol: str) ->
     first.aggregate(_spec(0))
     second = _session(protocol, pruning_round, "second")
     second.bus.drop_at[VICTIM] = DROP_ROUND[protocol]
-    with pytest.raises(ProtocolError, match="already contributed"):
+    with pytest.raises(ProtocolError, match="already (contributed|signed)"):
         second.aggregate(_spec(0))
 
 
@@ -97,19 +98,15 @@ def test_the_pipeline_never_lets_a_second_session_collect_a_calibration(
     same pruning round, the victim dropped, gets nothing: the sessions share the round's ledgers.
     (Before, each session had its own ledger, and the two sums' difference was the victim's
     mask.)"""
-    config = config_for(
-        tiny_model_dir,
-        client_dir,
-        protocol="additive",
-        protocol_options={"threshold": 2},
-        aggregate=aggregate,
-        privacy=PrivacySettings(min_cohort=2),
-    )
+    # A fourth client, so that three survivors still reach additive's quorum of signatures and
+    # the ledger is what refuses the second collection.
+    (client_dir / "dave.txt").write_text(synthetic_text(5))
+    config = config_for(tiny_model_dir, client_dir, protocol="additive", aggregate=aggregate)
     run = FederatedPruning(config, SilentProgress(), _Timer())
     if aggregate == "masks":
         run.aggregate_client_masks()
         run.config.drop = {VICTIM: "share-keys"}
-        with pytest.raises(ProtocolError, match="already contributed"):
+        with pytest.raises(ProtocolError, match="already (contributed|signed)"):
             run.aggregate_client_masks()  # the same round, the victim dropped: refused
         pruning_round = run.mask_round
         packed = run.compute_client_masks()
