@@ -23,6 +23,7 @@ from fedprllm_secure.progress import SilentProgress  # noqa: E402
 from fedprllm_secure.secure_sum import registry  # noqa: E402
 from fedprllm_secure.simulate import FederatedPruning, _Timer  # noqa: E402
 
+from ..conftest import synthetic_text  # noqa: E402
 from ..test_pipeline import config_for  # noqa: E402
 
 pytestmark = pytest.mark.flower
@@ -91,7 +92,7 @@ def test_small_chunks_row_group_and_send_and_receive(
 def test_a_node_dying_mid_round_leaves_a_correct_sum_over_survivors(
     tiny_model_dir: Path, client_dir: Path, keys: Path
 ) -> None:
-    """With the cohort and threshold lowered to 2 by every node's trust file and the run."""
+    """Four nodes, so that three survivors still reach additive's quorum of signatures."""
     dead: set[int] = set()
 
     def drop(node: int, message) -> bool:
@@ -101,25 +102,28 @@ def test_a_node_dying_mid_round_leaves_a_correct_sum_over_survivors(
                 dead.add(node)
         return node in dead
 
-    grid = grid_for(tiny_model_dir, client_dir, keys, drop=drop, min_cohort=2, min_threshold=2)
-    s = settings(protocol="additive", options={"threshold": 2}, round_timeout_s=5, min_cohort=2)
+    (client_dir / "dave.txt").write_text(synthetic_text(5))
+    grid = grid_for(tiny_model_dir, client_dir, keys, drop=drop, entries=(*ENTRIES, "dave.txt"))
+    s = settings(protocol="additive", num_nodes=4, round_timeout_s=5)
     result, _ = prune_with_flower(grid, s, str(tiny_model_dir))
-    assert result.contributors == [0, 2]
+    assert result.contributors == [0, 2, 3]
     assert result.failures[1] == "no reply to protocol-3 within 5 s (dropped out)"
     rounds = [t for k, t in result.timings_s.items() if k.startswith("protocol-")]
     assert 5 <= max(rounds) < 5 + 3  # the round deadline is waited out, and no longer
-    assert_counts_of_alice_and_carol(result.counts, tiny_model_dir, client_dir)
+    assert_counts_of(
+        result.counts, tiny_model_dir, client_dir, {0: "alice.txt", 2: "carol", 3: "dave.txt"}
+    )
 
 
-def assert_counts_of_alice_and_carol(counts: dict, model: Path, clients: Path) -> None:
-    """`counts` equal the sum of client 0's (alice) and client 2's (carol) masks alone."""
+def assert_counts_of(counts: dict, model: Path, clients: Path, entries: dict[int, str]) -> None:
+    """`counts` equal the sum of the masks of the clients `entries` names, each run alone."""
     single = {}
-    for c, entry in ((0, "alice.txt"), (2, "carol")):
+    for c, entry in entries.items():
         solo = LocalGrid(client_app, {1: {"model": str(model), "data": str(clients / entry)}})
         r, _ = prune_with_flower(solo, settings(protocol="plaintext", num_nodes=1), str(model))
         single[c] = r.counts
     for name, value in counts.items():
-        assert np.array_equal(value, single[0][name] + single[2][name]), name
+        assert np.array_equal(value, sum(single[c][name] for c in entries)), name
 
 
 def test_a_node_lost_in_the_masked_stream_ends_the_run_and_no_new_session_gets_its_chunks(

@@ -33,7 +33,7 @@ from flwr.app import Context, Message
 from flwr.serverapp import Grid, ServerApp
 
 from ...errors import ConfigError, FedPrError, PrivacyError, ProtocolError
-from ...privacy.settings import PrivacySettings
+from ...privacy.release import release_counts
 from ...randomness import SystemRandomSource
 from ...secure_sum import registry
 from ...secure_sum.api import AggregateResult, AggregationSpec, ChunkSpec, ClientId, SessionConfig
@@ -260,7 +260,8 @@ class FlowerPruning:
         candidates = [c for c in self.authority_candidates if c in roster]
         if self.s.protocol == "ckks" and "authority" not in options and len(candidates) == 1:
             options["authority"] = candidates[0]  # the node every trust file pins as authority
-        options = info.with_cohort(prepare_options(self.s.protocol, roster, options), self.s.cohort)
+        # the cohort first: the options are validated with the minimum this run releases at
+        options = prepare_options(self.s.protocol, roster, info.with_cohort(options, self.s.cohort))
         session_id = SystemRandomSource().random_bytes(32)
         draft = SessionConfig(session_id, roster, options)
         draft_bytes = R.encode_config(draft)
@@ -331,7 +332,7 @@ class FlowerPruning:
             raise NodeFailure(f"no client contributed to the sum. {self._reasons()}".strip())
         # The release guard of `simulate`: never publish counts over fewer than the cohort.
         try:
-            PrivacySettings(min_cohort=self.s.cohort).release(result, info.secure)
+            release_counts(result, min_cohort=self.s.cohort)
         except PrivacyError as exc:
             raise PrivacyError(f"{exc}. {self._reasons()}".strip()) from exc
         return result
