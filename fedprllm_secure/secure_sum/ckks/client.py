@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 
 from ...errors import ConfigError, ProtocolError
+from ...randomness import RandomSource
 from ..api import (
     ClientId,
     ClientProtocol,
@@ -29,7 +30,6 @@ from ..api import (
     read_checked_input,
 )
 from . import context as he_ctx
-from ...randomness import RandomSource
 from . import identity as ident
 from .authority import KeyAuthority, upload_payload
 from .messages import DecryptReply, DecryptRequest, EncryptedChunk, EncryptRequest
