@@ -22,7 +22,7 @@ from fedprllm_secure.errors import ProtocolError
 from fedprllm_secure.integrations.flower.enrollment import node_enroll, prepare_options, publish
 from fedprllm_secure.randomness import SeededRandomSource
 from fedprllm_secure.secure_sum import registry
-from fedprllm_secure.secure_sum.api import AggregationSpec, ChunkSpec, SessionConfig
+from fedprllm_secure.secure_sum.api import AggregationSpec, ChunkSpec, SessionConfig, config_digest
 from fedprllm_secure.secure_sum.ckks import authority as authority_module
 from fedprllm_secure.secure_sum.ckks import context as he_ctx
 from fedprllm_secure.secure_sum.ckks.authority import (
@@ -191,6 +191,41 @@ def test_attack_a_the_victims_ciphertext_under_everyones_statements_is_refused(s
     request, uploads = setup.collect(0, "w")
     attack = setup.request(0, request.chunk, [uploads[VICTIM]], uploads)
     refused(setup, attack, "range|exceeds|padding|bound")
+
+
+def test_attack_a_sybil_statements_with_pads_the_server_knows_are_refused() -> None:
+    """The server makes its own pad keys for four roster clients, encrypts padded zeros under
+    them (it can compute those pads: it holds the private halves) and lists them beside the
+    victim. The pads would cancel and the sum would be the victim's mask: only the four clients'
+    signatures, which the server cannot make, stop it."""
+    from fedprllm_secure.secure_sum.ckks import identity
+    from fedprllm_secure.secure_sum.ckks import pads as pd
+    from fedprllm_secure.secure_sum.ckks.packing import slot_count
+
+    setup = Setup()
+    request, uploads = setup.collect(0, "w")
+    packing = setup.server._packing
+    binding = config_digest(setup.config)
+    authority = setup.config.options[AUTHORITY_PAD_KEY]
+    victim = uploads[VICTIM]
+    slots = slot_count(LENGTH, packing.per_slot)
+    fakes, parts = {}, []
+    for c in ROSTER[:-1]:
+        private = bytes([c + 1]) * 32
+        key = pd.client_pad_key(private, authority, binding, c)
+        pads = pd.chunk_pads(key, "w", slots, packing.pad_modulus)
+        values = padded_values(np.zeros(slots, dtype=np.uint64), pads, packing)
+        parts.append(tuple(
+            he_ctx.encrypt(setup.public, setup.he, values[i : i + setup.he.slots])
+            for i in range(0, slots, setup.he.slots)
+        ))  # fmt: skip
+        fakes[c] = Statement(c, identity.pad_public(private), bytes(32), bytes(64))
+    attack = dataclasses.replace(
+        request,
+        ciphertexts=add_all(setup, parts + [victim.ciphertexts]),
+        statements=tuple(fakes.values()) + (statement_of(victim),),
+    )
+    refused(setup, attack, "signature")
 
 
 # -- attack B: the same chunk decrypted twice, once without the victim ------------------------
