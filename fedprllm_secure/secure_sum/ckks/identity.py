@@ -3,9 +3,10 @@
 Every ckks client holds an Ed25519 identity key created at enrollment; the roster publishes the
 public keys (option "identity_public_keys": {client id: 32 bytes}). A client signs each chunk it
 encrypts, binding the ciphertexts to everything that gives them meaning (the session's
-`config_digest`, the aggregation, the chunk's name, length and offset, the bound and the packing).
-The key authority decrypts only sums it recomputes itself from such signed uploads (see
-authority.py and protocols/ckks.md, "Signed uploads").
+`config_digest`, the aggregation, the chunk's name, length and offset, the bound, the packing
+and the client's pad public key). The key authority verifies these signatures on statements
+that carry only the digest of the ciphertexts, and decrypts only the server's sum, from which it
+removes the signers' one-time pads (see authority.py and protocols/ckks.md, sections 4.1-4.2).
 
 Private identity bytes (`encode_identity`), length-checked:
 
