@@ -9,8 +9,12 @@ wide), cut at d. Inputs are random mask bits. The run aggregates once with the a
 and once with one count per slot (`max_per_slot=1`, the unpacked baseline, on the first
 `--baseline-entries` entries), through the real protocol and the in-memory bus, and reports:
 uplink bytes per entry per client, encrypt / add / decrypt throughput in entries per second
-(encrypt: client time incl. packing and serialization; add: server time incl. parsing and checks;
-decrypt: key-authority time incl. rounding and range checks), and the process's peak RSS.
+(encrypt: client time incl. packing, one-time pads, encryption, serialization and signing; add:
+server time incl. signature checks, parsing and the homomorphic running sum; decrypt: key-authority
+time incl. statement signature checks, decryption of the ONE summed ciphertext per part, pad
+derivation (X25519 + HKDF + AES-CTR per contributor) and removal, rounding and range checks), the
+bytes the key authority receives (one aggregate per chunk plus ~200 B of signed statement per
+contributor, compared with one client's upload), and the process's peak RSS.
 """
 
 from __future__ import annotations
@@ -147,6 +151,7 @@ def run(clients: int, entries: int, scheme: str, max_per_slot: int | None) -> di
         "uplink_bytes_per_client": uplink[0],
         "public_context_bytes": len(sim.config.options[PUBLIC_CONTEXT]),
         "authority_bytes_in": link.bytes_to_authority,
+        "authority_bytes_in_per_client_upload": link.bytes_to_authority / uplink[0],
         "encrypt_entries_per_s": clients * entries / clock["encrypt"],
         "add_entries_per_s": clients * entries / add_time,
         "decrypt_entries_per_s": entries / clock["decrypt"],

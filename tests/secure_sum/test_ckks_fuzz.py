@@ -20,13 +20,22 @@ from hypothesis import strategies as st
 from fedprllm_secure.errors import ProtocolError
 from fedprllm_secure.randomness import SeededRandomSource
 from fedprllm_secure.secure_sum.api import AggregationSpec, ChunkSpec, SessionConfig, config_digest
+from fedprllm_secure.secure_sum.ckks import context as he_ctx
 from fedprllm_secure.secure_sum.ckks import identity as ident
-from fedprllm_secure.secure_sum.ckks.authority import AuthorityLink, KeyAuthority, upload_payload
+from fedprllm_secure.secure_sum.ckks.authority import (
+    AuthorityLink,
+    KeyAuthority,
+    statement_of,
+    upload_payload,
+)
 from fedprllm_secure.secure_sum.ckks.messages import (
     DecryptReply,
     DecryptRequest,
     EncryptedChunk,
+    Statement,
 )
+from fedprllm_secure.secure_sum.ckks.params import he_params
+from fedprllm_secure.secure_sum.ckks.settings import PUBLIC_CONTEXT
 from fedprllm_secure.secure_sum.messages import decode, encode
 from fedprllm_secure.secure_sum.registry import get
 
@@ -61,6 +70,14 @@ def honest():
     requests = server.begin(spec)
     clients = {c: new_client(config, identities, c) for c in ROSTER}
     uploads = tuple(clients[c].handle(requests[c]) for c in ROSTER)
+    public = he_ctx.load_context(config.options[PUBLIC_CONTEXT], private=False)
+    he = he_params("ckks")
+    size = -(-LENGTH // requests[0].per_slot)
+    total = None
+    for upload in uploads:
+        total = he_ctx.add_into(
+            total, he_ctx.load_ciphertext(public, he, upload.ciphertexts[0], size)
+        )
     request = DecryptRequest(
         session_id=config.session_id,
         aggregation=0,
@@ -68,7 +85,8 @@ def honest():
         chunk=spec.chunks[0],
         base=requests[0].base,
         per_slot=requests[0].per_slot,
-        uploads=uploads,
+        ciphertexts=(he_ctx.serialize(total),),
+        statements=tuple(statement_of(u) for u in uploads),
     )
     return config, identities, requests[0], uploads, request
 
@@ -80,9 +98,9 @@ def new_client(config, identities, c: int):
 def fresh_authority() -> AuthorityLink:
     """A new key authority for the honest session (nothing decrypted yet), behind a link."""
     config, identities = honest()[:2]
-    secret = ident.decode_identity(identities[0]).secret_context
-    assert secret is not None
-    return AuthorityLink(KeyAuthority(config, secret))
+    parsed = ident.decode_identity(identities[0])
+    assert parsed.secret_context is not None and parsed.pad_key is not None
+    return AuthorityLink(KeyAuthority(config, parsed.secret_context, parsed.pad_key))
 
 
 def only_project_errors(call) -> None:
@@ -115,13 +133,30 @@ def chunks(draw) -> ChunkSpec:
 def uploads(draw) -> EncryptedChunk:
     genuine = draw(st.sampled_from(honest()[3]))
     field = draw(st.sampled_from(["none", "session_id", "aggregation", "sender", "chunk_name",
-                                  "ciphertexts", "signature"]))  # fmt: skip
+                                  "ciphertexts", "pad_public", "signature"]))  # fmt: skip
     values = {
         "session_id": BLOBS,
         "aggregation": INTS,
         "sender": st.one_of(INTS, st.sampled_from(ROSTER)),
         "chunk_name": NAMES,
         "ciphertexts": st.lists(BLOBS, max_size=3).map(tuple),
+        "pad_public": st.one_of(BLOBS, st.sampled_from([bytes(32), b"\x01" + bytes(31)])),
+        "signature": BLOBS,
+    }
+    if field == "none":
+        return genuine
+    return dataclasses.replace(genuine, **{field: draw(values[field])})
+
+
+@st.composite
+def statements(draw) -> Statement:
+    genuine = statement_of(draw(st.sampled_from(honest()[3])))
+    field = draw(st.sampled_from(["none", "sender", "pad_public", "digest", "signature"]))
+    values = {
+        "sender": st.one_of(INTS, st.sampled_from(ROSTER)),
+        # includes low-order X25519 points (all zero, one), which the agreement refuses
+        "pad_public": st.one_of(BLOBS, st.sampled_from([bytes(32), b"\x01" + bytes(31)])),
+        "digest": BLOBS,
         "signature": BLOBS,
     }
     if field == "none":
@@ -135,7 +170,16 @@ def decrypt_requests(draw) -> DecryptRequest:
     changes = draw(
         st.lists(
             st.sampled_from(
-                ["session_id", "aggregation", "bound", "chunk", "base", "per_slot", "uploads"]
+                [
+                    "session_id",
+                    "aggregation",
+                    "bound",
+                    "chunk",
+                    "base",
+                    "per_slot",
+                    "ciphertexts",
+                    "statements",
+                ]
             ),  # fmt: skip
             max_size=3,
             unique=True,
@@ -148,7 +192,8 @@ def decrypt_requests(draw) -> DecryptRequest:
         "chunk": chunks(),
         "base": INTS,
         "per_slot": INTS,
-        "uploads": st.lists(uploads(), max_size=5).map(tuple),
+        "ciphertexts": st.lists(BLOBS, max_size=3).map(tuple),
+        "statements": st.lists(statements(), max_size=5).map(tuple),
     }
     return dataclasses.replace(request, **{name: draw(values[name]) for name in changes})
 
@@ -178,7 +223,7 @@ HUGE = ChunkSpec("w", 2**50, 0)
 
 @FUZZ
 @given(decrypt_requests())
-@example(dataclasses.replace(honest()[4], chunk=HUGE, uploads=()))
+@example(dataclasses.replace(honest()[4], chunk=HUGE, ciphertexts=(), statements=()))
 @example(dataclasses.replace(honest()[4], chunk=HUGE))
 @example(dataclasses.replace(honest()[4], per_slot=2**64, base=2**64))
 @example(dataclasses.replace(honest()[4], aggregation=2**40))
@@ -189,7 +234,7 @@ def test_the_key_authority_refuses_any_malformed_request_with_a_project_error(re
 
 def test_the_134_byte_request_of_the_issue_is_refused() -> None:
     """The DecryptRequest of issue 12 item 9: a ChunkSpec of 2^50 entries and no ciphertexts."""
-    request = dataclasses.replace(honest()[4], chunk=HUGE, uploads=())
+    request = dataclasses.replace(honest()[4], chunk=HUGE, ciphertexts=(), statements=())
     wire = encode(request)
     assert len(wire) < 200
     link = fresh_authority()
@@ -198,7 +243,7 @@ def test_the_134_byte_request_of_the_issue_is_refused() -> None:
     except ProtocolError as exc:
         assert "minimum" in str(exc)
     else:
-        raise AssertionError("the authority answered a request without uploads")
+        raise AssertionError("the authority answered a request without statements")
 
 
 @FUZZ
@@ -290,4 +335,5 @@ def test_identity_bytes_are_length_checked(data) -> None:
     except ProtocolError:
         return
     assert len(parsed.signing_key) == 32
-    assert len(wire) == 41 + len(parsed.secret_context or b"")
+    authority = len(parsed.secret_context or b"") + len(parsed.pad_key or b"")
+    assert len(wire) == 41 + authority

@@ -19,10 +19,19 @@ from fedprllm_secure.secure_sum.api import (
 )
 from fedprllm_secure.secure_sum.ckks import context as he_ctx
 from fedprllm_secure.secure_sum.ckks import identity as ident
-from fedprllm_secure.secure_sum.ckks.authority import AuthorityLink, chunk_request, upload_payload
+from fedprllm_secure.secure_sum.ckks.authority import (
+    AuthorityLink,
+    chunk_request,
+    statement_of,
+    upload_payload,
+)
 from fedprllm_secure.secure_sum.ckks.messages import EncryptedChunk, EncryptRequest
 from fedprllm_secure.secure_sum.ckks.params import choose_packing, he_params
-from fedprllm_secure.secure_sum.ckks.settings import AUTHORITY_LINK, PUBLIC_CONTEXT
+from fedprllm_secure.secure_sum.ckks.settings import (
+    AUTHORITY_LINK,
+    AUTHORITY_PAD_KEY,
+    PUBLIC_CONTEXT,
+)
 from fedprllm_secure.secure_sum.packing import bits_for, packed_size, unpack_uint
 from fedprllm_secure.secure_sum.registry import get
 from fedprllm_secure.secure_sum.session import SimulatedSession
@@ -163,8 +172,11 @@ def test_server_holds_only_a_public_context_and_cannot_decrypt() -> None:
     server = sim.bus.server
     assert server.public_context.is_private() is False
     assert not he_ctx.load_context(sim.config.options[PUBLIC_CONTEXT], private=False).is_private()
+    packing = choose_packing(he_params("ckks"), 3, 1)
     reply = sim.bus.clients[0].handle(
-        EncryptRequest(sim.config.session_id, 0, 1, ChunkSpec("w", 100, 0), 4, 24)
+        EncryptRequest(
+            sim.config.session_id, 0, 1, ChunkSpec("w", 100, 0), packing.base, packing.per_slot
+        )
     )
     vector = ts.ckks_vector_from(server.public_context, reply.ciphertexts[0])
     with pytest.raises(ValueError, match="secret"):
@@ -172,8 +184,8 @@ def test_server_holds_only_a_public_context_and_cannot_decrypt() -> None:
     with pytest.raises(ProtocolError, match="secret key"):
         he_ctx.decrypt(server.public_context, he_params("ckks"), vector)
     # Nothing the server is configured with holds the secret key.
-    for value in sim.config.options.values():
-        if isinstance(value, bytes):
+    for key, value in sim.config.options.items():
+        if isinstance(value, bytes) and key != AUTHORITY_PAD_KEY:  # 32-byte X25519 public key
             assert not ts.context_from(value).is_private()
     assert repr(sim.config.options[AUTHORITY_LINK]) == "AuthorityLink(<separate key authority>)"
 
@@ -399,21 +411,28 @@ def test_authority_decrypts_each_chunk_once_and_checks_requests() -> None:
     packing = choose_packing(he_params("ckks"), 2, 1)
     chunk = ChunkSpec("w", 100, 0)
 
-    def request(uploads=(good[0], good[1]), base=packing.base):
-        layout = dataclasses.replace(packing, base=base)
-        return dataclasses.replace(
-            chunk_request(sim.config, 0, 1, chunk, layout, ()), uploads=tuple(uploads)
-        )
+    public = he_ctx.load_context(sim.config.options[PUBLIC_CONTEXT], private=False)
+    he = he_params("ckks")
+    size = -(-100 // packing.per_slot)
+    total = he_ctx.load_ciphertext(public, he, good[0].ciphertexts[0], size)
+    total = he_ctx.add_into(total, he_ctx.load_ciphertext(public, he, good[1].ciphertexts[0], size))
+    summed = (he_ctx.serialize(total),)
 
+    def request(uploads=(good[0], good[1]), base=packing.base, ciphertexts=summed, name="w"):
+        layout = dataclasses.replace(packing, base=base)
+        statements = tuple(statement_of(u) for u in uploads)
+        made = chunk_request(sim.config, 0, 1, ChunkSpec(name, 100, 0), layout, ciphertexts, ())
+        return dataclasses.replace(made, statements=statements)
+
+    # Each refused request uses up its chunk name (one try per chunk): fresh names here.
     with pytest.raises(ProtocolError, match="increasing order"):
-        link.request(request(uploads=(good[1], good[0])))
+        link.request(request(uploads=(good[1], good[0]), name="w1"))
     with pytest.raises(ProtocolError, match="increasing order"):
-        link.request(request(uploads=(good[0], good[0])))
+        link.request(request(uploads=(good[0], good[0]), name="w2"))
     with pytest.raises(ProtocolError, match="packing"):
-        link.request(request(base=7))
-    doubled = replace_ciphertexts(good[1], good[1].ciphertexts * 2)
+        link.request(request(base=7, name="w3"))
     with pytest.raises(ProtocolError, match="ciphertexts"):
-        link.request(request(uploads=(good[0], doubled)))
+        link.request(request(ciphertexts=summed * 2, name="w4"))
     reply = link.request(request())
     assert reply.chunk_name == "w"
     # Only rounded integers leave the authority: 100 counts of bits_for(2) = 2 bits each.
@@ -435,6 +454,12 @@ def test_client_refuses_another_packing_and_decrypt_requests() -> None:
     with pytest.raises(ProtocolError, match="not the key authority"):
         other.handle(
             chunk_request(
-                sim.config, 0, 1, ChunkSpec("w", 10, 0), choose_packing(he_params("ckks"), 3, 1), ()
+                sim.config,
+                0,
+                1,
+                ChunkSpec("w", 10, 0),
+                choose_packing(he_params("ckks"), 3, 1),
+                (),
+                (),
             )
         )

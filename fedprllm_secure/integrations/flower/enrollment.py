@@ -9,8 +9,10 @@ in the session config:
 * ckks: each node draws its Ed25519 identity key (it signs the node's uploads); the roster carries
   the public keys. The key authority must be one of the nodes (option "authority": client id;
   default the first client on the roster): that node also creates the TenSEAL secret context and
-  publishes the public context after its public key (ckks.identity.encode_public); a "separate"
-  authority has no place to live in a Flower federation.
+  an X25519 pad key, and publishes the pad public key and the public context after its identity
+  key (ckks.identity.encode_public); they become options "ckks.authority_pad_key" and
+  "ckks.public_context", bound by the config digest. A "separate" authority has no place to live
+  in a Flower federation.
 
 The server relays the public parts, so a malicious server could substitute them; pin them out of
 band (node config) where the server is not trusted with key distribution.
@@ -69,9 +71,10 @@ def node_enroll(
         if settings.authority != client_id:
             return ident.encode_identity(signing_key), ident.encode_public(public)
         secret = he_ctx.new_secret_context(he_params(settings.scheme))
+        pad_key = ident.new_pad_key(rng.child("authority-pad-key"))
         return (
-            ident.encode_identity(signing_key, he_ctx.secret_bytes(secret)),
-            ident.encode_public(public, he_ctx.public_bytes(secret)),
+            ident.encode_identity(signing_key, he_ctx.secret_bytes(secret), pad_key),
+            ident.encode_public(public, he_ctx.public_bytes(secret), ident.pad_public(pad_key)),
         )
     return None, b""
 
@@ -88,16 +91,22 @@ def publish(
         options["identity_public_keys"] = keys
     elif protocol == "ckks":
         from ...secure_sum.ckks.identity import decode_public
-        from ...secure_sum.ckks.settings import IDENTITY_KEYS, PUBLIC_CONTEXT, parse
+        from ...secure_sum.ckks.settings import (
+            AUTHORITY_PAD_KEY,
+            IDENTITY_KEYS,
+            PUBLIC_CONTEXT,
+            parse,
+        )
 
         authority = parse(config).authority
         if any(c not in publics for c in config.roster):
             raise ProtocolError("a node did not send its ckks identity public key")
         parts = {c: decode_public(publics[c]) for c in config.roster}
-        if authority is None or parts[authority][1] is None:
+        if authority is None or parts[authority][2] is None:
             raise ProtocolError("the ckks key authority node did not publish its public context")
-        if any(context is not None for c, (_, context) in parts.items() if c != authority):
+        if any(context is not None for c, (_, _, context) in parts.items() if c != authority):
             raise ProtocolError("a node that is not the ckks key authority sent a public context")
-        options[IDENTITY_KEYS] = {c: key for c, (key, _) in parts.items()}
-        options[PUBLIC_CONTEXT] = parts[authority][1]
+        options[IDENTITY_KEYS] = {c: key for c, (key, _, _) in parts.items()}
+        options[AUTHORITY_PAD_KEY] = parts[authority][1]
+        options[PUBLIC_CONTEXT] = parts[authority][2]
     return SessionConfig(config.session_id, config.roster, options)

@@ -1,29 +1,30 @@
-"""The key authority (decryptor): the only holder of the secret key.
+"""The key authority (decryptor): the only holder of the secret key and of the pad key.
 
 It is a different party from the aggregation server and must not collude with it (TenSEAL has no
-threshold decryption, so this non-collusion is the trust assumption of the whole protocol). It
-creates the context once per session, publishes only the public part, and answers one kind of
-request: decrypt the sum of one chunk's signed uploads. It releases rounded, range-checked integer
-counts, never raw decryptions (raw CKKS decryptions carry the encryption error, which leaks key
-material).
+threshold decryption). It creates the context and an X25519 pad key once per session, publishes
+only the public parts, and answers one kind of request: decrypt the server's sum of one chunk.
+It never receives an individual client's ciphertext: the request carries ONE summed ciphertext
+per part of the chunk and, for every listed contributor, its signed statement without its
+ciphertexts (sender, pad public key e_j^pub, digest of the ciphertexts, Ed25519 signature).
+Every client's slots carry a one-time pad derived from X25519(e_j, authority key) (pads.py); the
+authority removes the listed contributors' pads from the decrypted sum, and any slot where an
+honest client's pad does not cancel exactly is uniform and fails the range check with high
+probability; nothing is released unless every slot passes. It releases rounded, range-checked
+integer counts, never raw decryptions. Rules, in this order (protocols/ckks.md, "Key authority
+rules"); any violation raises ProtocolError and releases nothing:
 
-It never decrypts a ciphertext the server made: the request carries every contributor's own
-upload (ciphertexts + Ed25519 signature), and the authority sums them itself. Rules it enforces
-on every request, in this order, before it allocates anything sized by the request or parses a
-ciphertext (any violation raises ProtocolError and releases nothing; protocols/ckks.md, "Key
-authority rules"):
-
-1. the session matches, and the chunk NAME was never decrypted in this session, under any
-   aggregation index (two sums over different sets would reveal a difference);
-2. the uploads' senders are strictly increasing roster clients, at least `min_contributors` of
-   them (default 3, the minimum cohort), the same set as every earlier chunk of this aggregation;
-3. the packing is the one the parameters dictate, and every upload carries exactly the number of
+1. the session matches, and the chunk NAME was never requested before in this session, under any
+   aggregation index; from here on the request USES the name, whether it succeeds or not (a
+   cheating server gets one try per chunk);
+2. the statements' senders are strictly increasing roster clients, at least `min_contributors` of
+   them (default 3), the same set as every earlier released chunk of this aggregation;
+3. the packing is the one the parameters dictate, and the sum holds exactly the number of
    ciphertexts the chunk's length needs (counted without building anything of that length);
-4. every upload names this session, aggregation, chunk and sender, and its signature verifies
-   under the sender's published identity key over (config digest, aggregation, sender, chunk
-   name, length, offset, bound, packing, SHA-256 of its ciphertexts);
-5. the ciphertexts are well formed, fresh, of this context and of the right sizes; every
-   decrypted slot of their sum is within the error bound of a valid sum of that many clients.
+4. every statement's signature verifies under the sender's published identity key over (config
+   digest, aggregation, sender, chunk name, length, offset, bound, packing, e_j^pub, digest);
+5. the summed ciphertexts are well formed, of this context and of the right sizes; after
+   decryption and removal of the listed pads, every slot is a valid packed sum of that many
+   clients (CKKS: near an integer; digits <= listed * bound; zero padding).
 """
 
 from __future__ import annotations
@@ -36,55 +37,92 @@ from ..messages import decode, encode
 from ..packing import bits_for, pack_uint
 from . import context as he_ctx
 from . import identity as ident
-from .messages import DecryptReply, DecryptRequest, EncryptedChunk
-from .packing import ciphertext_count, ciphertext_sizes, from_ckks_values, unpack
+from .messages import DecryptReply, DecryptRequest, EncryptedChunk, Statement
+from .packing import ciphertext_count, ciphertext_sizes, slot_count, sum_residues, unpack
+from .pads import authority_pad_key, chunk_pads, sub_mod
 from .params import Packing, he_params
-from .settings import Settings, identity_keys, parse, session_packing
+from .settings import Settings, authority_pad_public, identity_keys, parse, session_packing
 
 
-def upload_payload(
-    binding: bytes, upload: EncryptedChunk, chunk: ChunkSpec, bound: int, base: int, per_slot: int
+def statement_payload(
+    binding: bytes,
+    aggregation: int,
+    statement: Statement,
+    chunk: ChunkSpec,
+    bound: int,
+    base: int,
+    per_slot: int,
 ) -> bytes:
-    """The bytes `upload.sender` signs for its upload of `chunk` (identity.chunk_payload)."""
+    """The bytes `statement.sender` signed for its upload of `chunk` (identity.chunk_payload)."""
     return ident.chunk_payload(
         binding,
-        upload.aggregation,
-        upload.sender,
+        aggregation,
+        statement.sender,
         chunk.name,
         chunk.length,
         chunk.offset,
         bound,
         base,
         per_slot,
-        ident.ciphertexts_digest(upload.ciphertexts),
+        statement.pad_public,
+        statement.digest,
+    )
+
+
+def statement_of(upload: EncryptedChunk) -> Statement:
+    """An upload's signed statement, without its ciphertexts (only their digest)."""
+    return Statement(
+        sender=upload.sender,
+        pad_public=upload.pad_public,
+        digest=ident.ciphertexts_digest(upload.ciphertexts),
+        signature=upload.signature,
+    )
+
+
+def upload_payload(
+    binding: bytes, upload: EncryptedChunk, chunk: ChunkSpec, bound: int, base: int, per_slot: int
+) -> bytes:
+    """The bytes `upload.sender` signs for its upload of `chunk` (identity.chunk_payload)."""
+    return statement_payload(
+        binding, upload.aggregation, statement_of(upload), chunk, bound, base, per_slot
     )
 
 
 class KeyAuthority:
-    """Holds the secret context of one session and decrypts sums of signed uploads only."""
+    """Holds the secret context and pad key of one session; decrypts only the server's sum of a
+    chunk, removes the signed contributors' pads and releases the counts if every slot checks."""
 
-    def __init__(self, config: SessionConfig, secret_context: bytes) -> None:
+    def __init__(self, config: SessionConfig, secret_context: bytes, pad_key: bytes) -> None:
         self._config = config
         self._settings: Settings = parse(config)
         self._keys = identity_keys(config)
         self._binding = config_digest(config)
         self._he = he_params(self._settings.scheme)
         self._ctx = he_ctx.load_context(secret_context, private=True)
-        self._decrypted: set[str] = set()  # chunk names released in this session
+        if len(pad_key) != 32 or ident.pad_public(pad_key) != authority_pad_public(config):
+            raise ProtocolError("the key authority's pad key does not match the published one")
+        self._pad_key = bytes(pad_key)
+        self._decrypted: set[str] = set()  # chunk names requested in this session (used up)
         self._contributors: dict[int, tuple[int, ...]] = {}
+
+    def __repr__(self) -> str:  # never print key material
+        return "KeyAuthority(<secret>)"
 
     def handle(self, request: object) -> DecryptReply:
         if not isinstance(request, DecryptRequest):
             raise ProtocolError(f"the key authority got {type(request).__name__}, not a request")
+        self._check_fresh(request)
+        # From here the chunk name is used up, whatever happens: one try per chunk.
+        self._decrypted.add(request.chunk.name)
         packing = self._check(request)
-        clients = len(request.uploads)
+        clients = len(request.statements)
         max_sum = clients * request.bound
         raw = self._decrypt_sum(request, packing)
-        packed = self._to_packed(raw, packing, request.bound, clients)
+        residues = sum_residues(raw, packing, clients)
+        packed = sub_mod(residues, self._pads(request, packing), packing.pad_modulus)
         counts = unpack(packed, packing.base, packing.per_slot, request.chunk.length, max_sum)
-        # Commit only after success, so a refused request fixes nothing.
-        self._decrypted.add(request.chunk.name)
         self._contributors[request.aggregation] = request.contributors
+        self._decrypted.add(request.chunk.name)  # a no-op: the name was used up above
         return DecryptReply(
             session_id=request.session_id,
             aggregation=request.aggregation,
@@ -92,21 +130,23 @@ class KeyAuthority:
             counts=pack_uint(counts, bits_for(max_sum)),
         )
 
-    def _check(self, request: DecryptRequest) -> Packing:
-        config, settings = self._config, self._settings
-        if request.session_id != config.session_id:
+    def _check_fresh(self, request: DecryptRequest) -> None:
+        if request.session_id != self._config.session_id:
             raise ProtocolError("decryption request for another session")
         if request.chunk.name in self._decrypted:
             raise ProtocolError(
-                f"chunk {request.chunk.name!r} was already decrypted in this session; a second "
-                "sum could reveal the difference between contributor sets"
+                f"chunk {request.chunk.name!r} was already decrypted (or tried) in this session; "
+                "a second sum could reveal the difference between contributor sets"
             )
+
+    def _check(self, request: DecryptRequest) -> Packing:
+        config, settings = self._config, self._settings
         contributors = request.contributors
         if list(contributors) != sorted(set(contributors)) or not set(contributors) <= set(
             config.roster
         ):
             raise ProtocolError(
-                "the uploads' senders are not distinct roster clients in increasing order"
+                "the statements' senders are not distinct roster clients in increasing order"
             )
         if len(contributors) < settings.min_contributors:
             raise ProtocolError(
@@ -123,48 +163,53 @@ class KeyAuthority:
             raise ProtocolError("the request's packing differs from the session parameters")
         # Counted, not listed: a claimed length of 2^50 must not allocate anything.
         needed = ciphertext_count(request.chunk.length, packing.per_slot, self._he.slots)
-        for upload in request.uploads:
-            if len(upload.ciphertexts) != needed:
-                raise ProtocolError(
-                    f"chunk {request.chunk.name!r} needs {needed} ciphertexts per client, "
-                    f"client {upload.sender} has {len(upload.ciphertexts)}"
-                )
-        for upload in request.uploads:
-            self._check_signed(request, upload)
+        if len(request.ciphertexts) != needed:
+            raise ProtocolError(
+                f"chunk {request.chunk.name!r} needs {needed} summed ciphertexts, the request "
+                f"has {len(request.ciphertexts)}"
+            )
+        for statement in request.statements:
+            self._check_signed(request, statement)
         return packing
 
-    def _check_signed(self, request: DecryptRequest, upload: EncryptedChunk) -> None:
-        if (
-            upload.session_id != request.session_id
-            or upload.aggregation != request.aggregation
-            or upload.chunk_name != request.chunk.name
-        ):
-            raise ProtocolError(f"client {upload.sender}'s upload is for another chunk or session")
-        payload = upload_payload(
-            self._binding, upload, request.chunk, request.bound, request.base, request.per_slot
+    def _check_signed(self, request: DecryptRequest, statement: Statement) -> None:
+        payload = statement_payload(
+            self._binding,
+            request.aggregation,
+            statement,
+            request.chunk,
+            request.bound,
+            request.base,
+            request.per_slot,
         )
-        if not ident.verify(self._keys[upload.sender], upload.signature, payload):
+        if not ident.verify(self._keys[statement.sender], statement.signature, payload):
             raise ProtocolError(
-                f"client {upload.sender}'s signature does not cover these ciphertexts for chunk "
+                f"client {statement.sender}'s signature does not cover this statement for chunk "
                 f"{request.chunk.name!r}; refusing to decrypt"
             )
 
+    def _pads(self, request: DecryptRequest, packing: Packing) -> np.ndarray:
+        """The sum mod M of the listed contributors' pads for this chunk."""
+        slots = slot_count(request.chunk.length, packing.per_slot)
+        total = np.zeros(slots, dtype=np.uint64)
+        modulus = np.uint64(packing.pad_modulus)
+        for statement in request.statements:
+            key = authority_pad_key(
+                self._pad_key, statement.pad_public, self._binding, statement.sender
+            )
+            total = (total + chunk_pads(key, request.chunk.name, slots, packing.pad_modulus)) % (
+                modulus
+            )
+        return total
+
     def _decrypt_sum(self, request: DecryptRequest, packing: Packing) -> np.ndarray:
-        """Decrypt the sum, recomputed here, of the (verified) uploads' ciphertexts."""
+        """Decrypt the server's summed ciphertexts (sizes checked first)."""
         sizes = ciphertext_sizes(request.chunk.length, packing.per_slot, self._he.slots)
         slots = []
-        for i, size in enumerate(sizes):
-            total = None
-            for upload in request.uploads:
-                vector = he_ctx.load_ciphertext(self._ctx, self._he, upload.ciphertexts[i], size)
-                total = he_ctx.add_into(total, vector)
-            slots.append(he_ctx.decrypt(self._ctx, self._he, total))
+        for data, size in zip(request.ciphertexts, sizes, strict=True):
+            vector = he_ctx.load_ciphertext(self._ctx, self._he, data, size)
+            slots.append(he_ctx.decrypt(self._ctx, self._he, vector))
         return np.concatenate(slots) if slots else np.zeros(0)
-
-    def _to_packed(self, raw: np.ndarray, packing: Packing, bound: int, clients: int) -> np.ndarray:
-        if packing.centered:
-            return from_ckks_values(raw, packing, bound, clients)
-        return raw.astype(np.uint64)  # BFV: exact residues; `unpack` range-checks them
 
 
 class AuthorityLink:
@@ -199,9 +244,10 @@ def chunk_request(
     bound: int,
     chunk: ChunkSpec,
     packing: Packing,
-    uploads: tuple[EncryptedChunk, ...],
+    ciphertexts: tuple[bytes, ...],
+    statements: tuple[Statement, ...],
 ) -> DecryptRequest:
-    """The request the server sends for one chunk: the contributors' signed uploads."""
+    """The request the server sends for one chunk: its sum and the contributors' statements."""
     return DecryptRequest(
         session_id=config.session_id,
         aggregation=aggregation,
@@ -209,5 +255,6 @@ def chunk_request(
         chunk=chunk,
         base=packing.base,
         per_slot=packing.per_slot,
-        uploads=tuple(sorted(uploads, key=lambda upload: upload.sender)),
+        ciphertexts=tuple(ciphertexts),
+        statements=tuple(sorted(statements, key=lambda statement: statement.sender)),
     )

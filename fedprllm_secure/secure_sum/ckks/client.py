@@ -1,12 +1,16 @@
 """The client side: encrypt each requested chunk under the authority's public key.
 
-A client holds only the public context published at enrollment (never one offered by the server,
-which could otherwise substitute a key it can decrypt with) and its own Ed25519 identity key. It
-signs each encrypted chunk (identity.chunk_payload), and signs each chunk name at most once per
-session: a second request for a name it already answered is refused, so no two signed uploads of
-one chunk exist for the server to combine (its ContributionLedger covers other sessions). Memory
-is O(chunk): the chunk's input, its packed slots and its ciphertexts. The client that is
-designated key authority also answers decryption requests through its `KeyAuthority`.
+A client holds only the public context and authority pad key published at enrollment (never one
+offered by the server, which could otherwise substitute a key it can decrypt with), its own
+Ed25519 identity key and a per-session X25519 pad key e_j (drawn from its RandomSource, kept in
+its state). It adds to every slot a one-time pad derived from X25519(e_j, authority pad key)
+(pads.py), encrypts, and signs the upload with e_j^pub (identity.chunk_payload). A chunk name is
+signed in one aggregation per session only: a request for it in another aggregation is refused
+(its ContributionLedger covers other sessions). Within that aggregation the server may ask again
+after a dropout (a repair: the same input under the same pad, re-encrypted), which gives it
+nothing new: every signed upload of the chunk encrypts the same padded plaintext, and the
+authority decrypts the chunk once. Memory is O(chunk). The client that is designated key
+authority also answers decryption requests through its `KeyAuthority`.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 
 from ...errors import ConfigError, ProtocolError
+from ...randomness import RandomSource
 from ..api import (
     ClientId,
     ClientProtocol,
@@ -28,9 +33,17 @@ from . import context as he_ctx
 from . import identity as ident
 from .authority import KeyAuthority, upload_payload
 from .messages import DecryptReply, DecryptRequest, EncryptedChunk, EncryptRequest
-from .packing import pack, to_ckks_values
+from .packing import pack, padded_values, slot_count
+from .pads import chunk_pads, client_pad_key
 from .params import he_params
-from .settings import AUTHORITY_LINK, identity_keys, parse, public_context_bytes, session_packing
+from .settings import (
+    AUTHORITY_LINK,
+    authority_pad_public,
+    identity_keys,
+    parse,
+    public_context_bytes,
+    session_packing,
+)
 
 
 class CkksClient(ClientProtocol):
@@ -40,6 +53,8 @@ class CkksClient(ClientProtocol):
         client_id: ClientId,
         inputs: InputProvider,
         identity: bytes | None,
+        rng: RandomSource | None = None,
+        pad_key: bytes | None = None,
     ) -> None:
         if client_id not in config.roster:
             raise ProtocolError(f"client {client_id} is not on the roster")
@@ -61,10 +76,20 @@ class CkksClient(ClientProtocol):
         if settings.authority == client_id:
             if parsed.secret_context is None:
                 raise ConfigError(f"client {client_id} is the key authority but holds no key")
-            self._authority = KeyAuthority(config, parsed.secret_context)
+            assert parsed.pad_key is not None
+            self._authority = KeyAuthority(config, parsed.secret_context, parsed.pad_key)
         elif parsed.secret_context is not None:
             raise ConfigError(f"client {client_id} was given key material it must not hold")
-        self._signed: set[str] = set()  # chunk names signed in this session
+        if pad_key is None:
+            if rng is None:
+                raise ConfigError(f"client {client_id} needs a random source for its pad key")
+            pad_key = ident.new_pad_key(rng.child(f"ckks-pad-key-{client_id}"))
+        self._pad_key = bytes(pad_key)
+        self._pad_public = ident.pad_public(self._pad_key)
+        self._pads_key = client_pad_key(
+            self._pad_key, authority_pad_public(config), self._binding, client_id
+        )
+        self._signed: dict[str, int] = {}  # chunk name -> the aggregation it was signed in
         self._state = "ready"
 
     @property
@@ -79,8 +104,9 @@ class CkksClient(ClientProtocol):
             "config": dataclasses.replace(self.config, options=options),
             "client_id": self.client_id,
             "identity": self._identity,
+            "pad_key": self._pad_key,
             "state": self._state,
-            "signed": set(self._signed),
+            "signed": dict(self._signed),
             "decrypted": None,
             "contributors": None,
         }
@@ -93,9 +119,9 @@ class CkksClient(ClientProtocol):
     def from_state(cls, data: bytes, inputs: InputProvider, rng: object = None) -> CkksClient:
         f = decode_state("ckks", data)
         try:
-            client = cls(f["config"], f["client_id"], inputs, f["identity"])
+            client = cls(f["config"], f["client_id"], inputs, f["identity"], None, f["pad_key"])
             client._state = str(f["state"])
-            client._signed = {str(name) for name in f["signed"]}
+            client._signed = {str(name): int(index) for name, index in f["signed"].items()}
             if client._authority is not None:
                 client._authority._decrypted = set(f["decrypted"] or ())
                 client._authority._contributors = dict(f["contributors"] or {})
@@ -126,14 +152,20 @@ class CkksClient(ClientProtocol):
         packing = session_packing(self.config, request.bound)
         if (request.base, request.per_slot) != (packing.base, packing.per_slot):
             raise ProtocolError(f"client {self.client_id}: the server asked for another packing")
-        if request.chunk.name in self._signed:
+        if self._signed.get(request.chunk.name, request.aggregation) != request.aggregation:
             raise ProtocolError(
                 f"client {self.client_id}: chunk {request.chunk.name!r} was already signed in this "
                 "session; a second signed upload could be summed into a second aggregate"
             )
         vector = read_checked_input(self.inputs, request.aggregation, request.chunk, request.bound)
         packed = pack(vector, packing.base, packing.per_slot)
-        values = to_ckks_values(packed, packing, request.bound) if packing.centered else packed
+        pads = chunk_pads(
+            self._pads_key,
+            request.chunk.name,
+            slot_count(request.chunk.length, packing.per_slot),
+            packing.pad_modulus,
+        )
+        values = padded_values(packed, pads, packing)
         slots = self._he.slots
         ciphertexts = tuple(
             he_ctx.encrypt(self._ctx, self._he, values[start : start + slots])
@@ -145,10 +177,11 @@ class CkksClient(ClientProtocol):
             sender=self.client_id,
             chunk_name=request.chunk.name,
             ciphertexts=ciphertexts,
+            pad_public=self._pad_public,
             signature=b"",
         )
         payload = upload_payload(
             self._binding, unsigned, request.chunk, request.bound, packing.base, packing.per_slot
         )
-        self._signed.add(request.chunk.name)
+        self._signed[request.chunk.name] = request.aggregation
         return dataclasses.replace(unsigned, signature=ident.sign(self._signing_key, payload))

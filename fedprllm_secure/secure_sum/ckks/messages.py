@@ -1,10 +1,12 @@
 """Wire messages of the `ckks` protocol (tags "ckks/..."). Ciphertexts are serialized TenSEAL bytes.
 
 Round "encrypted-input": the server asks every live client for one chunk; each answers with the
-chunk's ciphertexts and its Ed25519 signature over them (identity.chunk_payload). Round "decrypt":
-the server hands the key authority, for one chunk, the signed uploads of every contributor (not
-an aggregate: the authority verifies each signature and sums them itself); the authority answers
-with the rounded counts, bit-packed.
+chunk's ciphertexts (of its padded slots), its per-session pad public key and its Ed25519
+signature over them (identity.chunk_payload). Round "decrypt": the server hands the key authority,
+for one chunk, ONE summed ciphertext per part of the chunk and every contributor's signed
+statement WITHOUT its ciphertexts (sender, pad public key, digest of the ciphertexts it signed,
+signature); the authority answers with the rounded counts, bit-packed. The authority never
+receives an individual client's ciphertext.
 """
 
 from __future__ import annotations
@@ -37,7 +39,19 @@ class EncryptedChunk:
     sender: int
     chunk_name: str
     ciphertexts: tuple[bytes, ...]
+    pad_public: bytes  # the sender's per-session X25519 pad public key e_j^pub (32 bytes)
     signature: bytes  # by `sender`'s identity key over identity.chunk_payload(...)
+
+
+@dataclass(frozen=True)
+class Statement:
+    """What a contributor signed for a chunk, without its ciphertexts: the signed payload holds
+    only their digest, so the authority verifies the signature without ever seeing them."""
+
+    sender: int
+    pad_public: bytes
+    digest: bytes  # identity.ciphertexts_digest of the upload's ciphertexts
+    signature: bytes
 
 
 @message("ckks/decrypt-request", DECRYPT_ROUND)
@@ -49,11 +63,12 @@ class DecryptRequest:
     chunk: ChunkSpec
     base: int
     per_slot: int
-    uploads: tuple[EncryptedChunk, ...]  # one per contributor, senders strictly increasing
+    ciphertexts: tuple[bytes, ...]  # the server's sum over the listed contributors
+    statements: tuple[Statement, ...]  # one per contributor, senders strictly increasing
 
     @property
     def contributors(self) -> tuple[int, ...]:
-        return tuple(upload.sender for upload in self.uploads)
+        return tuple(statement.sender for statement in self.statements)
 
 
 @message("ckks/decrypt-reply", DECRYPT_ROUND)

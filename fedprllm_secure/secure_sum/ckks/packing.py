@@ -7,10 +7,11 @@ fills S = ceil(L / K) slots, and ciphertext c holds slots [c * slots, (c + 1) * 
 Because every entry of every client is <= bound and B = clients * bound + 1, the digit-wise sum of
 any set of clients never carries, so the sum of packed slots is the packing of the summed vector.
 
-CKKS slots are *centred*: a client encodes `slot - bound * R / 2` with R = (B**K - 1) / (B - 1)
-(the value with every digit equal to one), which halves the largest magnitude and so the
-floating-point error. A sum over c clients is shifted by `c * bound * R / 2`, which the decryptor
-adds back knowing c. All of this is exact in float64 because |slot| < 2**52.
+Every slot carries a one-time pad (pads.py): a client encrypts `(slot + pad) mod M`, M = t for BFV
+and M = 2**K' > B**K - 1 for CKKS. CKKS values are also *centred*: the client encodes
+`(slot + pad) mod M - M / 2`, which halves the largest magnitude and so the floating-point error;
+a sum over c clients is shifted by `c * M / 2`, which the decryptor adds back knowing c. All of
+this is exact in float64 because c * M < 2**52.
 """
 
 from __future__ import annotations
@@ -71,37 +72,35 @@ def unpack(packed: np.ndarray, base: int, per_slot: int, length: int, max_digit:
     return flat[:length]
 
 
-def center_offset2(packing: Packing, bound: int, clients: int) -> int:
-    """Twice the centring shift of a sum over `clients` clients: clients * bound * R (an int)."""
-    repunit = (packing.base**packing.per_slot - 1) // (packing.base - 1)
-    return clients * bound * repunit
+def padded_values(packed: np.ndarray, pads: np.ndarray, packing: Packing) -> np.ndarray:
+    """One client's slot values: (packed + pad) mod M; for CKKS centred to [-M/2, M/2) float64
+    (exact: M <= 2**52), for BFV the residues in [0, t)."""
+    modulus = np.uint64(packing.pad_modulus)
+    padded = (np.asarray(packed, dtype=np.uint64) % modulus + pads) % modulus
+    if not packing.centered:
+        return padded
+    return padded.astype(np.float64) - packing.pad_modulus / 2
 
 
-def to_ckks_values(packed: np.ndarray, packing: Packing, bound: int) -> np.ndarray:
-    """One client's centred float64 slot values (exact: |value| < 2**52)."""
-    shift = center_offset2(packing, bound, 1) / 2
-    return packed.astype(np.float64) - shift
-
-
-def from_ckks_values(raw: np.ndarray, packing: Packing, bound: int, clients: int) -> np.ndarray:
-    """Round a decrypted centred sum over `clients` clients back to packed uint64 slots.
-
-    Refuses (ProtocolError) any slot farther than `packing.error_bound` from the lattice of
-    possible values, or outside the packing range: such a slot means a ciphertext under another
-    key, an input out of range, or a broken precision model, and must not be released.
-    """
-    offset2 = center_offset2(packing, bound, clients)
-    parity = offset2 % 2  # the true centred sum lies in Z + parity / 2
-    shifted = np.asarray(raw, dtype=np.float64) - parity / 2
+def sum_residues(raw: np.ndarray, packing: Packing, clients: int) -> np.ndarray:
+    """The decrypted sum of `clients` padded slots as residues mod M (uint64), before the pads
+    are removed. CKKS: refuses (ProtocolError) any slot farther than `packing.error_bound` from
+    an integer, or outside [0, clients * (M - 1)] once the centring is added back; such a slot
+    means a ciphertext under another key, a manipulated sum, or a broken precision model."""
+    modulus = packing.pad_modulus
+    if not packing.centered:
+        return np.asarray(raw, dtype=np.uint64) % np.uint64(modulus)
+    shifted = np.asarray(raw, dtype=np.float64) + clients * (modulus / 2)
     if not np.all(np.isfinite(shifted)):
         raise ProtocolError("a decrypted slot is not a finite number")
     nearest = np.rint(shifted)
     if shifted.size and float(np.max(np.abs(shifted - nearest))) > packing.error_bound:
         raise ProtocolError(
-            "a decrypted slot is not within the CKKS error bound of a valid sum; refusing to "
-            "release it (ciphertext under another key, or an input out of range)"
+            "a decrypted slot is not within the CKKS error bound of an integer; refusing to "
+            "release it (ciphertext under another key, a manipulated sum, or an input out of range)"
         )
-    low, high = -(offset2 + parity) // 2, packing.max_packed - (offset2 + parity) // 2
-    if nearest.size and (float(nearest.min()) < low or float(nearest.max()) > high):
-        raise ProtocolError("a decrypted slot lies outside the range of a valid sum")
-    return (nearest.astype(np.int64) + (offset2 + parity) // 2).astype(np.uint64)
+    if nearest.size and (
+        float(nearest.min()) < 0 or float(nearest.max()) > clients * (modulus - 1)
+    ):
+        raise ProtocolError("a decrypted slot lies outside the range of a sum of padded slots")
+    return nearest.astype(np.uint64) % np.uint64(modulus)

@@ -5,11 +5,13 @@ HomomorphicEncryption.org table: 160 <= 218 coefficient-modulus bits). `choose_p
 bound)` returns the base B = clients * bound + 1 (> every possible sum of one entry) and the largest
 number K of base-B digits per slot for which decryption is exact:
 
-- BFV: arithmetic is exact modulo the plain modulus t, so K is the largest k with B**k <= t.
-- CKKS: a decrypted slot carries an absolute error. The packed value is centred (see packing.py),
-  so it lies in [-V, V] with V = (B**K - 1) / 2. The error budget is
-  `FP_FACTOR * 2**-53 * V + clients * NOISE_PER_CLIENT / scale` and must stay <= ROUNDING_LIMIT
-  (< 0.5, so rounding to the nearest integer is exact). FP_FACTOR is twice the worst factor measured
+- BFV: arithmetic is exact modulo the plain modulus t, so K is the largest k with B**k <= t; the
+  one-time pad is uniform modulo t (M = t).
+- CKKS: every slot carries a one-time pad modulo M = 2**K' (the smallest power of two above
+  B**K - 1; packing.py), so a client encrypts an integer in [0, M), centred to [-M/2, M/2), and a
+  sum of `clients` of them lies in [-V, V] with V = clients * M / 2. A decrypted slot carries an
+  absolute error; the budget `FP_FACTOR * 2**-53 * V + clients * NOISE_PER_CLIENT / scale` must
+  stay <= ROUNDING_LIMIT (< 0.5, so rounding to the nearest integer is exact). FP_FACTOR is twice the worst factor measured
   over random and structured inputs (10, see protocols/ckks.md); the noise term is negligible at
   scale 2**40.
 
@@ -66,13 +68,16 @@ class Packing:
     """K = `per_slot` base-`base` digits per slot; `centered` for CKKS (see packing.py).
 
     `error_bound` is the CKKS error budget actually used by this packing (0 for BFV); the
-    authority refuses any decryption that strays further from an integer.
+    authority refuses any decryption that strays further from an integer. `pad_modulus` is the
+    modulus M of the one-time pads every slot carries: 2**K' for CKKS, the plain modulus t for
+    BFV.
     """
 
     base: int
     per_slot: int
     centered: bool
     error_bound: float
+    pad_modulus: int
 
     @property
     def max_packed(self) -> int:
@@ -165,10 +170,18 @@ def _packing_if_exact(he: HEParams, clients: int, base: int, k: int) -> Packing 
         headroom = he.data_bits - he.plain_modulus.bit_length()
         if headroom < clients.bit_length() + BFV_NOISE_HEADROOM_BITS:
             return None
-        return Packing(base, k, False, 0.0) if max_packed < he.plain_modulus else None
-    half = max_packed / 2
+        if max_packed >= he.plain_modulus:
+            return None
+        return Packing(base, k, False, 0.0, he.plain_modulus)
+    modulus = ckks_pad_modulus(max_packed)
+    half = clients * modulus / 2  # the largest |centred sum| of `clients` padded slots
     # The centred value times the scale must stay far below the data modulus (sign + margin).
     if half * 2.0**he.scale_bits >= 2.0 ** (he.data_bits - 2):
         return None
     error = ckks_error_bound(he, clients, half)
-    return Packing(base, k, True, error) if error <= ROUNDING_LIMIT else None
+    return Packing(base, k, True, error, modulus) if error <= ROUNDING_LIMIT else None
+
+
+def ckks_pad_modulus(max_packed: int) -> int:
+    """M = 2**K', the smallest power of two above every packed value (M > max_packed >= 1)."""
+    return 1 << max(1, int(max_packed).bit_length())

@@ -1,21 +1,23 @@
-"""The aggregation server: it checks and keeps the clients' signed uploads, then has the key
-authority decrypt their sum chunk by chunk.
+"""The aggregation server: it checks the clients' signed uploads, adds them into one running sum
+per chunk, and has the key authority decrypt each sum.
 
 It holds the public context alone (checked: `is_private()` is False), so it cannot decrypt any
-ciphertext, a client's or a sum. It does not add ciphertexts: the key authority decrypts only a
-sum it recomputes from uploads whose signatures it verifies (protocols/ckks.md, "Signed
-uploads"), so the server forwards, for every chunk, each contributor's upload as it arrived.
+ciphertext. For each chunk it sends the authority ONE summed ciphertext per part plus each
+contributor's signed statement without its ciphertexts (sender, pad public key, digest of the
+ciphertexts, signature): the authority never sees an individual client's ciphertext, and removes
+the listed contributors' one-time pads from the sum (protocols/ckks.md, "One-time pads").
 
-Dropouts: the server asks for the chunks in order and keeps each live client's upload of each
-chunk. Dropouts are permanent, so the live set only shrinks, and a client that is live at the end
-answered every request: the contributor set is the final live set, and the uploads of clients
-that dropped later are simply discarded (nothing is asked twice, so no client ever signs a chunk
-twice). Memory: every contributor's uploads until decryption, n x (about 8 bytes x d / K) at the
-default parameters; the authority then receives the same bytes.
+Dropouts, without O(model x clients) memory: the server keeps one running ciphertext sum per chunk
+and, beside it, the statements of the clients whose ciphertexts it holds. Dropouts are permanent,
+so the live set only shrinks. After a pass over the chunks, every chunk whose set differs from the
+final live set (it still includes a client that dropped later) is requested again from the
+survivors (a repair: a client re-encrypts the same input under the same pad, in the same
+aggregation only); passes repeat until all sets agree. Memory is one aggregate ciphertext per chunk
+(about 8 bytes x d at the default parameters), independent of the number of clients.
 
-Nothing is decrypted before the contributor set is final: decrypting a chunk sum, then a sum of
-the same chunk without a client that dropped, would reveal that client's vector by difference
-(the authority also refuses to decrypt a chunk name twice, and one aggregation over two sets).
+Nothing is decrypted before the contributor set is final: the authority decrypts each chunk name
+once per session (a failed attempt included), so a sum over a set that is not final would waste
+the chunk.
 """
 
 from __future__ import annotations
@@ -36,8 +38,8 @@ from ..api import (
 from ..packing import bits_for, unpack_uint
 from . import context as he_ctx
 from . import identity as ident
-from .authority import AuthorityLink, chunk_request, upload_payload
-from .messages import DecryptReply, EncryptedChunk, EncryptRequest
+from .authority import AuthorityLink, chunk_request, statement_of, upload_payload
+from .messages import DecryptReply, EncryptedChunk, EncryptRequest, Statement
 from .packing import ciphertext_count, ciphertext_sizes
 from .params import Packing, he_params
 from .settings import AUTHORITY_LINK, identity_keys, parse, public_context_bytes, session_packing
@@ -63,7 +65,9 @@ class CkksServer(ServerProtocol):
         self._alive: set[ClientId] = set(config.roster)
         self._spec: AggregationSpec | None = None
         self._packing: Packing | None = None
-        self._uploads: dict[str, dict[ClientId, EncryptedChunk]] = {}  # chunk name -> uploads
+        self._sums: dict[str, list[object]] = {}  # chunk name -> running sum (one per part)
+        self._held: dict[str, dict[ClientId, Statement]] = {}  # chunk name -> clients in the sum
+        self._queue: list[int] = []
         self._pos = 0
         self._counts: dict[str, np.ndarray] = {}
 
@@ -81,8 +85,8 @@ class CkksServer(ServerProtocol):
             raise ProtocolError("an aggregation is already running")
         self._spec = spec
         self._packing = session_packing(self.config, spec.bound)
-        self._uploads, self._counts = {}, {}
-        self._pos = 0
+        self._sums, self._held, self._counts = {}, {}, {}
+        self._queue, self._pos = list(range(len(spec.chunks))), 0
         self._state = "collecting"
         return self._input_requests()
 
@@ -95,18 +99,18 @@ class CkksServer(ServerProtocol):
             raise ProtocolError("no aggregation is running")
         except ProtocolError:
             self._state = "aborted"
-            self._uploads = {}
+            self._sums, self._held = {}, {}
             raise
 
     # -- collection ------------------------------------------------------------------------
 
     def _current(self) -> ChunkSpec:
         assert self._spec is not None
-        return self._spec.chunks[self._pos]
+        return self._spec.chunks[self._queue[self._pos]]
 
     def _input_requests(self) -> Outgoing:
         assert self._spec is not None and self._packing is not None
-        if self._pos >= len(self._spec.chunks) or not self._alive:
+        if self._pos >= len(self._queue) or not self._alive:
             return {}
         request = EncryptRequest(
             session_id=self.config.session_id,
@@ -120,23 +124,48 @@ class CkksServer(ServerProtocol):
 
     def _collect(self, replies: dict[ClientId, object]) -> Outgoing | AggregateResult:
         assert self._spec is not None
-        if self._pos < len(self._spec.chunks) and self._alive:
+        if self._pos < len(self._queue) and self._alive:
             chunk = self._current()
-            self._uploads[chunk.name] = {
-                client: self._check_upload(client, replies[client], chunk)
-                for client in sorted(replies)
-            }
+            total: list[object] | None = None
+            held: dict[ClientId, Statement] = {}
+            for client in sorted(replies):
+                upload = self._check_upload(client, replies[client], chunk)
+                total = self._add(total, upload, chunk)
+                held[client] = statement_of(upload)
             self._alive &= set(replies)
+            self._sums[chunk.name] = total or []
+            self._held[chunk.name] = held
             self._pos += 1
-            if self._pos < len(self._spec.chunks) and self._alive:
+            if self._pos < len(self._queue) and self._alive:
                 return self._input_requests()
         if not self._alive:
             return self._finish(())
+        stale = [
+            i for i, c in enumerate(self._spec.chunks) if set(self._held[c.name]) != self._alive
+        ]
+        if stale:
+            for i in stale:  # free the stale sums before collecting their replacements
+                self._sums.pop(self._spec.chunks[i].name, None)
+            self._queue, self._pos = stale, 0
+            return self._input_requests()
         return self._start_decryption()
 
+    def _add(
+        self, total: list[object] | None, upload: EncryptedChunk, chunk: ChunkSpec
+    ) -> list[object]:
+        assert self._packing is not None
+        sizes = ciphertext_sizes(chunk.length, self._packing.per_slot, self._he.slots)
+        vectors = [
+            he_ctx.load_ciphertext(self._ctx, self._he, data, size)
+            for data, size in zip(upload.ciphertexts, sizes, strict=True)
+        ]
+        if total is None:
+            return vectors
+        return [he_ctx.add_into(acc, vec) for acc, vec in zip(total, vectors, strict=True)]
+
     def _check_upload(self, client: ClientId, reply: object, chunk: ChunkSpec) -> EncryptedChunk:
-        """The reply if it is a well-formed, signed upload of `chunk` by `client`; else abort.
-        (The key authority checks it again: this only finds a bad client early.)"""
+        """The reply if it is a signed upload of `chunk` by `client`; else abort. (The key
+        authority checks the signature again; the ciphertexts are parsed when added.)"""
         assert self._spec is not None and self._packing is not None
         if client not in self._alive:
             raise ProtocolError(f"reply from client {client}, which is not in this aggregation")
@@ -167,9 +196,6 @@ class CkksServer(ServerProtocol):
         )
         if not ident.verify(self._keys[client], reply.signature, payload):
             raise ProtocolError(f"client {client}'s upload of chunk {chunk.name!r} is not signed")
-        sizes = ciphertext_sizes(chunk.length, self._packing.per_slot, self._he.slots)
-        for data, size in zip(reply.ciphertexts, sizes, strict=True):
-            he_ctx.load_ciphertext(self._ctx, self._he, data, size)
         return reply
 
     # -- decryption by the key authority ----------------------------------------------------
@@ -179,13 +205,15 @@ class CkksServer(ServerProtocol):
 
     def _decrypt_request(self, chunk: ChunkSpec) -> object:
         assert self._spec is not None and self._packing is not None
-        held = self._uploads.pop(chunk.name)
+        held = self._held[chunk.name]
+        ciphertexts = tuple(he_ctx.serialize(v) for v in self._sums.pop(chunk.name))
         return chunk_request(
             self.config,
             self._spec.index,
             self._spec.bound,
             chunk,
             self._packing,
+            ciphertexts,
             tuple(held[client] for client in self._contributors()),
         )
 
@@ -259,6 +287,6 @@ class CkksServer(ServerProtocol):
             chunk.name: self._counts.get(chunk.name, np.zeros(chunk.length, dtype=dtype))
             for chunk in spec.chunks
         }
-        self._uploads, self._counts = {}, {}
+        self._sums, self._held, self._counts = {}, {}, {}
         self._state = "idle"
         return AggregateResult(spec=spec, sums=sums, contributors=contributors)

@@ -8,6 +8,7 @@
   (default 3, the minimum cohort; 1 or 2 only as an explicit, deliberate override).
 
 Enrollment adds "ckks.public_context" (the authority's published public context, bytes),
+"ckks.authority_pad_key" (the authority's X25519 pad public key, 32 bytes),
 "identity_public_keys" ({client id: 32-byte Ed25519 public key} for every roster client: the keys
 that sign uploads) and, for a separate authority, "local.ckks.authority_link" (the server's channel
 to it, local to the server).
@@ -24,6 +25,7 @@ from ..api import ClientId, SessionConfig
 from .params import SCHEMES, Packing, choose_packing, he_params
 
 PUBLIC_CONTEXT = "ckks.public_context"
+AUTHORITY_PAD_KEY = "ckks.authority_pad_key"
 IDENTITY_KEYS = "identity_public_keys"
 DEFAULT_MIN_CONTRIBUTORS = 3
 AUTHORITY_LINK = "local.ckks.authority_link"  # api.LOCAL_OPTION_PREFIX: not agreed on
@@ -122,4 +124,12 @@ def public_context_bytes(config: SessionConfig) -> bytes:
     data = config.options.get(PUBLIC_CONTEXT)
     if not isinstance(data, (bytes, bytearray)):
         raise ConfigError("the session has no published ckks public context (run enroll first)")
+    return bytes(data)
+
+
+def authority_pad_public(config: SessionConfig) -> bytes:
+    """The key authority's published X25519 pad public key (32 bytes)."""
+    data = config.options.get(AUTHORITY_PAD_KEY)
+    if not isinstance(data, (bytes, bytearray)) or len(data) != 32:
+        raise ConfigError("the session has no published 32-byte ckks authority pad key")
     return bytes(data)

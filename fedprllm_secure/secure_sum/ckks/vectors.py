@@ -3,9 +3,11 @@
     python -m fedprllm_secure.secure_sum.ckks.vectors protocols/vectors/ckks
 
 params.json pins the context parameters and the packing chosen for every client count 1..127
-(bound 1) and a few larger bounds; packing.json pins pack/unpack and the CKKS centring on boundary
-cases; signing.json pins the identity encoding and the signed-upload payload, digest and Ed25519
-signature (deterministic) for fixed keys and stand-in ciphertext bytes. Ciphertexts are
+(bound 1) and a few larger bounds (with the pad modulus M); packing.json pins pack/unpack, the
+one-time pads of a fixed pad key and the padded (CKKS: centred) slot values on boundary cases;
+signing.json pins the identity encoding, the pad-key derivation (X25519 + HKDF) and the
+signed-upload payload, digest and Ed25519 signature (deterministic) for fixed keys and stand-in
+ciphertext bytes. Ciphertexts are
 randomized inside SEAL, so they have no known answers.
 """
 
@@ -19,8 +21,9 @@ from typing import Any
 import numpy as np
 
 from . import identity as ident
-from .packing import center_offset2, pack, to_ckks_values
-from .params import SCHEMES, Packing, choose_packing, he_params
+from . import pads as pd
+from .packing import pack, padded_values
+from .params import SCHEMES, Packing, choose_packing, ckks_pad_modulus, he_params
 
 BOUNDS = ((1, range(1, 128)), (3, (1, 2, 8, 42)), (255, (1, 8, 64)))
 
@@ -48,14 +51,20 @@ def params_vectors() -> dict[str, Any]:
                         "per_slot": packing.per_slot,
                         "centered": packing.centered,
                         "error_bound": packing.error_bound,
+                        "pad_modulus": packing.pad_modulus,
                     }
                 )
     return out
 
 
+PAD_KEY = bytes(range(200, 232))  # a fixed k_j for the pad vectors
+
+
 def _case(name: str, values: list[int], base: int, per_slot: int, bound: int) -> dict[str, Any]:
     packed = pack(np.array(values, dtype=np.uint64), base, per_slot)
-    layout = _fake(base, per_slot)
+    ckks, bfv = _fake(base, per_slot, True), _fake(base, per_slot, False)
+    ckks_pads = pd.chunk_pads(PAD_KEY, name, packed.size, ckks.pad_modulus)
+    bfv_pads = pd.chunk_pads(PAD_KEY, name, packed.size, bfv.pad_modulus)
     return {
         "name": name,
         "base": base,
@@ -63,15 +72,21 @@ def _case(name: str, values: list[int], base: int, per_slot: int, bound: int) ->
         "bound": bound,
         "values": values,
         "packed": [int(v) for v in packed],
-        # One client's centred CKKS slot values, doubled so they stay integers in JSON.
-        "centered_x2": [int(round(2 * v)) for v in to_ckks_values(packed, layout, bound)],
-        "offset2_one_client": center_offset2(layout, bound, 1),
+        "pad_key": PAD_KEY.hex(),
+        "ckks_pad_modulus": ckks.pad_modulus,
+        "ckks_pads": [int(v) for v in ckks_pads],
+        # One client's centred CKKS slot values ((packed + pad) mod M - M/2: integers).
+        "ckks_values": [int(v) for v in padded_values(packed, ckks_pads, ckks)],
+        "bfv_pad_modulus": bfv.pad_modulus,
+        "bfv_pads": [int(v) for v in bfv_pads],
+        "bfv_values": [int(v) for v in padded_values(packed, bfv_pads, bfv)],
     }
 
 
-def _fake(base: int, per_slot: int) -> Packing:
-    """A packing with the given base and K (only the layout matters for these vectors)."""
-    return Packing(base, per_slot, True, 0.0)
+def _fake(base: int, per_slot: int, ckks: bool) -> Packing:
+    """A packing with the given base and K (only the layout and pad modulus matter here)."""
+    modulus = ckks_pad_modulus(base**per_slot - 1) if ckks else he_params("bfv").plain_modulus
+    return Packing(base, per_slot, ckks, 0.0, modulus)
 
 
 def packing_vectors() -> dict[str, Any]:
@@ -106,8 +121,21 @@ def _signing_case(
     chunk_name, length, offset = chunk
     bound, base, per_slot = packing
     digest = ident.ciphertexts_digest(tuple(ciphertexts))
+    pad_private = bytes(range(sender + 50, sender + 82))
+    authority_private = bytes(range(150, 182))
+    pad_public = ident.pad_public(pad_private)
     payload = ident.chunk_payload(
-        binding, aggregation, sender, chunk_name, length, offset, bound, base, per_slot, digest
+        binding,
+        aggregation,
+        sender,
+        chunk_name,
+        length,
+        offset,
+        bound,
+        base,
+        per_slot,
+        pad_public,
+        digest,
     )
     return {
         "name": name,
@@ -122,6 +150,13 @@ def _signing_case(
         "base": base,
         "per_slot": per_slot,
         "ciphertexts": [c.hex() for c in ciphertexts],
+        "pad_private_key": pad_private.hex(),
+        "pad_public_key": pad_public.hex(),
+        "authority_pad_private_key": authority_private.hex(),
+        "authority_pad_public_key": ident.pad_public(authority_private).hex(),
+        "pad_key": pd.client_pad_key(
+            pad_private, ident.pad_public(authority_private), binding, sender
+        ).hex(),
         "ciphertexts_digest": digest.hex(),
         "payload": payload.hex(),
         "signature": ident.sign(key, payload).hex(),
@@ -131,7 +166,7 @@ def _signing_case(
 def signing_vectors() -> dict[str, Any]:
     return {
         "signed_message": "'fedprllm-secure/additive/v1/' || payload (the project's Ed25519 helper)",
-        "identity_with_context": ident.encode_identity(bytes(32), b"ctx").hex(),
+        "identity_with_context": ident.encode_identity(bytes(32), b"ctx", bytes(range(32))).hex(),
         "cases": [
             _signing_case("one ciphertext", 0, 1, ("0.q", 331776, 0), (1, 9, 15), [b"\x01\x02"]),
             _signing_case("no ciphertexts", 3, 7, ("", 0, 5), (255, 1786, 6), []),
