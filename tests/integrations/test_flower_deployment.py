@@ -168,18 +168,19 @@ def test_a_supernode_killed_mid_round_leaves_a_sum_over_the_survivors(
     victim = dict(federation.processes)["supernode-2"]
     killed_at: list[float] = []
 
-    def kill_in_masked_input(deployment: Deployment, progress: dict) -> None:
-        if not killed_at and progress.get("stage") == "protocol-3":
+    def kill_in_encrypted_input(deployment: Deployment, progress: dict) -> None:
+        if not killed_at and progress.get("stage") == "protocol-1":
             deployment.stop_process(victim, grace=5)
             killed_at.append(time.monotonic())
 
-    # submit_run must treat the death as a dropout (the ServerApp's business), not a failure
+    # submit_run must treat the death as a dropout (the ServerApp's business), not a failure.
+    # ckks: a sum over 2 of 3 survivors is released (min cohort 2); additive would need a quorum
+    # of 3 survivor-list signatures at n = 3, so it aborts instead (tested in process).
     round_timeout = 10
     result = submit_run(
         federation, str(files / "model"), 3, tmp_path / "out",
-        {**RUN, "protocol": "additive", "protocol-options": '{"threshold": 2}',
-         "min-cohort": 2, "round-timeout-s": round_timeout},
-        RUN_TIMEOUT, on_progress=kill_in_masked_input,
+        {**RUN, "protocol": "ckks", "min-cohort": 2, "round-timeout-s": round_timeout},
+        RUN_TIMEOUT, on_progress=kill_in_encrypted_input,
     )  # fmt: skip
     assert killed_at, "the run finished before the kill"
     assert victim.poll() is not None
