@@ -44,6 +44,8 @@ from fedprllm_secure.secure_sum.packing import bits_for, unpack_uint
 from fedprllm_secure.secure_sum.session import SimulatedSession
 from fedprllm_secure.secure_sum.transport import InMemoryBus
 
+from ..secure_sum.test_ckks_protocol import DropsAfter
+
 ROSTER = (0, 1, 2, 3, 4)
 VICTIM = 4
 # Long enough that a sum in which some pad does not cancel fails the range check in at least one
@@ -537,23 +539,6 @@ def provider_for(client: int, lengths: dict[str, int]):
         for name, n in lengths.items()
     }
     return lambda index, chunk: data[chunk.name]
-
-
-class DropsAfter:
-    """Answers `answers` messages, then never again (a dropout in the middle of a stream)."""
-
-    def __init__(self, inner, answers: int) -> None:
-        self.inner, self.left, self.client_id = inner, answers, inner.client_id
-
-    @property
-    def state(self) -> str:
-        return self.inner.state
-
-    def handle(self, message: object) -> object | None:
-        if self.left <= 0:
-            return None
-        self.left -= 1
-        return self.inner.handle(message)
 
 
 def test_a_designated_client_authority_applies_the_same_rules() -> None:
