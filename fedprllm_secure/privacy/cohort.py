@@ -11,6 +11,14 @@ from ..errors import ConfigError, PrivacyError
 DEFAULT_MIN_COHORT = 3
 
 
+def min_cohort_for(min_cohort: int | None, protocol_secure: bool) -> int:
+    """The explicit minimum cohort, else DEFAULT_MIN_COHORT for secure protocols and 1 for
+    plaintext (whose server already holds every mask: refusing the sum would protect nothing)."""
+    if min_cohort is not None:
+        return min_cohort
+    return DEFAULT_MIN_COHORT if protocol_secure else 1
+
+
 def check_min_cohort(min_cohort: int) -> int:
     if not isinstance(min_cohort, int) or min_cohort < 1:
         raise ConfigError(f"--min-cohort must be a positive integer, got {min_cohort}")

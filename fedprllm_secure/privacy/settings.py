@@ -18,7 +18,7 @@ from ..errors import ConfigError
 from ..randomness import RandomSource
 from ..secure_sum.api import AggregateResult, InputProvider
 from .accounting import DEFAULT_ACCOUNTANT, available
-from .cohort import DEFAULT_MIN_COHORT, check_min_cohort
+from .cohort import check_min_cohort, min_cohort_for
 from .guarantees import privacy_report
 from .randomized_response import check_epsilon, randomized_provider
 from .release import release_counts
@@ -55,12 +55,8 @@ class PrivacySettings:
         StatisticsBudget(self.dp_stats_epsilon, self.dp_delta, self.dp_clip, 1, self.accountant)
 
     def cohort_minimum(self, protocol_secure: bool) -> int:
-        """The explicit --min-cohort, else DEFAULT_MIN_COHORT for secure protocols and 1 for
-        plaintext (whose server already holds every mask: refusing the sum would protect
-        nothing)."""
-        if self.min_cohort is not None:
-            return self.min_cohort
-        return DEFAULT_MIN_COHORT if protocol_secure else 1
+        """The explicit --min-cohort, else the default for the protocol (`min_cohort_for`)."""
+        return min_cohort_for(self.min_cohort, protocol_secure)
 
     def statistics_mechanism(
         self, releases: int, source: RandomSource

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ...errors import ConfigError
-from ...privacy.settings import PrivacySettings
+from ...privacy.cohort import min_cohort_for
 from ...secure_sum import registry
 
 
@@ -71,7 +71,7 @@ class PruningSettings:
     @property
     def cohort(self) -> int:
         """The minimum cohort: explicit `min-cohort`, else 3 (secure) or 1 (plaintext)."""
-        return PrivacySettings(min_cohort=self.min_cohort).cohort_minimum(self.secure)
+        return min_cohort_for(self.min_cohort, self.secure)
 
     def validate(self) -> None:
         """ConfigError for a run that must not start (before any node is asked anything)."""
