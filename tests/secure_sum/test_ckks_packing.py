@@ -110,7 +110,7 @@ def test_padded_sum_roundtrip_for_any_contributor_count(
     inputs = rng.integers(0, bound + 1, (clients, 50))
     inputs[0, : packing.per_slot] = bound  # a full slot of maximal digits
     slots = -(-50 // packing.per_slot)
-    pads = [pd.chunk_pads(bytes([c]) * 32, "x", slots, modulus) for c in range(clients)]
+    pads = [pd.chunk_pads(bytes([c]) * 32, b"x", slots, modulus) for c in range(clients)]
     values = [
         padded_values(pack(x, packing.base, packing.per_slot), p, packing)
         for x, p in zip(inputs, pads, strict=True)
@@ -133,12 +133,12 @@ def test_padded_sum_roundtrip_for_any_contributor_count(
 
 def test_pads_are_uniform_below_the_modulus_and_differ_per_chunk_and_key() -> None:
     t = BFV.plain_modulus
-    a = pd.chunk_pads(bytes(32), "a", 20000, t)
+    a = pd.chunk_pads(bytes(32), b"a", 20000, t)
     assert int(a.max()) < t and a.max() > t // 2  # fills the range
-    assert not np.array_equal(a[:100], pd.chunk_pads(bytes(32), "b", 100, t))
-    assert not np.array_equal(a[:100], pd.chunk_pads(bytes([1]) * 32, "a", 100, t))
+    assert not np.array_equal(a[:100], pd.chunk_pads(bytes(32), b"b", 100, t))
+    assert not np.array_equal(a[:100], pd.chunk_pads(bytes([1]) * 32, b"a", 100, t))
     m = 2**45
-    c = pd.chunk_pads(bytes(32), "a", 20000, m)
+    c = pd.chunk_pads(bytes(32), b"a", 20000, m)
     assert int(c.max()) < m and abs(float(c.mean()) / m - 0.5) < 0.01
 
 

@@ -51,7 +51,7 @@ def test_packing_matches_vectors(case: dict) -> None:
     key = bytes.fromhex(case["pad_key"])
     for scheme, centered in (("ckks", True), ("bfv", False)):
         modulus = case[f"{scheme}_pad_modulus"]
-        pads = pd.chunk_pads(key, case["name"], packed.size, modulus)
+        pads = pd.chunk_pads(key, case["name"].encode(), packed.size, modulus)
         assert [int(v) for v in pads] == case[f"{scheme}_pads"]
         layout = Packing(base, per_slot, centered, 0.0, modulus)
         assert [int(v) for v in padded_values(packed, pads, layout)] == case[f"{scheme}_values"]

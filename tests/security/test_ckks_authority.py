@@ -215,7 +215,11 @@ def test_attack_a_sybil_statements_with_pads_the_server_knows_are_refused() -> N
     for c in ROSTER[:-1]:
         private = bytes([c + 1]) * 32
         key = pd.client_pad_key(private, authority, binding, c)
-        pads = pd.chunk_pads(key, "w", slots, packing.pad_modulus)
+        context = pd.pad_context(
+            request.aggregation, request.chunk.name, request.chunk.length, request.chunk.offset,
+            request.bound, request.base, request.per_slot,
+        )  # fmt: skip
+        pads = pd.chunk_pads(key, context, slots, packing.pad_modulus)
         values = padded_values(np.zeros(slots, dtype=np.uint64), pads, packing)
         parts.append(tuple(
             he_ctx.encrypt(setup.public, setup.he, values[i : i + setup.he.slots])
@@ -602,3 +606,121 @@ def test_a_client_signs_each_chunk_name_once() -> None:
     again = type(restored).from_state(restored.to_state(), provider(0), None)
     with pytest.raises(ProtocolError, match="already signed"):  # the record survives a restore
         again.handle(dataclasses.replace(request, aggregation=1))
+
+
+def _bound_swap_setup():
+    """Three BFV clients and a chunk that fills one bound-1 ciphertext exactly."""
+    from fedprllm_secure.secure_sum.ckks.params import he_params
+    from fedprllm_secure.secure_sum.ckks.settings import session_packing
+
+    he = he_params("bfv")
+    probe = SimulatedSession(
+        "ckks", {c: (lambda i, ch: None) for c in range(3)}, SeededRandomSource("swap"),
+        options={"he_scheme": "bfv"},
+    )  # fmt: skip
+    length = he.slots * session_packing(probe.config, 1).per_slot
+    generator = np.random.default_rng(11)
+    data = {c: generator.integers(0, 2, length).astype(np.uint8) for c in range(3)}
+    sim = SimulatedSession(
+        "ckks", {c: (lambda i, ch, c=c: data[c]) for c in range(3)}, SeededRandomSource("swap"),
+        options={"he_scheme": "bfv"},
+    )  # fmt: skip
+    return sim, data, ChunkSpec("w", length, 0), he
+
+
+def _ask(sim, chunk: ChunkSpec, bound: int) -> dict:
+    from fedprllm_secure.secure_sum.ckks.messages import EncryptRequest
+    from fedprllm_secure.secure_sum.ckks.settings import session_packing
+
+    packing = session_packing(sim.config, bound)
+    request = EncryptRequest(sim.config.session_id, 0, bound, chunk, packing.base, packing.per_slot)
+    return {c: sim.bus.clients[c].handle(request) for c in range(3)}
+
+
+def test_a_chunk_asked_again_under_another_bound_or_length_is_refused() -> None:
+    """A repair may repeat a request, never change it: another bound (or length) would pack the
+    same input differently under the same pad (review of the pad design, finding 1)."""
+    sim, _data, chunk, _he = _bound_swap_setup()
+    _ask(sim, chunk, 1)
+    _ask(sim, chunk, 1)  # the same request again (a repair pass) is answered
+    with pytest.raises(ProtocolError, match="another aggregation, bound, length or packing"):
+        _ask(sim, chunk, 2**40)
+    sim, _data, chunk, _he = _bound_swap_setup()
+    _ask(sim, chunk, 1)
+    with pytest.raises(ProtocolError, match="another aggregation, bound, length or packing"):
+        _ask(sim, dataclasses.replace(chunk, length=chunk.length - 1), 1)
+
+
+def test_an_upload_made_for_one_request_never_carries_the_pad_removed_for_another() -> None:
+    """The pad-swap attack with the clients' request check switched off: the server asks for the
+    chunk at bound 1, then at a bound b2 ~ M/n (one count per slot, same pad modulus), and sends
+    the authority the victim's bound-1 ciphertext under the genuine bound-b2 statements. With pads
+    keyed by the chunk name alone the authority removed exactly the victim's pad and released its
+    bound-1 slots (96% of its bits); with pads keyed by the whole request the slot stays padded."""
+    from fedprllm_secure.secure_sum.ckks.settings import session_packing
+
+    sim, data, chunk, he = _bound_swap_setup()
+    victim = 0
+    first = _ask(sim, chunk, 1)
+    for client in sim.bus.clients.values():
+        client._signed.clear()  # bypass the client-side check: the pads alone must hold
+    p1 = session_packing(sim.config, 1)
+    b2 = (p1.pad_modulus - 2) // 3
+    p2 = session_packing(sim.config, b2)
+    assert p2.per_slot == 1 and p2.pad_modulus == p1.pad_modulus
+    second = _ask(sim, chunk, b2)
+    public = he_ctx.load_context(sim.config.options[PUBLIC_CONTEXT], private=False)
+    parts = []
+    for i in range(len(second[0].ciphertexts)):
+        size = min(he.slots, chunk.length - i * he.slots)
+        source = first[victim].ciphertexts[0] if i == 0 else second[victim].ciphertexts[i]
+        total = he_ctx.load_ciphertext(public, he, source, size)
+        for c in range(3):
+            if c != victim:
+                part = he_ctx.load_ciphertext(public, he, second[c].ciphertexts[i], size)
+                total = he_ctx.add_into(total, part)
+        parts.append(he_ctx.serialize(total))
+    statements = tuple(statement_of(second[c]) for c in range(3))
+    request = chunk_request(sim.config, 0, b2, chunk, p2, tuple(parts), statements)
+    try:
+        reply = sim.config.options[AUTHORITY_LINK].request(request)
+    except ProtocolError:
+        return  # refused: nothing released
+    counts = unpack_uint(reply.counts, bits_for(3 * b2), chunk.length).astype(object)
+    matches = total_digits = 0
+    for s in range(he.slots):
+        value = int(counts[s])
+        for k in range(p1.per_slot):
+            digit, value = value % p1.base, value // p1.base
+            if k > 0:
+                total_digits += 1
+                matches += int(digit == int(data[victim][s * p1.per_slot + k]))
+    assert matches / total_digits < 0.5  # noise (a digit in base 4 matches 1/4 of the time)
+
+
+def test_a_re_read_that_differs_is_refused() -> None:
+    """A repair re-reads the chunk; should the input change in between, the client refuses to put
+    the same pad on a second plaintext (two plaintexts under one pad could be combined so that
+    the pads cancel while the plaintexts do not)."""
+    reads = {"count": 0}
+
+    def changing(_index: int, chunk: ChunkSpec) -> np.ndarray:
+        reads["count"] += 1
+        return np.full(chunk.length, reads["count"] % 2, dtype=np.uint8)
+
+    sim = SimulatedSession(
+        "ckks", {0: changing, 1: changing, 2: changing}, SeededRandomSource("re-read")
+    )
+    chunk = ChunkSpec("w", 50, 0)
+    _ask_some(sim, chunk, [0])
+    with pytest.raises(ProtocolError, match="reads differently"):
+        _ask_some(sim, chunk, [0])
+
+
+def _ask_some(sim, chunk: ChunkSpec, clients: list[int]) -> dict:
+    from fedprllm_secure.secure_sum.ckks.messages import EncryptRequest
+    from fedprllm_secure.secure_sum.ckks.settings import session_packing
+
+    packing = session_packing(sim.config, 1)
+    request = EncryptRequest(sim.config.session_id, 0, 1, chunk, packing.base, packing.per_slot)
+    return {c: sim.bus.clients[c].handle(request) for c in clients}

@@ -39,7 +39,7 @@ from . import context as he_ctx
 from . import identity as ident
 from .messages import DecryptReply, DecryptRequest, EncryptedChunk, Statement
 from .packing import ciphertext_count, ciphertext_sizes, slot_count, sum_residues, unpack
-from .pads import authority_pad_key, chunk_pads, sub_mod
+from .pads import authority_pad_key, chunk_pads, pad_context, sub_mod
 from .params import Packing, he_params
 from .settings import Settings, authority_pad_public, identity_keys, parse, session_packing
 
@@ -193,13 +193,16 @@ class KeyAuthority:
         slots = slot_count(request.chunk.length, packing.per_slot)
         total = np.zeros(slots, dtype=np.uint64)
         modulus = np.uint64(packing.pad_modulus)
+        chunk = request.chunk
+        context = pad_context(
+            request.aggregation, chunk.name, chunk.length, chunk.offset, request.bound,
+            request.base, request.per_slot,
+        )  # fmt: skip
         for statement in request.statements:
             key = authority_pad_key(
                 self._pad_key, statement.pad_public, self._binding, statement.sender
             )
-            total = (total + chunk_pads(key, request.chunk.name, slots, packing.pad_modulus)) % (
-                modulus
-            )
+            total = (total + chunk_pads(key, context, slots, packing.pad_modulus)) % modulus
         return total
 
     def _decrypt_sum(self, request: DecryptRequest, packing: Packing) -> np.ndarray:

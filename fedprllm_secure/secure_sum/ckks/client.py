@@ -5,17 +5,21 @@ offered by the server, which could otherwise substitute a key it can decrypt wit
 Ed25519 identity key and a per-session X25519 pad key e_j (drawn from its RandomSource, kept in
 its state). It adds to every slot a one-time pad derived from X25519(e_j, authority pad key)
 (pads.py), encrypts, and signs the upload with e_j^pub (identity.chunk_payload). A chunk name is
-signed in one aggregation per session only: a request for it in another aggregation is refused
-(its ContributionLedger covers other sessions). Within that aggregation the server may ask again
-after a dropout (a repair: the same input under the same pad, re-encrypted), which gives it
-nothing new: every signed upload of the chunk encrypts the same padded plaintext, and the
-authority decrypts the chunk once. Memory is O(chunk). The client that is designated key
+signed under one request only: a request for it in another aggregation, or with another bound,
+length, offset or packing, is refused, and so is a re-read whose plaintext differs (its
+ContributionLedger covers other sessions). Within that aggregation the server may ask again
+after a dropout (a repair: the same request, the same input under the same pad, re-encrypted),
+which gives it nothing new: every signed upload of the chunk encrypts the same padded plaintext,
+and the authority decrypts the chunk once. The pads are derived from the whole request
+(`pads.pad_context`), so an upload made for one request never carries the pad the authority
+removes for another. Memory is O(chunk). The client that is designated key
 authority also answers decryption requests through its `KeyAuthority`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 
 from ...errors import ConfigError, ProtocolError
 from ...randomness import RandomSource
@@ -34,7 +38,7 @@ from . import identity as ident
 from .authority import KeyAuthority, upload_payload
 from .messages import DecryptReply, DecryptRequest, EncryptedChunk, EncryptRequest
 from .packing import pack, padded_values, slot_count
-from .pads import chunk_pads, client_pad_key
+from .pads import chunk_pads, client_pad_key, pad_context
 from .params import he_params
 from .settings import (
     AUTHORITY_LINK,
@@ -89,7 +93,9 @@ class CkksClient(ClientProtocol):
         self._pads_key = client_pad_key(
             self._pad_key, authority_pad_public(config), self._binding, client_id
         )
-        self._signed: dict[str, int] = {}  # chunk name -> the aggregation it was signed in
+        # chunk name -> (pad context: aggregation, lengths, bound, packing; SHA-256 of the packed
+        # plaintext) of its first signed upload: a later request must match both
+        self._signed: dict[str, tuple[bytes, bytes]] = {}
         self._state = "ready"
 
     @property
@@ -121,7 +127,10 @@ class CkksClient(ClientProtocol):
         try:
             client = cls(f["config"], f["client_id"], inputs, f["identity"], None, f["pad_key"])
             client._state = str(f["state"])
-            client._signed = {str(name): int(index) for name, index in f["signed"].items()}
+            client._signed = {
+                str(name): (bytes(context), bytes(digest))
+                for name, (context, digest) in f["signed"].items()
+            }
             if client._authority is not None:
                 client._authority._decrypted = set(f["decrypted"] or ())
                 client._authority._contributors = dict(f["contributors"] or {})
@@ -152,17 +161,30 @@ class CkksClient(ClientProtocol):
         packing = session_packing(self.config, request.bound)
         if (request.base, request.per_slot) != (packing.base, packing.per_slot):
             raise ProtocolError(f"client {self.client_id}: the server asked for another packing")
-        if self._signed.get(request.chunk.name, request.aggregation) != request.aggregation:
+        chunk = request.chunk
+        context = pad_context(
+            request.aggregation, chunk.name, chunk.length, chunk.offset, request.bound,
+            packing.base, packing.per_slot,
+        )  # fmt: skip
+        earlier = self._signed.get(chunk.name)
+        if earlier is not None and earlier[0] != context:
             raise ProtocolError(
-                f"client {self.client_id}: chunk {request.chunk.name!r} was already signed in this "
-                "session; a second signed upload could be summed into a second aggregate"
+                f"client {self.client_id}: chunk {chunk.name!r} was already signed in this "
+                "session under another aggregation, bound, length or packing; a second signed "
+                "upload could be summed into a second aggregate"
             )
-        vector = read_checked_input(self.inputs, request.aggregation, request.chunk, request.bound)
+        vector = read_checked_input(self.inputs, request.aggregation, chunk, request.bound)
         packed = pack(vector, packing.base, packing.per_slot)
+        digest = hashlib.sha256(packed.astype("<u8").tobytes()).digest()
+        if earlier is not None and earlier[1] != digest:
+            raise ProtocolError(
+                f"client {self.client_id}: chunk {chunk.name!r} reads differently than when it "
+                "was signed; one pad must never cover two plaintexts"
+            )
         pads = chunk_pads(
             self._pads_key,
-            request.chunk.name,
-            slot_count(request.chunk.length, packing.per_slot),
+            context,
+            slot_count(chunk.length, packing.per_slot),
             packing.pad_modulus,
         )
         values = padded_values(packed, pads, packing)
@@ -183,5 +205,5 @@ class CkksClient(ClientProtocol):
         payload = upload_payload(
             self._binding, unsigned, request.chunk, request.bound, packing.base, packing.per_slot
         )
-        self._signed[request.chunk.name] = request.aggregation
+        self._signed[chunk.name] = (context, digest)
         return dataclasses.replace(unsigned, signature=ident.sign(self._signing_key, payload))

@@ -132,7 +132,7 @@ def decode_public(data: bytes) -> tuple[bytes, bytes | None, bytes | None]:
     return data[:KEY_BYTES], data[KEY_BYTES : 2 * KEY_BYTES], data[2 * KEY_BYTES :]
 
 
-def _u64(value: int) -> bytes:
+def u64(value: int) -> bytes:
     if not 0 <= value <= MAX_U64:
         raise ProtocolError(f"value {value} does not fit in 64 bits")
     return struct.pack(">Q", value)
@@ -142,7 +142,7 @@ def ciphertexts_digest(ciphertexts: tuple[bytes, ...]) -> bytes:
     """SHA-256 over the count and each length-prefixed ciphertext (an injective encoding)."""
     h = hashlib.sha256(CIPHERTEXTS_LABEL + P.u32(len(ciphertexts)))
     for data in ciphertexts:
-        h.update(_u64(len(data)))
+        h.update(u64(len(data)))
         h.update(data)
     return h.digest()
 
@@ -172,10 +172,10 @@ def chunk_payload(
             P.u32(sender),
             P.u32(len(raw_name)),
             raw_name,
-            _u64(length),
-            _u64(offset),
-            _u64(bound),
-            _u64(base),
+            u64(length),
+            u64(offset),
+            u64(bound),
+            u64(base),
             P.u32(per_slot),
             pad_public,
             digest,

@@ -6,9 +6,16 @@ key authority's published X25519 key A (option "ckks.authority_pad_key"), both c
     k_j = HKDF-SHA256(X25519(e_j, A); salt = config_digest;
                       info = "fedprllm-secure/additive/v1/" || "ckks/pad-key" || u32(j))
 
-and, for a chunk named `name`, the pad of slot s is word s of the PRG
+and, for one request of a chunk, the pad of slot s is word s of the PRG
 
-    seed = HMAC-SHA256(k_j, "ckks/pad/v1\\0" || name)
+    seed = HMAC-SHA256(k_j, "ckks/pad/v1\\0" || context)
+    context = u32(aggregation) || u32(len(name)) || name || u64(length) || u64(offset)
+              || u64(bound) || u64(base) || u32(per_slot)          (`pad_context`)
+
+The context is everything that decides how the slots are packed: a chunk asked for again under
+another bound, length or packing gets other pads, so two differently packed plaintexts of one
+client never share a pad (otherwise a server could put one client's upload into a sum under the
+other request's statement, where the authority removes the very pad it carries).
     words: AES-256-CTR(seed) (primitives.keystream_words, counter domain 0), reduced to
            bits(M) bits; BFV (M = t prime): words >= t are rejected and replaced in order by
            words of counter domain 1, 2, ... (probability about 2^-38 per word at t).
@@ -28,6 +35,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from ...errors import ProtocolError
 from ..additive import primitives as P
+from .identity import u64
 
 PAD_KEY_LABEL = b"ckks/pad-key"
 PAD_LABEL = b"ckks/pad/v1\x00"
@@ -50,11 +58,23 @@ def authority_pad_key(private: bytes, client_public: bytes, binding: bytes, send
     return pad_key(secret, binding, sender)
 
 
-def chunk_pads(key: bytes, name: str, slots: int, modulus: int) -> np.ndarray:
-    """The `slots` pads (uint64, uniform in [0, modulus)) of chunk `name` under pad key `key`."""
+def pad_context(
+    aggregation: int, name: str, length: int, offset: int, bound: int, base: int, per_slot: int
+) -> bytes:
+    """The bytes a chunk's pads are derived from: the request's every packing-relevant field."""
+    encoded = name.encode("utf-8")
+    return (
+        P.u32(aggregation) + P.u32(len(encoded)) + encoded + u64(length) + u64(offset)
+        + u64(bound) + u64(base) + P.u32(per_slot)
+    )  # fmt: skip
+
+
+def chunk_pads(key: bytes, context: bytes, slots: int, modulus: int) -> np.ndarray:
+    """The `slots` pads (uint64, uniform in [0, modulus)) for `context` (`pad_context`) under
+    pad key `key`."""
     if modulus < 2 or modulus > 2**63:
         raise ProtocolError(f"pad modulus {modulus} out of range")
-    seed = hmac.new(key, PAD_LABEL + name.encode("utf-8"), hashlib.sha256).digest()
+    seed = hmac.new(key, PAD_LABEL + bytes(context), hashlib.sha256).digest()
     bits = (modulus - 1).bit_length()
     words = P.keystream_words(seed, 0, 0, slots, bits).astype(np.uint64)
     if modulus == 1 << bits:

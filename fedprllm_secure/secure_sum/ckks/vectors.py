@@ -63,8 +63,8 @@ PAD_KEY = bytes(range(200, 232))  # a fixed k_j for the pad vectors
 def _case(name: str, values: list[int], base: int, per_slot: int, bound: int) -> dict[str, Any]:
     packed = pack(np.array(values, dtype=np.uint64), base, per_slot)
     ckks, bfv = _fake(base, per_slot, True), _fake(base, per_slot, False)
-    ckks_pads = pd.chunk_pads(PAD_KEY, name, packed.size, ckks.pad_modulus)
-    bfv_pads = pd.chunk_pads(PAD_KEY, name, packed.size, bfv.pad_modulus)
+    ckks_pads = pd.chunk_pads(PAD_KEY, name.encode(), packed.size, ckks.pad_modulus)
+    bfv_pads = pd.chunk_pads(PAD_KEY, name.encode(), packed.size, bfv.pad_modulus)
     return {
         "name": name,
         "base": base,
