@@ -13,6 +13,7 @@ from fedprllm_secure.randomness import SeededRandomSource
 from fedprllm_secure.secure_sum.additive import enroll
 from fedprllm_secure.secure_sum.additive.client import AdditiveClient
 from fedprllm_secure.secure_sum.additive.messages import AdvertiseRequest, ShareKeysRequest
+from fedprllm_secure.secure_sum.additive.transcript import graph_seed
 from fedprllm_secure.secure_sum.api import AggregationSpec, SessionConfig, config_digest
 
 ROSTER = (0, 1, 2, 3)
@@ -33,7 +34,8 @@ def clients_with(change: dict) -> tuple[dict[int, AdditiveClient], SessionConfig
 
 def share_request_for_1(clients, config):
     advertised = {
-        c: client.handle(AdvertiseRequest(config.session_id, 0, bytes(32))).keys
+        # each client the graph seed of its own config (a server adapting to each one)
+        c: client.handle(AdvertiseRequest(config.session_id, 0, graph_seed(client.binding))).keys
         for c, client in clients.items()
     }
     spec = AggregationSpec.from_lengths(0, {"w": 4}, 1)

@@ -55,6 +55,7 @@ from .shamir import split
 from .transcript import (
     add_masks,
     advertise_payload,
+    graph_seed,
     mask_key_payload,
     parse_share_plaintext,
     share_plaintext,
@@ -229,6 +230,11 @@ class AdditiveClient(ClientProtocol):
     def _advertise(self, msg: AdvertiseRequest) -> AdvertiseKeys:
         if not 0 <= msg.aggregation <= P.MAX_AGGREGATION or len(msg.graph_seed) != 32:
             raise ProtocolError("malformed advertise request")
+        if msg.graph_seed != graph_seed(self.binding):
+            raise ProtocolError(
+                "the graph seed is not the session's (derived from its config digest): clients "
+                "on different graphs could have one sum split into partial sums"
+            )
         self.graph = harary(self.params.roster, self.params.neighbors, msg.graph_seed)
         self.first_aggregation = msg.aggregation
         self.cipher_key = P.new_x25519(self.rng)

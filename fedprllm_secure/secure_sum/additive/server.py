@@ -51,6 +51,7 @@ from .shamir import combine
 from .transcript import (
     add_masks,
     advertise_payload,
+    graph_seed,
     mask_key_payload,
     survivors_payload,
     view_payload,
@@ -120,7 +121,7 @@ class AdditiveServer(ServerProtocol):
         self.last_index = spec.index
         sid = self.config.session_id
         if not self.keys:
-            seed = self.rng.random_bytes(32)
+            seed = graph_seed(self.binding)
             self.graph = harary(self.params.roster, self.params.neighbors, seed)
             self._state = "advertise-keys"
             request = AdvertiseRequest(sid, spec.index, seed)

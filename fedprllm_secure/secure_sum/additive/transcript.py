@@ -6,12 +6,13 @@ derivation and commitment is bound to everything the parties agreed on (protocol
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 
 import numpy as np
 
 from ...errors import ProtocolError
-from .primitives import keystream_words, u32
+from .primitives import PREFIX, keystream_words, u32
 from .shamir import SHARE_BYTES
 
 # a share plaintext: self-mask share || mask-key share (both for the same aggregation)
@@ -19,6 +20,14 @@ from .shamir import SHARE_BYTES
 
 def _ids(ids: Sequence[int]) -> bytes:
     return u32(len(ids)) + b"".join(u32(c) for c in ids)
+
+
+def graph_seed(binding: bytes) -> bytes:
+    """The communication graph's seed: a function of the session's config digest only, so every
+    client that agreed on the config builds the same graph (a server that could hand each client
+    its own seed could give each a different connected graph and split one sum into partial
+    sums; protocols/additive.md section 3.6)."""
+    return hashlib.sha256(PREFIX + b"graph-seed" + binding).digest()
 
 
 def advertise_payload(binding: bytes, owner: int, cipher_public: bytes) -> bytes:
