@@ -82,6 +82,13 @@ def write_client_dir(root: Path) -> Path:
     return folder
 
 
+def add_fourth_client(folder: Path) -> str:
+    """Add client "dave" to a folder written by `write_client_dir` (additive needs four clients
+    for one to drop: three survivors still reach its quorum of signatures); return its entry."""
+    (folder / "dave.txt").write_text(synthetic_text(5))
+    return "dave.txt"
+
+
 @pytest.fixture()
 def client_dir(tmp_path: Path) -> Path:
     return write_client_dir(tmp_path)

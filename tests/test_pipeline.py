@@ -25,7 +25,7 @@ from fedprllm_secure.secure_sum.messages import decode
 from fedprllm_secure.secure_sum.packing import unpack_uint
 from fedprllm_secure.simulate import FederatedPruning, SimulationConfig, _Timer, run_simulation
 
-from .conftest import make_tiny_model, synthetic_text
+from .conftest import add_fourth_client, make_tiny_model
 
 
 def tiny_samples(count: int, seqlen: int = 24, seed: int = 0) -> torch.Tensor:
@@ -181,7 +181,7 @@ def test_secure_protocols_give_the_plaintext_pruned_model(
     if protocol == "additive":
         # additive clients act on a survivor list only with a quorum of max(t, floor(2n/3) + 1)
         # signatures: with three clients no one may drop, so a fourth joins.
-        (client_dir / "dave.txt").write_text(synthetic_text(5))
+        add_fourth_client(client_dir)
         clients = 4
 
     def global_masks(name: str, drop: dict[int, str], opts: dict) -> tuple[dict, dict]:

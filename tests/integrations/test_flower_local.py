@@ -23,7 +23,7 @@ from fedprllm_secure.progress import SilentProgress  # noqa: E402
 from fedprllm_secure.secure_sum import registry  # noqa: E402
 from fedprllm_secure.simulate import FederatedPruning, _Timer  # noqa: E402
 
-from ..conftest import synthetic_text  # noqa: E402
+from ..conftest import add_fourth_client  # noqa: E402
 from ..test_pipeline import config_for  # noqa: E402
 
 pytestmark = pytest.mark.flower
@@ -102,7 +102,7 @@ def test_a_node_dying_mid_round_leaves_a_correct_sum_over_survivors(
                 dead.add(node)
         return node in dead
 
-    (client_dir / "dave.txt").write_text(synthetic_text(5))
+    add_fourth_client(client_dir)
     grid = grid_for(tiny_model_dir, client_dir, keys, drop=drop, entries=(*ENTRIES, "dave.txt"))
     s = settings(protocol="additive", num_nodes=4, round_timeout_s=5)
     result, _ = prune_with_flower(grid, s, str(tiny_model_dir))

@@ -30,7 +30,7 @@ from fedprllm_secure.secure_sum.api import AggregationSpec, ChunkSpec
 from fedprllm_secure.secure_sum.session import SimulatedSession
 from fedprllm_secure.simulate import FederatedPruning, _Timer
 
-from ..conftest import synthetic_text
+from ..conftest import add_fourth_client
 from ..test_pipeline import config_for
 
 CLIENTS = 4
@@ -100,7 +100,7 @@ def test_the_pipeline_never_lets_a_second_session_collect_a_calibration(
     mask.)"""
     # A fourth client, so that three survivors still reach additive's quorum of signatures and
     # the ledger is what refuses the second collection.
-    (client_dir / "dave.txt").write_text(synthetic_text(5))
+    add_fourth_client(client_dir)
     config = config_for(tiny_model_dir, client_dir, protocol="additive", aggregate=aggregate)
     run = FederatedPruning(config, SilentProgress(), _Timer())
     if aggregate == "masks":
