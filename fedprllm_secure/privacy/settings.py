@@ -27,7 +27,7 @@ from .statistics import StatisticsBudget, StatisticsMechanism
 DEFAULT_DELTA = 1e-5
 
 
-@dataclass
+@dataclass(frozen=True)
 class PrivacySettings:
     rr_epsilon: float | None = None
     dp_stats_epsilon: float | None = None
@@ -35,6 +35,7 @@ class PrivacySettings:
     dp_clip: float | None = None
     accountant: str = DEFAULT_ACCOUNTANT
     min_cohort: int | None = None  # None: DEFAULT_MIN_COHORT under a secure protocol
+    reproducible_noise: bool = False  # seed noise and protocol secrets from the seed: not private
 
     def validate(self) -> None:
         """Raise ConfigError naming the first bad or inconsistent flag."""

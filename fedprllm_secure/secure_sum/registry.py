@@ -7,8 +7,9 @@ A third-party package can also expose a `ProtocolInfo` under the entry-point gro
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 from importlib.metadata import entry_points
 
 from ..errors import ConfigError
@@ -23,6 +24,23 @@ def no_enrollment(
 ) -> tuple[SessionConfig, dict[ClientId, bytes]]:
     """Default `enroll`: protocols without client identities need no setup."""
     return config, {}
+
+
+def options_as_given(roster: tuple[ClientId, ...], options: Mapping[str, Any]) -> dict[str, Any]:
+    """Default `prepare_options`: the options need no roster-dependent defaults or checks."""
+    return dict(options)
+
+
+def no_node_secret(
+    config: SessionConfig, client_id: ClientId, rng: RandomSource
+) -> tuple[bytes | None, bytes]:
+    """Default `node_enroll`: no secret to keep, nothing to publish."""
+    return None, b""
+
+
+def nothing_to_publish(config: SessionConfig, publics: Mapping[ClientId, bytes]) -> SessionConfig:
+    """Default `publish`: the draft config is the session config."""
+    return config
 
 
 @dataclass(frozen=True)
@@ -42,6 +60,16 @@ class ProtocolInfo:
     nothing is released: if a session aborts there because clients stopped answering, a fresh
     session over the clients that still answer reveals only its own sum (the aborted one revealed
     nothing), so a driver may restart once.
+
+    Enrollment where each party lives on its own machine (a Flower deployment, or the pipeline's
+    node-by-node enrollment) uses three hooks instead of `enroll`:
+
+    * `prepare_options(roster, options)`: the draft options every node is shown (validated, with
+      roster-dependent defaults filled in), on the server; ConfigError naming the bad option;
+    * `node_enroll(draft, client_id, rng)`: on each node, (secret it keeps, public part it sends);
+      the secret is what `make_client` receives as `identity`;
+    * `publish(draft, publics)`: the session config built from the draft and every node's public
+      part (ProtocolError on a malformed part).
     """
 
     name: str
@@ -56,6 +84,15 @@ class ProtocolInfo:
     )
     cohort_option: str | None = None
     input_rounds: tuple[str, ...] = ()
+    prepare_options: Callable[[tuple[ClientId, ...], Mapping[str, Any]], dict[str, Any]] = (
+        options_as_given
+    )
+    node_enroll: Callable[[SessionConfig, ClientId, RandomSource], tuple[bytes | None, bytes]] = (
+        no_node_secret
+    )
+    publish: Callable[[SessionConfig, Mapping[ClientId, bytes]], SessionConfig] = (
+        nothing_to_publish
+    )
 
     def with_cohort(self, options: dict, min_cohort: int) -> dict:
         """`options` plus the cohort option set to `min_cohort`, unless given explicitly."""

@@ -11,8 +11,8 @@ from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from ..errors import ProtocolError
 from .api import AggregateResult, AggregationSpec, ClientId, ClientProtocol, ServerProtocol
+from .driver import DropPlan, drive
 from .messages import decode, encode, round_of, tag_of
 
 
@@ -63,36 +63,34 @@ class InMemoryBus:
     ) -> None:
         self.server = server
         self.clients = dict(clients)
-        self.drop_at = dict(drop_at or {})
+        self.drops = DropPlan(drop_at)
         self.record_payloads = record_payloads
         self.max_steps = max_steps
-        self.dropped: set[ClientId] = set()
         self.log = TrafficLog()
         self._step = 0
 
+    @property
+    def dropped(self) -> set[ClientId]:
+        """The clients that have stopped answering."""
+        return self.drops.stopped
+
     def run(self, spec: AggregationSpec) -> AggregateResult:
-        outgoing = self.server.begin(spec)
-        for _ in range(self.max_steps):
-            replies = {}
-            for client_id, msg in outgoing.items():
-                reply = self._deliver(client_id, msg)
-                if reply is not None:
-                    replies[client_id] = reply
-            self._step += 1
-            result = self.server.handle(replies)
-            if isinstance(result, AggregateResult):
-                return result
-            outgoing = result
-        raise ProtocolError(f"protocol did not finish within {self.max_steps} steps")
+        return drive(self.server, spec, self._deliver_all, self.max_steps)
+
+    def _deliver_all(self, outgoing: Mapping[ClientId, object]) -> dict[ClientId, object]:
+        replies = {}
+        for client_id, msg in outgoing.items():
+            reply = self._deliver(client_id, msg)
+            if reply is not None:
+                replies[client_id] = reply
+        self._step += 1
+        return replies
 
     def _deliver(self, client_id: ClientId, msg: object) -> object | None:
         wire = encode(msg)
         round_name = round_of(msg)
         self.log.downlink[(client_id, round_name)] += len(wire)
-        if client_id in self.dropped or client_id not in self.clients:
-            return None
-        if self.drop_at.get(client_id) == round_name:
-            self.dropped.add(client_id)
+        if self.drops.silent(client_id, msg) or client_id not in self.clients:
             return None
         reply = self.clients[client_id].handle(decode(wire))
         if reply is None:

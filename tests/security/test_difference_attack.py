@@ -73,7 +73,7 @@ def test_the_same_chunk_in_a_second_aggregation_is_refused(protocol: str) -> Non
     assert np.array_equal(
         everyone.sums["layer"], sum(v.astype(np.int64) for v in _inputs().values())
     )
-    session.bus.drop_at[VICTIM] = DROP_ROUND[protocol]
+    session.bus.drops.at[VICTIM] = DROP_ROUND[protocol]
     with pytest.raises(ProtocolError, match="already (contributed|signed)"):
         session.aggregate(_spec(1))
 
@@ -85,7 +85,7 @@ def test_a_second_session_of_the_same_pruning_round_is_refused(protocol: str) ->
     first = _session(protocol, pruning_round, "first")
     first.aggregate(_spec(0))
     second = _session(protocol, pruning_round, "second")
-    second.bus.drop_at[VICTIM] = DROP_ROUND[protocol]
+    second.bus.drops.at[VICTIM] = DROP_ROUND[protocol]
     with pytest.raises(ProtocolError, match="already (contributed|signed)"):
         second.aggregate(_spec(0))
 

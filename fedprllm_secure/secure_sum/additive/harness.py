@@ -12,7 +12,8 @@ from typing import Any
 
 from ...randomness import RandomSource
 from ..api import AggregateResult, AggregationSpec, ClientId, InputProvider, SessionConfig
-from ..messages import decode, encode, round_of
+from ..driver import DropPlan, drive
+from ..messages import decode, encode
 from . import enroll
 from .client import AdditiveClient
 from .server import AdditiveServer
@@ -81,15 +82,7 @@ def run(
 
     `gone` carries the clients that already stopped across aggregations of one session.
     """
-    plan = dict(drop_at or {})
-    stopped = gone if gone is not None else set()
-
-    def drop(client: ClientId, msg: Any) -> bool:
-        if plan.get(client) == round_of(msg):
-            stopped.add(client)
-        return client in stopped
-
-    outgoing: Any = session.server.begin(spec)
-    while not isinstance(outgoing, AggregateResult):
-        outgoing = session.server.handle(deliver(session, outgoing, drop))
-    return outgoing
+    plan = DropPlan(drop_at)
+    if gone is not None:
+        plan.stopped = gone  # shared across the aggregations of one session
+    return drive(session.server, spec, lambda outgoing: deliver(session, outgoing, plan.silent))

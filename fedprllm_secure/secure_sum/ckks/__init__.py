@@ -13,51 +13,11 @@ model: threat_models/ckks.md.
 
 from __future__ import annotations
 
-import dataclasses
-
-from ...randomness import RandomSource
-from ..api import ClientId, SessionConfig
 from ..registry import ProtocolInfo, register
-from . import context as he_ctx
-from . import identity as ident
 from .authority import AuthorityLink, KeyAuthority
 from .client import CkksClient
-from .params import he_params
+from .enrollment import enroll, node_enroll, prepare_options, publish
 from .server import CkksServer
-from .settings import AUTHORITY_LINK, AUTHORITY_PAD_KEY, IDENTITY_KEYS, PUBLIC_CONTEXT, parse
-
-
-def enroll(config: SessionConfig, rng: RandomSource) -> tuple[SessionConfig, dict[ClientId, bytes]]:
-    """Set up a session: every client's identity key, and the key authority's keys.
-
-    Each client gets an Ed25519 identity key (drawn from `rng`), published in the roster's
-    "identity_public_keys"; its private identity bytes (identity.encode_identity) go to it alone.
-    The key authority creates the TenSEAL keys and publishes the public context (SEAL draws them
-    from its own CSPRNG: TenSEAL cannot take a seed), and an X25519 pad key (from `rng`) whose
-    public key is published as "ckks.authority_pad_key". A separate authority stays behind an
-    `AuthorityLink` placed in the local options for the server; a designated client receives the
-    secret context inside its identity bytes.
-    """
-    settings = parse(config)
-    secret = he_ctx.new_secret_context(he_params(settings.scheme))
-    pad_key = ident.new_pad_key(rng.child("authority-pad-key"))
-    keys = {c: ident.new_identity_key(rng.child(f"identity-{c}")) for c in config.roster}
-    options = dict(config.options)
-    options[PUBLIC_CONTEXT] = he_ctx.public_bytes(secret)
-    options[AUTHORITY_PAD_KEY] = ident.pad_public(pad_key)
-    options[IDENTITY_KEYS] = {c: ident.public_key(k) for c, k in keys.items()}
-    published = dataclasses.replace(config, options=dict(options))
-    identities = {
-        c: ident.encode_identity(k, he_ctx.secret_bytes(secret), pad_key)
-        if c == settings.authority
-        else ident.encode_identity(k)
-        for c, k in keys.items()
-    }
-    if settings.authority is None:
-        options[AUTHORITY_LINK] = AuthorityLink(
-            KeyAuthority(published, he_ctx.secret_bytes(secret), pad_key)
-        )
-    return dataclasses.replace(config, options=options), identities
 
 
 INFO = register(
@@ -71,6 +31,9 @@ INFO = register(
             config, client_id, inputs, identity, rng
         ),
         enroll=enroll,
+        prepare_options=prepare_options,
+        node_enroll=node_enroll,
+        publish=publish,
         cohort_option="min_contributors",
     )
 )
