@@ -13,17 +13,19 @@ it from its `InputProvider` and submits it. Memory per client is O(chunk).
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import json
-import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from ..errors import ProtocolError
+from .json_depth import json_depth as _json_depth  # noqa: F401 (tests import it from here)
+from .json_depth import nested_deeper_than as _nested_deeper_than
 
 ClientId = int
 
@@ -222,8 +224,8 @@ class ServerProtocol(ABC):
 
 # --- client state codec ---------------------------------------------------------------------------
 # Tagged JSON: exact for None, bool, int, str, float, bytes, tuple, list, set, dicts with any
-# scalar keys, SessionConfig, AggregationSpec and ChunkSpec. Never pickle: a state blob read back
-# must not be able to run code.
+# scalar keys, SessionConfig, AggregationSpec, ChunkSpec and the frozen dataclasses registered with
+# `state_type`. Never pickle, never a class path: a state blob read back must not be able to run code.
 
 STATE_MAGIC = b"FPST"
 STATE_VERSION = 1
@@ -234,12 +236,32 @@ STATE_VERSION = 1
 MAX_STATE_BYTES = 64 << 20
 MAX_STATE_DEPTH = 64
 
-# JSON strings, including an unterminated one at the end: each match consumes its text, so the
-# scan is linear whatever the quotes and backslashes. Brackets inside strings are not nesting.
-_JSON_STRING = re.compile(rb'"(?:[^"\\]++|\\[\s\S])*+(?:"|\\?\Z)')
-_NOT_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
-_DEPTH_STEP = np.full(256, -1, dtype=np.int32)
-_DEPTH_STEP[[ord("["), ord("{")]] = 1
+
+_STATE_TYPES: dict[str, type] = {}  # name -> frozen dataclass (the only classes a blob can name)
+_STATE_NAMES: dict[type, str] = {}
+_T = TypeVar("_T")
+
+
+def state_type(name: str) -> Callable[[type[_T]], type[_T]]:
+    """Register a frozen dataclass for the state codec under `name` (unique; e.g. "additive/...").
+
+    Saved as its registered name and its fields by name; restored only through this registry,
+    never by importing a class path, so a blob can build nothing but registered states. Inside a
+    registered dataclass every saved set comes back as a frozenset. Field values must themselves
+    be encodable (bytes, not key objects). Protocols save a whole state with `save_state`.
+    """
+
+    def register(cls: type[_T]) -> type[_T]:
+        params = getattr(cls, "__dataclass_params__", None)
+        if params is None or not params.frozen:
+            raise TypeError(f"{cls.__name__} must be a frozen dataclass to be a saved state")
+        if _STATE_TYPES.get(name, cls) is not cls or _STATE_NAMES.get(cls, name) != name:
+            raise ValueError(f"state type {name!r} registered twice")
+        _STATE_TYPES[name] = cls
+        _STATE_NAMES[cls] = name
+        return cls
+
+    return register
 
 
 def _to_json(value: Any) -> Any:
@@ -263,12 +285,16 @@ def _to_json(value: Any) -> Any:
         return {"$spec": [value.index, value.bound, _to_json(value.chunks)]}
     if isinstance(value, ChunkSpec):
         return {"$chunk": [value.name, value.length, value.offset]}
+    if type(value) in _STATE_NAMES:
+        names = [f.name for f in dataclasses.fields(value)]
+        body = [[n, _to_json(getattr(value, n))] for n in names]
+        return {"$dc": [_STATE_NAMES[type(value)], body]}
     raise TypeError(f"cannot save a {type(value).__name__} in a client state")
 
 
-def _from_json(value: Any) -> Any:
+def _from_json(value: Any, frozen: bool = False) -> Any:
     if isinstance(value, list):
-        return [_from_json(v) for v in value]
+        return [_from_json(v, frozen) for v in value]
     if not isinstance(value, dict):
         return value
     if len(value) != 1:
@@ -277,11 +303,12 @@ def _from_json(value: Any) -> Any:
     if tag == "$b":
         return base64.b64decode(body.encode("ascii"), validate=True)
     if tag == "$t":
-        return tuple(_from_json(v) for v in body)
+        return tuple(_from_json(v, frozen) for v in body)
     if tag == "$s":
-        return {_from_json(v) for v in body}
+        items = {_from_json(v, frozen) for v in body}
+        return frozenset(items) if frozen else items
     if tag == "$d":
-        return {_from_json(k): _from_json(v) for k, v in body}
+        return {_from_json(k, frozen): _from_json(v, frozen) for k, v in body}
     if tag == "$cfg":
         sid, roster, options = (_from_json(v) for v in body)
         return SessionConfig(sid, roster, options)
@@ -290,7 +317,20 @@ def _from_json(value: Any) -> Any:
         return AggregationSpec(index, _from_json(chunks), bound)
     if tag == "$chunk":
         return ChunkSpec(*body)
+    if tag == "$dc":
+        return _state_from_json(*body)
     raise ProtocolError(f"client state: unknown tag {tag!r}")
+
+
+def _state_from_json(name: str, body: list) -> Any:
+    """The registered frozen dataclass `name` with exactly its fields; ProtocolError otherwise."""
+    cls = _STATE_TYPES.get(name) if isinstance(name, str) else None
+    if cls is None:
+        raise ProtocolError(f"client state: unknown state type {name!r}")
+    values = {str(n): _from_json(v, frozen=True) for n, v in body}
+    if len(values) != len(body) or set(values) != {f.name for f in dataclasses.fields(cls)}:
+        raise ProtocolError(f"client state: the fields of {name!r} do not match its type")
+    return cls(**values)
 
 
 def encode_state(protocol: str, fields: Mapping[str, Any]) -> bytes:
@@ -304,34 +344,6 @@ def encode_state(protocol: str, fields: Mapping[str, Any]) -> bytes:
             f"a {protocol} state of {len(data)} bytes exceeds the {MAX_STATE_BYTES} a restore reads"
         )
     return data
-
-
-def _bracket_depth(brackets: bytes) -> int:
-    """The deepest running level of a string of `[]{}` bytes (openers +1, closers -1)."""
-    deepest, level = 0, 0
-    for start in range(0, len(brackets), 1 << 20):
-        steps = _DEPTH_STEP[np.frombuffer(brackets[start : start + (1 << 20)], dtype=np.uint8)]
-        levels = np.cumsum(steps, dtype=np.int64) + level
-        deepest = max(deepest, int(levels.max()))
-        level = int(levels[-1])
-    return deepest
-
-
-def _json_depth(text: bytes) -> int:
-    """The deepest nesting of arrays and objects in `text`, counted without parsing it.
-
-    Exact for valid JSON; on invalid JSON never below the depth a parser reaches before it fails
-    (up to the first error the tokens agree), so checking it first bounds `json.loads`.
-    """
-    return _bracket_depth(_JSON_STRING.sub(b"", text).translate(None, _NOT_BRACKET))
-
-
-def _nested_deeper_than(text: bytes, limit: int) -> bool:
-    # Fast path: brackets inside strings counted too can only overstate the depth (saved states
-    # rarely have any: base64 has none); strings are stripped only when that bound is over.
-    if _bracket_depth(text.translate(None, _NOT_BRACKET)) <= limit:
-        return False
-    return _json_depth(text) > limit
 
 
 def decode_state(protocol: str, data: bytes) -> dict[str, Any]:
@@ -365,3 +377,20 @@ def decode_state(protocol: str, data: bytes) -> dict[str, Any]:
     if not isinstance(fields, dict):
         raise ProtocolError("saved client state is corrupt")
     return fields
+
+
+def save_state(protocol: str, state: Any) -> bytes:
+    """`encode_state` of one registered frozen state (`state_type`): a client's whole state."""
+    if type(state) not in _STATE_NAMES:
+        raise TypeError(f"{type(state).__name__} is not a registered state type")
+    return encode_state(protocol, {"state": state})
+
+
+def load_state(protocol: str, data: bytes, kind: type[_T] | tuple[type, ...]) -> _T:
+    """The state `save_state(protocol, ...)` wrote, refused (ProtocolError) unless an instance
+    of `kind` (the protocol's own state types): a blob cannot substitute another protocol's."""
+    fields = decode_state(protocol, data)
+    state = fields.get("state")
+    if set(fields) != {"state"} or not isinstance(state, kind):
+        raise ProtocolError(f"saved {protocol} client state holds no {protocol} state")
+    return state  # type: ignore[return-value]
