@@ -49,9 +49,9 @@ def test_the_ckks_key_authority_itself_enforces_the_minimum_cohort(
     """Under ckks the refusal comes from the key authority (min_contributors, set from the
     minimum cohort), not only from the server's release step: with the server's own guard
     skipped (a server that does not apply it), the authority still refuses two signers."""
-    from fedprllm_secure.secure_sum.ckks.server import CkksServer
+    from fedprllm_secure.secure_sum.ckks import server as ckks_server
 
-    monkeypatch.setattr(CkksServer, "_check_cohort", lambda self: None)
+    monkeypatch.setattr(ckks_server, "check_cohort", lambda keys, alive: None)
     dropped = config_for(tiny_model_dir, client_dir, protocol="ckks", drop={1: "encrypted-input"})
     with pytest.raises(ProtocolError, match="key authority's minimum is 3"):
         run_simulation(dropped)

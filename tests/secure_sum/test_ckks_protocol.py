@@ -15,10 +15,13 @@ from fedprllm_secure.secure_sum.api import (
     AggregationSpec,
     ChunkSpec,
     ClientProtocol,
+    ServerProtocol,
+    SessionConfig,
     config_digest,
 )
 from fedprllm_secure.secure_sum.ckks import context as he_ctx
 from fedprllm_secure.secure_sum.ckks import identity as ident
+from fedprllm_secure.secure_sum.ckks import server as ckks_server
 from fedprllm_secure.secure_sum.ckks.authority import (
     AuthorityLink,
     chunk_request,
@@ -31,6 +34,7 @@ from fedprllm_secure.secure_sum.ckks.settings import (
     AUTHORITY_LINK,
     AUTHORITY_PAD_KEY,
     PUBLIC_CONTEXT,
+    session_packing,
 )
 from fedprllm_secure.secure_sum.packing import bits_for, packed_size, unpack_uint
 from fedprllm_secure.secure_sum.registry import get
@@ -292,14 +296,13 @@ def test_everyone_dropping_gives_empty_contributors() -> None:
     assert result.contributors == () and not result.sums["a"].any()
 
 
-def test_too_few_contributors_is_refused() -> None:
+def test_too_few_contributors_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     """The key authority itself refuses: the server's own guard is bypassed here (a server that
     skips it sends the two signed uploads it holds), and the refusal must be the authority's."""
     data = stressed_masks(3, {"a": 10}, seed=12)
     sim = session(data, drop_at={0: "encrypted-input"})
     assert sim.config.options.get("min_contributors") is None  # the default: 3
-    server = sim.bus.server
-    server._check_cohort = lambda: None  # type: ignore[method-assign]
+    monkeypatch.setattr(ckks_server, "check_cohort", lambda keys, alive: None)
     with pytest.raises(ProtocolError, match="key authority's minimum is 3"):
         sim.aggregate(spec_of(data, 0))
 
@@ -307,29 +310,50 @@ def test_too_few_contributors_is_refused() -> None:
 # -- refusals ---------------------------------------------------------------------------------
 
 
-def started(clients: int = 2, length: int = 5000, **options):
+@dataclasses.dataclass
+class Started:
+    """A ckks session whose clients answered the first request of one chunk 'w'."""
+
+    config: SessionConfig
+    server: ServerProtocol
+    clients: dict[int, ClientProtocol]
+    identities: dict[int, bytes]
+    spec: AggregationSpec
+    good: dict[int, EncryptedChunk]
+
+
+def started(clients: int = 2, length: int = 5000, **options) -> Started:
     data = stressed_masks(clients, {"w": length}, seed=13)
-    sim = session(data, **options)
+    if clients < 3:
+        options.setdefault("min_contributors", clients)
+    info, rng = get("ckks"), SeededRandomSource(13)
+    draft = SessionConfig(rng.random_bytes(32), tuple(range(clients)), options)
+    config, identities = info.enroll(draft, rng.child("enroll"))
+    parties = {
+        c: info.make_client(config, c, rng.child(f"c{c}"), provider(data, c), identities[c])
+        for c in config.roster
+    }
+    server = info.make_server(config, rng.child("server"))
     spec = spec_of(data, 0)
-    requests = sim.bus.server.begin(spec)
-    good = {c: sim.bus.clients[c].handle(requests[c]) for c in requests}
-    return sim, good
+    requests = server.begin(spec)
+    good = {c: parties[c].handle(requests[c]) for c in requests}
+    return Started(config, server, parties, identities, spec, good)
 
 
 def replace_ciphertexts(reply: EncryptedChunk, ciphertexts: tuple[bytes, ...]) -> EncryptedChunk:
     return dataclasses.replace(reply, ciphertexts=ciphertexts)
 
 
-def signed(sim: SimulatedSession, reply: EncryptedChunk, ciphertexts: tuple[bytes, ...]):
+def signed(run: Started, reply: EncryptedChunk, ciphertexts: tuple[bytes, ...]):
     """`reply` with other ciphertexts, signed by its sender (a lying client signs its lie)."""
-    client = sim.bus.clients[reply.sender]
-    packing = sim.bus.server._packing
-    chunk = sim.bus.server._spec.chunk(reply.chunk_name)
+    packing = session_packing(run.config, run.spec.bound)
+    chunk = run.spec.chunk(reply.chunk_name)
     bad = replace_ciphertexts(reply, ciphertexts)
     payload = upload_payload(
-        config_digest(sim.config), bad, chunk, 1, packing.base, packing.per_slot
+        config_digest(run.config), bad, chunk, 1, packing.base, packing.per_slot
     )
-    return dataclasses.replace(bad, signature=ident.sign(client._signing_key, payload))
+    key = ident.decode_identity(run.identities[reply.sender]).signing_key
+    return dataclasses.replace(bad, signature=ident.sign(key, payload))
 
 
 @pytest.mark.parametrize(
@@ -345,45 +369,50 @@ def signed(sim: SimulatedSession, reply: EncryptedChunk, ciphertexts: tuple[byte
     ids=["garbage", "truncated", "bit-flip", "missing", "extra", "other-parameters"],
 )
 def test_server_refuses_bad_ciphertexts(corrupt) -> None:
-    sim, good = started()
+    run = started()
+    good = run.good
     small = ts.context(
         ts.SCHEME_TYPE.CKKS, poly_modulus_degree=4096, coeff_mod_bit_sizes=[40, 20, 40]
     )
     small.global_scale = 2.0**20
     other = ts.ckks_vector(small, [1.0] * 10).serialize()
-    bad = signed(sim, good[1], corrupt(good[1].ciphertexts, other))
+    bad = signed(run, good[1], corrupt(good[1].ciphertexts, other))
     with pytest.raises(ProtocolError):
-        sim.bus.server.handle({0: good[0], 1: bad})
-    assert sim.bus.server.state == "aborted"
+        run.server.handle({0: good[0], 1: bad})
+    assert run.server.state == "aborted"
 
 
 def test_server_refuses_a_ciphertext_of_the_wrong_length() -> None:
-    sim, good = started()
-    public = he_ctx.load_context(sim.config.options[PUBLIC_CONTEXT], private=False)
+    run = started()
+    good = run.good
+    public = he_ctx.load_context(run.config.options[PUBLIC_CONTEXT], private=False)
     short = he_ctx.encrypt(public, he_params("ckks"), np.zeros(10))
     with pytest.raises(ProtocolError, match="slots"):
-        sim.bus.server.handle({0: good[0], 1: signed(sim, good[1], (short,))})
+        run.server.handle({0: good[0], 1: signed(run, good[1], (short,))})
 
 
 def test_server_refuses_a_bfv_ciphertext_in_a_ckks_session() -> None:
-    sim, good = started()
+    run = started()
+    good = run.good
     bfv = he_ctx.new_secret_context(he_params("bfv"))
     wrong = he_ctx.encrypt(bfv, he_params("bfv"), np.zeros(10, dtype=np.int64))
     with pytest.raises(ProtocolError):
-        sim.bus.server.handle({0: good[0], 1: signed(sim, good[1], (wrong,))})
+        run.server.handle({0: good[0], 1: signed(run, good[1], (wrong,))})
 
 
 def test_server_refuses_a_submission_for_another_chunk_or_sender() -> None:
-    sim, good = started()
+    run = started()
+    good = run.good
     with pytest.raises(ProtocolError):
-        sim.bus.server.handle({0: good[0], 1: dataclasses.replace(good[1], sender=0)})
+        run.server.handle({0: good[0], 1: dataclasses.replace(good[1], sender=0)})
 
 
 @pytest.mark.parametrize("scheme", ["ckks", "bfv"])
 def test_ciphertext_under_another_key_is_never_released(scheme: str) -> None:
     # Same parameters, different key: the server cannot tell, but the authority's range and
     # rounding checks refuse the garbage aggregate instead of releasing it.
-    sim, good = started(he_scheme=scheme)
+    run = started(he_scheme=scheme)
+    good = run.good
     stranger = he_ctx.new_secret_context(he_params(scheme))
     packing = choose_packing(he_params(scheme), 2, 1)
     count = good[1].ciphertexts
@@ -391,27 +420,30 @@ def test_ciphertext_under_another_key_is_never_released(scheme: str) -> None:
     values = np.zeros(size) if scheme == "ckks" else np.zeros(size, dtype=np.int64)
     foreign = (he_ctx.encrypt(stranger, he_params(scheme), values),) + count[1:]
     with pytest.raises(ProtocolError):
-        sim.bus.server.handle({0: good[0], 1: signed(sim, good[1], foreign)})
+        run.server.handle({0: good[0], 1: signed(run, good[1], foreign)})
 
 
 def test_server_refuses_an_unsigned_or_resigned_upload() -> None:
-    sim, good = started()
+    run = started()
+    good = run.good
     with pytest.raises(ProtocolError, match="not signed"):
-        sim.bus.server.handle({0: good[0], 1: dataclasses.replace(good[1], signature=b"")})
-    sim, good = started()
+        run.server.handle({0: good[0], 1: dataclasses.replace(good[1], signature=b"")})
+    run = started()
+    good = run.good
     with pytest.raises(ProtocolError, match="not signed"):  # client 0's signature on 1's upload
-        sim.bus.server.handle(
+        run.server.handle(
             {0: good[0], 1: dataclasses.replace(good[1], signature=good[0].signature)}
         )
 
 
 def test_authority_decrypts_each_chunk_once_and_checks_requests() -> None:
-    sim, good = started(length=100)
-    link: AuthorityLink = sim.config.options[AUTHORITY_LINK]
+    run = started(length=100)
+    good = run.good
+    link: AuthorityLink = run.config.options[AUTHORITY_LINK]
     packing = choose_packing(he_params("ckks"), 2, 1)
     chunk = ChunkSpec("w", 100, 0)
 
-    public = he_ctx.load_context(sim.config.options[PUBLIC_CONTEXT], private=False)
+    public = he_ctx.load_context(run.config.options[PUBLIC_CONTEXT], private=False)
     he = he_params("ckks")
     size = -(-100 // packing.per_slot)
     total = he_ctx.load_ciphertext(public, he, good[0].ciphertexts[0], size)
@@ -421,7 +453,7 @@ def test_authority_decrypts_each_chunk_once_and_checks_requests() -> None:
     def request(uploads=(good[0], good[1]), base=packing.base, ciphertexts=summed, name="w"):
         layout = dataclasses.replace(packing, base=base)
         statements = tuple(statement_of(u) for u in uploads)
-        made = chunk_request(sim.config, 0, 1, ChunkSpec(name, 100, 0), layout, ciphertexts, ())
+        made = chunk_request(run.config, 0, 1, ChunkSpec(name, 100, 0), layout, ciphertexts, ())
         return dataclasses.replace(made, statements=statements)
 
     # Each refused request uses up its chunk name (one try per chunk): fresh names here.
@@ -437,7 +469,7 @@ def test_authority_decrypts_each_chunk_once_and_checks_requests() -> None:
     assert reply.chunk_name == "w"
     # Only rounded integers leave the authority: 100 counts of bits_for(2) = 2 bits each.
     assert len(reply.counts) == packed_size(100, bits_for(2))
-    expected = sum(sim.bus.clients[c].inputs(0, chunk).astype(np.int64) for c in (0, 1))
+    expected = sum(run.clients[c].inputs(0, chunk).astype(np.int64) for c in (0, 1))
     assert unpack_uint(reply.counts, 2, 100).tolist() == expected.tolist()
     with pytest.raises(ProtocolError, match="already"):
         link.request(request())

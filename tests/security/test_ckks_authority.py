@@ -38,6 +38,7 @@ from fedprllm_secure.secure_sum.ckks.settings import (
     AUTHORITY_LINK,
     AUTHORITY_PAD_KEY,
     PUBLIC_CONTEXT,
+    session_packing,
 )
 from fedprllm_secure.secure_sum.messages import decode, encode
 from fedprllm_secure.secure_sum.packing import bits_for, unpack_uint
@@ -75,7 +76,9 @@ class Setup:
         config = SessionConfig(rng.random_bytes(32), ROSTER, {"he_scheme": scheme, **options})
         self.config, self.identities = info.enroll(config, rng.child("enroll"))
         self.info = info
+        self.rng = rng
         self.server = info.make_server(self.config, rng.child("server"))
+        self.packing = session_packing(self.config, 1)
         self.clients = {c: self.client(c) for c in ROSTER}
         self.link: AuthorityLink = self.config.options.get(AUTHORITY_LINK)
         self.public = he_ctx.load_context(self.config.options[PUBLIC_CONTEXT], private=False)
@@ -90,9 +93,11 @@ class Setup:
         """The server's honest collection of chunk `name` in aggregation `index`: the signed
         uploads of `clients`, and the honest request (their sum and their statements)."""
         spec = AggregationSpec.from_lengths(index, {name: LENGTH}, 1)
-        requests = self.server.begin(spec)
+        # The attacker drives the authority link by hand: a server of its own for each request
+        # (the same link, so the same authority and its record).
+        server = self.info.make_server(self.config, self.rng.child(f"server-{index}-{name}"))
+        requests = server.begin(spec)
         uploads = {c: self.clients[c].handle(requests[c]) for c in clients}
-        self.server._state = "idle"  # the attacker drives the authority link by hand
         request = self.request(index, spec.chunks[0], [uploads[c] for c in clients], uploads)
         return request, uploads
 
@@ -102,7 +107,7 @@ class Setup:
         """A request for `chunk` whose ciphertexts are the homomorphic sum of `summed` (uploads or
         ciphertext tuples), the last one multiplied by `coefficient` (repeated addition), and
         whose statements are those of the uploads in `listed`."""
-        packing = self.server._packing
+        packing = self.packing
         parts = [u.ciphertexts if isinstance(u, EncryptedChunk) else u for u in summed]
         parts = parts + [parts[-1]] * (coefficient - 1)
         return chunk_request(
@@ -141,7 +146,7 @@ def slots_of(setup: Setup, data: bytes) -> int:
 def zero_encryptions(setup: Setup, like: EncryptedChunk) -> tuple[bytes, ...]:
     """Encryptions of an all-zero vector shaped like `like` (anyone with the public context can
     make them; the server cannot add the pads it does not know)."""
-    packing = setup.server._packing
+    packing = setup.packing
     packed = pack(np.zeros(LENGTH, dtype=np.uint8), packing.base, packing.per_slot)
     values = padded_values(packed, np.zeros(packed.size, dtype=np.uint64), packing)
     slots = setup.he.slots
@@ -206,7 +211,7 @@ def test_attack_a_sybil_statements_with_pads_the_server_knows_are_refused() -> N
 
     setup = Setup()
     request, uploads = setup.collect(0, "w")
-    packing = setup.server._packing
+    packing = setup.packing
     binding = config_digest(setup.config)
     authority = setup.config.options[AUTHORITY_PAD_KEY]
     victim = uploads[VICTIM]
@@ -661,9 +666,12 @@ def test_an_upload_made_for_one_request_never_carries_the_pad_removed_for_anothe
 
     sim, data, chunk, he = _bound_swap_setup()
     victim = 0
+    saved = {c: client.to_state() for c, client in sim.bus.clients.items()}
     first = _ask(sim, chunk, 1)
-    for client in sim.bus.clients.values():
-        client._signed.clear()  # bypass the client-side check: the pads alone must hold
+    # Bypass the client-side check (each client restored from before it signed the chunk): the
+    # pads alone must hold.
+    for c, blob in saved.items():
+        sim.bus.clients[c] = type(sim.bus.clients[c]).from_state(blob, data_provider(sim, data, c))
     p1 = session_packing(sim.config, 1)
     b2 = (p1.pad_modulus - 2) // 3
     p2 = session_packing(sim.config, b2)
@@ -696,6 +704,12 @@ def test_an_upload_made_for_one_request_never_carries_the_pad_removed_for_anothe
                 total_digits += 1
                 matches += int(digit == int(data[victim][s * p1.per_slot + k]))
     assert matches / total_digits < 0.5  # noise (a digit in base 4 matches 1/4 of the time)
+
+
+def data_provider(sim, data: dict, client: int):
+    """Client `client`'s input behind its session ledger (as SimulatedSession gives it)."""
+    read = lambda index, chunk: data[client]  # noqa: E731
+    return sim.ledgers[client].guard(read, config_digest(sim.config))
 
 
 def test_a_re_read_that_differs_is_refused() -> None:

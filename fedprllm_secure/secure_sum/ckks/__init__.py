@@ -16,9 +16,8 @@ from __future__ import annotations
 from ..registry import ProtocolInfo, register
 from .authority import AuthorityLink, KeyAuthority
 from .client import CkksClient
-from .enrollment import enroll, node_enroll, prepare_options, publish
+from .enrollment import enroll, make_server, node_enroll, prepare_options, publish
 from .server import CkksServer
-
 
 INFO = register(
     ProtocolInfo(
@@ -26,7 +25,7 @@ INFO = register(
         description="homomorphic encryption (TenSEAL CKKS or BFV) with authority-keyed one-time "
         "pads; a key authority that must not collude with the server decrypts only the sum",
         secure=True,
-        make_server=lambda config, rng: CkksServer(config),
+        make_server=make_server,
         make_client=lambda config, client_id, rng, inputs, identity: CkksClient(
             config, client_id, inputs, identity, rng
         ),

@@ -29,10 +29,15 @@ rules"); any violation raises ProtocolError and releases nothing:
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
 import numpy as np
 
 from ...errors import ProtocolError
-from ..api import ChunkSpec, SessionConfig, config_digest
+from ..api import ChunkSpec, SessionConfig, config_digest, state_type
 from ..messages import decode, encode
 from ..packing import bits_for, pack_uint
 from . import context as he_ctx
@@ -40,7 +45,7 @@ from . import identity as ident
 from .messages import DecryptReply, DecryptRequest, EncryptedChunk, Statement
 from .packing import ciphertext_count, ciphertext_sizes, slot_count, sum_residues, unpack
 from .pads import authority_pad_key, chunk_pads, pad_context, sub_mod
-from .params import Packing, he_params
+from .params import HEParams, Packing, he_params
 from .settings import Settings, authority_pad_public, identity_keys, parse, session_packing
 
 
@@ -88,131 +93,231 @@ def upload_payload(
     )
 
 
-class KeyAuthority:
-    """Holds the secret context and pad key of one session; decrypts only the server's sum of a
-    chunk, removes the signed contributors' pads and releases the counts if every slot checks."""
+@state_type("ckks/authority-record")
+@dataclass(frozen=True)
+class AuthorityRecord:
+    """What the key authority has done in this session; a designated client saves it with its
+    state. `used`: every chunk name it was asked to decrypt (a failed attempt included: one try
+    per chunk). `contributors`: per aggregation index, the contributor set its first released
+    chunk fixed. Transitions return a new record; none is ever changed in place."""
 
-    def __init__(self, config: SessionConfig, secret_context: bytes, pad_key: bytes) -> None:
-        self._config = config
-        self._settings: Settings = parse(config)
-        self._keys = identity_keys(config)
-        self._binding = config_digest(config)
-        self._he = he_params(self._settings.scheme)
-        self._ctx = he_ctx.load_context(secret_context, private=True)
+    used: frozenset[str] = frozenset()
+    contributors: Mapping[int, tuple[int, ...]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.used, frozenset) or not all(isinstance(n, str) for n in self.used):
+            raise ProtocolError("the key authority's record of used chunk names is malformed")
+        if not isinstance(self.contributors, Mapping) or not all(
+            isinstance(index, int) and isinstance(clients, tuple)
+            for index, clients in self.contributors.items()
+        ):
+            raise ProtocolError("the key authority's record of contributor sets is malformed")
+
+    def using(self, name: str) -> AuthorityRecord:
+        return dataclasses.replace(self, used=self.used | {name})
+
+    def released(
+        self, name: str, aggregation: int, contributors: tuple[int, ...]
+    ) -> AuthorityRecord:
+        return AuthorityRecord(
+            self.used | {name}, {**self.contributors, aggregation: tuple(contributors)}
+        )
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A decryption request the key authority refused: nothing is released."""
+
+    reason: str
+
+
+@dataclass(frozen=True, repr=False)
+class AuthorityKeys:
+    """What the key authority holds for one session and never changes: the agreed config, the
+    roster's identity keys, the secret context and its X25519 pad key."""
+
+    config: SessionConfig
+    settings: Settings
+    identity_keys: Mapping[int, bytes]
+    binding: bytes
+    he: HEParams
+    context: Any  # the secret TenSEAL context
+    pad_key: bytes
+
+    @classmethod
+    def load(cls, config: SessionConfig, secret_context: bytes, pad_key: bytes) -> AuthorityKeys:
+        """The keys of `config`'s authority; ProtocolError if the pad key is not the published
+        one or the context holds no secret key."""
+        settings = parse(config)
         if len(pad_key) != 32 or ident.pad_public(pad_key) != authority_pad_public(config):
             raise ProtocolError("the key authority's pad key does not match the published one")
-        self._pad_key = bytes(pad_key)
-        self._decrypted: set[str] = set()  # chunk names requested in this session (used up)
-        self._contributors: dict[int, tuple[int, ...]] = {}
+        return cls(
+            config=config,
+            settings=settings,
+            identity_keys=identity_keys(config),
+            binding=config_digest(config),
+            he=he_params(settings.scheme),
+            context=he_ctx.load_context(secret_context, private=True),
+            pad_key=bytes(pad_key),
+        )
+
+    def __repr__(self) -> str:  # never print key material
+        return "AuthorityKeys(<secret>)"
+
+
+def decrypt(
+    keys: AuthorityKeys, record: AuthorityRecord, request: object
+) -> tuple[AuthorityRecord, DecryptReply | Refusal]:
+    """The authority's one transition: (its new record, the counts or a refusal).
+
+    A request that passes the freshness check uses up its chunk name in the returned record
+    whatever happens next (one try per chunk)."""
+    if not isinstance(request, DecryptRequest):
+        return record, Refusal(f"the key authority got {type(request).__name__}, not a request")
+    try:
+        _check_fresh(keys, record, request)
+    except ProtocolError as exc:
+        return record, Refusal(str(exc))
+    # From here the chunk name is used up, whatever happens: one try per chunk.
+    record = record.using(request.chunk.name)
+    try:
+        reply = _release(keys, record, request)
+    except ProtocolError as exc:
+        return record, Refusal(str(exc))
+    return record.released(request.chunk.name, request.aggregation, request.contributors), reply
+
+
+def _release(keys: AuthorityKeys, record: AuthorityRecord, request: DecryptRequest) -> DecryptReply:
+    packing = _check(keys, record, request)
+    clients = len(request.statements)
+    max_sum = clients * request.bound
+    raw = _decrypt_sum(keys, request, packing)
+    residues = sum_residues(raw, packing, clients)
+    packed = sub_mod(residues, _pads(keys, request, packing), packing.pad_modulus)
+    counts = unpack(packed, packing.base, packing.per_slot, request.chunk.length, max_sum)
+    return DecryptReply(
+        session_id=request.session_id,
+        aggregation=request.aggregation,
+        chunk_name=request.chunk.name,
+        counts=pack_uint(counts, bits_for(max_sum)),
+    )
+
+
+def _check_fresh(keys: AuthorityKeys, record: AuthorityRecord, request: DecryptRequest) -> None:
+    if request.session_id != keys.config.session_id:
+        raise ProtocolError("decryption request for another session")
+    if request.chunk.name in record.used:
+        raise ProtocolError(
+            f"chunk {request.chunk.name!r} was already decrypted (or tried) in this session; "
+            "a second sum could reveal the difference between contributor sets"
+        )
+
+
+def _check(keys: AuthorityKeys, record: AuthorityRecord, request: DecryptRequest) -> Packing:
+    config, settings = keys.config, keys.settings
+    contributors = request.contributors
+    if list(contributors) != sorted(set(contributors)) or not set(contributors) <= set(
+        config.roster
+    ):
+        raise ProtocolError(
+            "the statements' senders are not distinct roster clients in increasing order"
+        )
+    if len(contributors) < settings.min_contributors:
+        raise ProtocolError(
+            f"refusing to decrypt a sum over {len(contributors)} clients "
+            f"(the key authority's minimum is {settings.min_contributors})"
+        )
+    fixed = record.contributors.get(request.aggregation, contributors)
+    if fixed != contributors:
+        raise ProtocolError("chunks of one aggregation name different contributor sets")
+    if request.bound < 1:
+        raise ProtocolError("the bound must be at least 1")
+    packing = session_packing(config, request.bound)
+    if (request.base, request.per_slot) != (packing.base, packing.per_slot):
+        raise ProtocolError("the request's packing differs from the session parameters")
+    # Counted, not listed: a claimed length of 2^50 must not allocate anything.
+    needed = ciphertext_count(request.chunk.length, packing.per_slot, keys.he.slots)
+    if len(request.ciphertexts) != needed:
+        raise ProtocolError(
+            f"chunk {request.chunk.name!r} needs {needed} summed ciphertexts, the request "
+            f"has {len(request.ciphertexts)}"
+        )
+    for statement in request.statements:
+        _check_signed(keys, request, statement)
+    return packing
+
+
+def _check_signed(keys: AuthorityKeys, request: DecryptRequest, statement: Statement) -> None:
+    payload = statement_payload(
+        keys.binding,
+        request.aggregation,
+        statement,
+        request.chunk,
+        request.bound,
+        request.base,
+        request.per_slot,
+    )
+    if not ident.verify(keys.identity_keys[statement.sender], statement.signature, payload):
+        raise ProtocolError(
+            f"client {statement.sender}'s signature does not cover this statement for chunk "
+            f"{request.chunk.name!r}; refusing to decrypt"
+        )
+
+
+def _pads(keys: AuthorityKeys, request: DecryptRequest, packing: Packing) -> np.ndarray:
+    """The sum mod M of the listed contributors' pads for this chunk."""
+    slots = slot_count(request.chunk.length, packing.per_slot)
+    total = np.zeros(slots, dtype=np.uint64)
+    modulus = np.uint64(packing.pad_modulus)
+    chunk = request.chunk
+    context = pad_context(
+        request.aggregation, chunk.name, chunk.length, chunk.offset, request.bound,
+        request.base, request.per_slot,
+    )  # fmt: skip
+    for statement in request.statements:
+        key = authority_pad_key(keys.pad_key, statement.pad_public, keys.binding, statement.sender)
+        total = (total + chunk_pads(key, context, slots, packing.pad_modulus)) % modulus
+    return total
+
+
+def _decrypt_sum(keys: AuthorityKeys, request: DecryptRequest, packing: Packing) -> np.ndarray:
+    """Decrypt the server's summed ciphertexts (sizes checked first)."""
+    sizes = ciphertext_sizes(request.chunk.length, packing.per_slot, keys.he.slots)
+    slots = []
+    for data, size in zip(request.ciphertexts, sizes, strict=True):
+        vector = he_ctx.load_ciphertext(keys.context, keys.he, data, size)
+        slots.append(he_ctx.decrypt(keys.context, keys.he, vector))
+    return np.concatenate(slots) if slots else np.zeros(0)
+
+
+class KeyAuthority:
+    """The key authority of one session: its keys and its record, advanced by `decrypt`.
+
+    `handle` answers one request or raises ProtocolError (nothing released); `record` is what a
+    designated client saves and hands back to the constructor on restore."""
+
+    def __init__(
+        self,
+        config: SessionConfig,
+        secret_context: bytes,
+        pad_key: bytes,
+        record: AuthorityRecord | None = None,
+    ) -> None:
+        self.__keys = AuthorityKeys.load(config, secret_context, pad_key)
+        self.__record = record if record is not None else AuthorityRecord()
 
     def __repr__(self) -> str:  # never print key material
         return "KeyAuthority(<secret>)"
 
+    @property
+    def record(self) -> AuthorityRecord:
+        return self.__record
+
     def handle(self, request: object) -> DecryptReply:
-        if not isinstance(request, DecryptRequest):
-            raise ProtocolError(f"the key authority got {type(request).__name__}, not a request")
-        self._check_fresh(request)
-        # From here the chunk name is used up, whatever happens: one try per chunk.
-        self._decrypted.add(request.chunk.name)
-        packing = self._check(request)
-        clients = len(request.statements)
-        max_sum = clients * request.bound
-        raw = self._decrypt_sum(request, packing)
-        residues = sum_residues(raw, packing, clients)
-        packed = sub_mod(residues, self._pads(request, packing), packing.pad_modulus)
-        counts = unpack(packed, packing.base, packing.per_slot, request.chunk.length, max_sum)
-        self._contributors[request.aggregation] = request.contributors
-        self._decrypted.add(request.chunk.name)  # a no-op: the name was used up above
-        return DecryptReply(
-            session_id=request.session_id,
-            aggregation=request.aggregation,
-            chunk_name=request.chunk.name,
-            counts=pack_uint(counts, bits_for(max_sum)),
-        )
-
-    def _check_fresh(self, request: DecryptRequest) -> None:
-        if request.session_id != self._config.session_id:
-            raise ProtocolError("decryption request for another session")
-        if request.chunk.name in self._decrypted:
-            raise ProtocolError(
-                f"chunk {request.chunk.name!r} was already decrypted (or tried) in this session; "
-                "a second sum could reveal the difference between contributor sets"
-            )
-
-    def _check(self, request: DecryptRequest) -> Packing:
-        config, settings = self._config, self._settings
-        contributors = request.contributors
-        if list(contributors) != sorted(set(contributors)) or not set(contributors) <= set(
-            config.roster
-        ):
-            raise ProtocolError(
-                "the statements' senders are not distinct roster clients in increasing order"
-            )
-        if len(contributors) < settings.min_contributors:
-            raise ProtocolError(
-                f"refusing to decrypt a sum over {len(contributors)} clients "
-                f"(the key authority's minimum is {settings.min_contributors})"
-            )
-        fixed = self._contributors.get(request.aggregation, contributors)
-        if fixed != contributors:
-            raise ProtocolError("chunks of one aggregation name different contributor sets")
-        if request.bound < 1:
-            raise ProtocolError("the bound must be at least 1")
-        packing = session_packing(config, request.bound)
-        if (request.base, request.per_slot) != (packing.base, packing.per_slot):
-            raise ProtocolError("the request's packing differs from the session parameters")
-        # Counted, not listed: a claimed length of 2^50 must not allocate anything.
-        needed = ciphertext_count(request.chunk.length, packing.per_slot, self._he.slots)
-        if len(request.ciphertexts) != needed:
-            raise ProtocolError(
-                f"chunk {request.chunk.name!r} needs {needed} summed ciphertexts, the request "
-                f"has {len(request.ciphertexts)}"
-            )
-        for statement in request.statements:
-            self._check_signed(request, statement)
-        return packing
-
-    def _check_signed(self, request: DecryptRequest, statement: Statement) -> None:
-        payload = statement_payload(
-            self._binding,
-            request.aggregation,
-            statement,
-            request.chunk,
-            request.bound,
-            request.base,
-            request.per_slot,
-        )
-        if not ident.verify(self._keys[statement.sender], statement.signature, payload):
-            raise ProtocolError(
-                f"client {statement.sender}'s signature does not cover this statement for chunk "
-                f"{request.chunk.name!r}; refusing to decrypt"
-            )
-
-    def _pads(self, request: DecryptRequest, packing: Packing) -> np.ndarray:
-        """The sum mod M of the listed contributors' pads for this chunk."""
-        slots = slot_count(request.chunk.length, packing.per_slot)
-        total = np.zeros(slots, dtype=np.uint64)
-        modulus = np.uint64(packing.pad_modulus)
-        chunk = request.chunk
-        context = pad_context(
-            request.aggregation, chunk.name, chunk.length, chunk.offset, request.bound,
-            request.base, request.per_slot,
-        )  # fmt: skip
-        for statement in request.statements:
-            key = authority_pad_key(
-                self._pad_key, statement.pad_public, self._binding, statement.sender
-            )
-            total = (total + chunk_pads(key, context, slots, packing.pad_modulus)) % modulus
-        return total
-
-    def _decrypt_sum(self, request: DecryptRequest, packing: Packing) -> np.ndarray:
-        """Decrypt the server's summed ciphertexts (sizes checked first)."""
-        sizes = ciphertext_sizes(request.chunk.length, packing.per_slot, self._he.slots)
-        slots = []
-        for data, size in zip(request.ciphertexts, sizes, strict=True):
-            vector = he_ctx.load_ciphertext(self._ctx, self._he, data, size)
-            slots.append(he_ctx.decrypt(self._ctx, self._he, vector))
-        return np.concatenate(slots) if slots else np.zeros(0)
+        self.__record, outcome = decrypt(self.__keys, self.__record, request)
+        if isinstance(outcome, Refusal):
+            raise ProtocolError(outcome.reason)
+        return outcome
 
 
 class AuthorityLink:

@@ -23,6 +23,7 @@ from . import context as he_ctx
 from . import identity as ident
 from .authority import AuthorityLink, KeyAuthority
 from .params import he_params
+from .server import CkksServer
 from .settings import (
     AUTHORITY_LINK,
     AUTHORITY_PAD_KEY,
@@ -43,6 +44,10 @@ def enroll(config: SessionConfig, rng: RandomSource) -> tuple[SessionConfig, dic
     public key is published as "ckks.authority_pad_key". A separate authority stays behind an
     `AuthorityLink` placed in the local options for the server; a designated client receives the
     secret context inside its identity bytes.
+
+    The link lives in the local options (`api.LOCAL_OPTION_PREFIX`: outside the config digest,
+    never saved by a client) because `ProtocolInfo.enroll` returns one config for every party;
+    `make_server` alone reads it.
     """
     settings = parse(config)
     secret = he_ctx.new_secret_context(he_params(settings.scheme))
@@ -64,6 +69,14 @@ def enroll(config: SessionConfig, rng: RandomSource) -> tuple[SessionConfig, dic
             KeyAuthority(published, he_ctx.secret_bytes(secret), pad_key)
         )
     return dataclasses.replace(config, options=options), identities
+
+
+def make_server(config: SessionConfig, rng: RandomSource) -> CkksServer:
+    """The registry's server factory: the one reader of the link that `enroll` leaves, for a
+    separate key authority, in the server's local options; the server receives it as its
+    constructor's `authority` (None when a roster client plays the authority)."""
+    link = config.options.get(AUTHORITY_LINK)
+    return CkksServer(config, link if isinstance(link, AuthorityLink) else None)
 
 
 def prepare_options(roster: tuple[ClientId, ...], options: Mapping[str, Any]) -> dict[str, Any]:

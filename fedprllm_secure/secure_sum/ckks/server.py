@@ -18,13 +18,21 @@ aggregation only); passes repeat until all sets agree. Memory is one aggregate c
 Nothing is decrypted before the contributor set is final: the authority decrypts each chunk name
 once per session (a failed attempt included), so a sum over a set that is not final would waste
 the chunk.
+
+Structure: one frozen state type per round (`server_state.py`), pure transitions `begin` and
+`step` over them (this module), and `CkksServer`, the shell that keeps the current state. The key
+authority is a constructor dependency: an `AuthorityLink` to a separate authority, or None when
+a roster client plays it (option "authority").
 """
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
 import numpy as np
 
-from ...errors import ProtocolError
+from ...errors import ConfigError, ProtocolError
 from ..api import (
     AggregateResult,
     AggregationSpec,
@@ -39,254 +47,320 @@ from ..packing import bits_for, unpack_uint
 from . import context as he_ctx
 from . import identity as ident
 from .authority import AuthorityLink, chunk_request, statement_of, upload_payload
-from .messages import DecryptReply, EncryptedChunk, EncryptRequest, Statement
+from .messages import DecryptReply, DecryptRequest, EncryptedChunk, EncryptRequest, Statement
 from .packing import ciphertext_count, ciphertext_sizes
 from .params import Packing, he_params
-from .settings import AUTHORITY_LINK, identity_keys, parse, public_context_bytes, session_packing
+from .server_state import Aborted, Collecting, Decrypting, Idle, ServerKeys, ServerState
+from .settings import identity_keys, parse, public_context_bytes, session_packing
 
-Outgoing = dict[ClientId, object]
+Outgoing = dict[ClientId, Any]
+
+
+def load_keys(config: SessionConfig, authority: AuthorityLink | None) -> ServerKeys:
+    """The server's fixed part of a session; the link must match the "authority" option."""
+    settings = parse(config)
+    decryptor: AuthorityLink | ClientId
+    if settings.authority is None:
+        if not isinstance(authority, AuthorityLink):
+            raise ProtocolError("a separate key authority was configured but none is linked")
+        decryptor = authority
+    elif authority is not None:
+        raise ConfigError(
+            f"client {settings.authority} is the key authority: the server takes no link to a "
+            "separate one"
+        )
+    else:
+        decryptor = settings.authority
+    he = he_params(settings.scheme)
+    return ServerKeys(
+        config=config,
+        settings=settings,
+        he=he,
+        public=he_ctx.load_context(public_context_bytes(config), private=False),
+        identity_keys=identity_keys(config),
+        binding=config_digest(config),
+        decryptor=decryptor,
+    )
+
+
+# -- transitions ------------------------------------------------------------------------------
+
+
+def begin(
+    keys: ServerKeys, state: ServerState, spec: AggregationSpec
+) -> tuple[Collecting, Outgoing]:
+    """Start aggregation `spec` from `Idle`: the first chunk's requests to every live client."""
+    if isinstance(state, Aborted):
+        raise ProtocolError(f"the session was aborted ({state.reason})")
+    if not isinstance(state, Idle):
+        raise ProtocolError("an aggregation is already running")
+    collecting = Collecting(
+        alive=state.alive,
+        spec=spec,
+        packing=session_packing(keys.config, spec.bound),
+        queue=tuple(range(len(spec.chunks))),
+        pos=0,
+        sums={},
+        held={},
+    )
+    return collecting, input_requests(keys, collecting)
+
+
+def step(
+    keys: ServerKeys, state: ServerState, replies: dict[ClientId, Any]
+) -> tuple[ServerState, Outgoing | AggregateResult]:
+    """Consume the replies to the last messages; ProtocolError aborts the aggregation."""
+    if isinstance(state, Collecting):
+        return collect(keys, state, replies)
+    if isinstance(state, Decrypting):
+        return decrypted(keys, state, replies)
+    raise ProtocolError("no aggregation is running")
+
+
+def input_requests(keys: ServerKeys, state: Collecting) -> Outgoing:
+    if state.pos >= len(state.queue) or not state.alive:
+        return {}
+    request = EncryptRequest(
+        session_id=keys.config.session_id,
+        aggregation=state.spec.index,
+        bound=state.spec.bound,
+        chunk=state.current,
+        base=state.packing.base,
+        per_slot=state.packing.per_slot,
+    )
+    return {client: request for client in sorted(state.alive)}
+
+
+def collect(
+    keys: ServerKeys, state: Collecting, replies: dict[ClientId, Any]
+) -> tuple[ServerState, Outgoing | AggregateResult]:
+    if state.pos < len(state.queue) and state.alive:
+        state = take_chunk(keys, state, replies)
+        if state.pos < len(state.queue) and state.alive:
+            return state, input_requests(keys, state)
+    if not state.alive:
+        return finish(keys, state.spec, state.alive, {})
+    chunks = state.spec.chunks
+    stale = tuple(i for i, c in enumerate(chunks) if set(state.held[c.name]) != state.alive)
+    if stale:
+        names = {chunks[i].name for i in stale}  # free the stale sums before re-collecting them
+        sums = {name: total for name, total in state.sums.items() if name not in names}
+        state = dataclasses.replace(state, queue=stale, pos=0, sums=sums)
+        return state, input_requests(keys, state)
+    return start_decryption(keys, state)
+
+
+def take_chunk(keys: ServerKeys, state: Collecting, replies: dict[ClientId, Any]) -> Collecting:
+    """The state with the current chunk's uploads summed; the clients that sent none dropped."""
+    chunk = state.current
+    total: list[Any] | None = None
+    held: dict[ClientId, Statement] = {}
+    for client in sorted(replies):
+        upload = check_upload(keys, state, client, replies[client], chunk)
+        total = add(keys, state.packing, total, upload, chunk)
+        held[client] = statement_of(upload)
+    return dataclasses.replace(
+        state,
+        alive=state.alive & frozenset(replies),
+        sums={**state.sums, chunk.name: tuple(total or ())},
+        held={**state.held, chunk.name: held},
+        pos=state.pos + 1,
+    )
+
+
+def add(
+    keys: ServerKeys, packing: Packing, total: list[Any] | None, upload: EncryptedChunk,
+    chunk: ChunkSpec,
+) -> list[Any]:  # fmt: skip
+    """`total` plus the upload's ciphertexts (parsed and checked against the public context)."""
+    sizes = ciphertext_sizes(chunk.length, packing.per_slot, keys.he.slots)
+    vectors = [
+        he_ctx.load_ciphertext(keys.public, keys.he, data, size)
+        for data, size in zip(upload.ciphertexts, sizes, strict=True)
+    ]
+    if total is None:
+        return vectors
+    return [he_ctx.add_into(acc, vec) for acc, vec in zip(total, vectors, strict=True)]
+
+
+def check_upload(
+    keys: ServerKeys, state: Collecting, client: ClientId, reply: Any, chunk: ChunkSpec
+) -> EncryptedChunk:
+    """The reply if it is a signed upload of `chunk` by `client`; else ProtocolError. (The key
+    authority checks the signature again; the ciphertexts are parsed when added.)"""
+    spec, packing = state.spec, state.packing
+    if client not in state.alive:
+        raise ProtocolError(f"reply from client {client}, which is not in this aggregation")
+    if not isinstance(reply, EncryptedChunk):
+        raise ProtocolError(f"client {client} sent {type(reply).__name__}, expected ciphertexts")
+    if (
+        reply.session_id != keys.config.session_id
+        or reply.aggregation != spec.index
+        or reply.sender != client
+        or reply.chunk_name != chunk.name
+    ):
+        raise ProtocolError(f"client {client} sent ciphertexts for another chunk or session")
+    needed = ciphertext_count(chunk.length, packing.per_slot, keys.he.slots)
+    if len(reply.ciphertexts) != needed:
+        raise ProtocolError(
+            f"client {client} sent {len(reply.ciphertexts)} ciphertexts for chunk "
+            f"{chunk.name!r}, expected {needed}"
+        )
+    payload = upload_payload(keys.binding, reply, chunk, spec.bound, packing.base, packing.per_slot)
+    if not ident.verify(keys.identity_keys[client], reply.signature, payload):
+        raise ProtocolError(f"client {client}'s upload of chunk {chunk.name!r} is not signed")
+    return reply
+
+
+# -- decryption by the key authority ----------------------------------------------------------
+
+
+def check_cohort(keys: ServerKeys, alive: frozenset[ClientId]) -> None:
+    """The server's own release guard (the key authority enforces the same minimum)."""
+    minimum = keys.settings.min_contributors
+    if len(alive) < minimum:
+        raise ProtocolError(
+            f"only {len(alive)} clients contributed; the key authority decrypts sums of at "
+            f"least {minimum}"
+        )
+
+
+def decrypt_request(
+    keys: ServerKeys, state: Collecting | Decrypting, chunk: ChunkSpec
+) -> DecryptRequest:
+    """The request for `chunk`: its sum and the contributors' statements."""
+    held = state.held[chunk.name]
+    return chunk_request(
+        keys.config,
+        state.spec.index,
+        state.spec.bound,
+        chunk,
+        state.packing,
+        tuple(he_ctx.serialize(v) for v in state.sums[chunk.name]),
+        tuple(held[client] for client in sorted(state.alive)),
+    )
+
+
+def start_decryption(
+    keys: ServerKeys, state: Collecting
+) -> tuple[ServerState, Outgoing | AggregateResult]:
+    check_cohort(keys, state.alive)
+    spec = state.spec
+    if not spec.chunks:
+        return finish(keys, spec, state.alive, {})
+    if isinstance(keys.decryptor, AuthorityLink):
+        counts = {
+            chunk.name: accept_counts(
+                keys, state, chunk, keys.decryptor.request(decrypt_request(keys, state, chunk))
+            )
+            for chunk in spec.chunks
+        }
+        return finish(keys, spec, state.alive, counts)
+    authority = keys.decryptor
+    if authority not in state.alive:
+        raise ProtocolError(
+            f"the key authority (client {authority}) dropped out; the aggregate cannot be decrypted"
+        )
+    decrypting = Decrypting(
+        alive=state.alive,
+        spec=spec,
+        packing=state.packing,
+        authority=authority,
+        pos=0,
+        sums=state.sums,
+        held=state.held,
+        counts={},
+    )
+    return decrypting, {authority: decrypt_request(keys, decrypting, spec.chunks[0])}
+
+
+def decrypted(
+    keys: ServerKeys, state: Decrypting, replies: dict[ClientId, Any]
+) -> tuple[ServerState, Outgoing | AggregateResult]:
+    """The designated authority's counts for the current chunk; the next request or the end."""
+    authority = state.authority
+    if set(replies) != {authority}:
+        raise ProtocolError(
+            f"the key authority (client {authority}) did not answer the decryption request"
+        )
+    chunk = state.spec.chunks[state.pos]
+    counts = {**state.counts, chunk.name: accept_counts(keys, state, chunk, replies[authority])}
+    if state.pos + 1 == len(state.spec.chunks):
+        return finish(keys, state.spec, state.alive, counts)
+    sums = {name: total for name, total in state.sums.items() if name != chunk.name}
+    state = dataclasses.replace(state, pos=state.pos + 1, sums=sums, counts=counts)
+    return state, {authority: decrypt_request(keys, state, state.spec.chunks[state.pos])}
+
+
+def result_dtype(keys: ServerKeys, spec: AggregationSpec) -> np.dtype:
+    return sum_dtype(spec.bound * len(keys.config.roster))
+
+
+def accept_counts(
+    keys: ServerKeys, state: Collecting | Decrypting, chunk: ChunkSpec, reply: Any
+) -> np.ndarray:
+    """The authority's counts for `chunk`, checked and narrowed to the result's dtype."""
+    spec = state.spec
+    if not isinstance(reply, DecryptReply) or (
+        reply.session_id != keys.config.session_id
+        or reply.aggregation != spec.index
+        or reply.chunk_name != chunk.name
+    ):
+        raise ProtocolError(f"the key authority's reply for chunk {chunk.name!r} is wrong")
+    max_sum = len(state.alive) * spec.bound
+    counts = unpack_uint(reply.counts, bits_for(max_sum), chunk.length)
+    if counts.size and int(counts.max()) > max_sum:
+        raise ProtocolError(f"the key authority returned a count above {max_sum}")
+    # Narrow at once: unpack_uint gives uint64, 8x the result's size for mask bits.
+    return counts.astype(result_dtype(keys, spec))
+
+
+def finish(
+    keys: ServerKeys,
+    spec: AggregationSpec,
+    alive: frozenset[ClientId],
+    counts: dict[str, np.ndarray],
+) -> tuple[Idle, AggregateResult]:
+    dtype = result_dtype(keys, spec)
+    sums = {
+        chunk.name: counts.get(chunk.name, np.zeros(chunk.length, dtype=dtype))
+        for chunk in spec.chunks
+    }
+    contributors = tuple(sorted(alive))
+    return Idle(alive), AggregateResult(spec=spec, sums=sums, contributors=contributors)
+
+
+# -- the shell --------------------------------------------------------------------------------
 
 
 class CkksServer(ServerProtocol):
-    def __init__(self, config: SessionConfig) -> None:
+    """Keeps the current state and advances it with `begin` / `step`.
+
+    `authority`: the link to a separate key authority (option "authority" "separate"), or None
+    when a roster client plays it; any other combination is refused."""
+
+    def __init__(self, config: SessionConfig, authority: AuthorityLink | None = None) -> None:
         self.config = config
-        self._settings = parse(config)
-        self._he = he_params(self._settings.scheme)
-        self._ctx = he_ctx.load_context(public_context_bytes(config), private=False)
-        self._keys = identity_keys(config)
-        self._binding = config_digest(config)
-        self._link: AuthorityLink | None = None
-        if self._settings.authority is None:
-            link = config.options.get(AUTHORITY_LINK)
-            if not isinstance(link, AuthorityLink):
-                raise ProtocolError("a separate key authority was configured but none is linked")
-            self._link = link
-        self._state = "idle"
-        self._alive: set[ClientId] = set(config.roster)
-        self._spec: AggregationSpec | None = None
-        self._packing: Packing | None = None
-        self._sums: dict[str, list[object]] = {}  # chunk name -> running sum (one per part)
-        self._held: dict[str, dict[ClientId, Statement]] = {}  # chunk name -> clients in the sum
-        self._queue: list[int] = []
-        self._pos = 0
-        self._counts: dict[str, np.ndarray] = {}
+        self._keys = load_keys(config, authority)
+        self._state: ServerState = Idle(frozenset(config.roster))
 
     @property
     def state(self) -> str:
-        return self._state
+        return self._state.NAME
 
     @property
     def public_context(self) -> object:
         """The only context the server holds (public: it cannot decrypt)."""
-        return self._ctx
+        return self._keys.public
 
     def begin(self, spec: AggregationSpec) -> Outgoing:
-        if self._state in ("collecting", "decrypting"):
-            raise ProtocolError("an aggregation is already running")
-        self._spec = spec
-        self._packing = session_packing(self.config, spec.bound)
-        self._sums, self._held, self._counts = {}, {}, {}
-        self._queue, self._pos = list(range(len(spec.chunks))), 0
-        self._state = "collecting"
-        return self._input_requests()
+        self._state, outgoing = begin(self._keys, self._state, spec)
+        return outgoing
 
-    def handle(self, replies: dict[ClientId, object]) -> Outgoing | AggregateResult:
+    def handle(self, replies: dict[ClientId, Any]) -> Outgoing | AggregateResult:
         try:
-            if self._state == "collecting":
-                return self._collect(replies)
-            if self._state == "decrypting":
-                return self._decrypted(replies)
-            raise ProtocolError("no aggregation is running")
-        except ProtocolError:
-            self._state = "aborted"
-            self._sums, self._held = {}, {}
+            self._state, outgoing = step(self._keys, self._state, replies)
+        except ProtocolError as exc:
+            self._state = Aborted(str(exc))
             raise
-
-    # -- collection ------------------------------------------------------------------------
-
-    def _current(self) -> ChunkSpec:
-        assert self._spec is not None
-        return self._spec.chunks[self._queue[self._pos]]
-
-    def _input_requests(self) -> Outgoing:
-        assert self._spec is not None and self._packing is not None
-        if self._pos >= len(self._queue) or not self._alive:
-            return {}
-        request = EncryptRequest(
-            session_id=self.config.session_id,
-            aggregation=self._spec.index,
-            bound=self._spec.bound,
-            chunk=self._current(),
-            base=self._packing.base,
-            per_slot=self._packing.per_slot,
-        )
-        return {client: request for client in sorted(self._alive)}
-
-    def _collect(self, replies: dict[ClientId, object]) -> Outgoing | AggregateResult:
-        assert self._spec is not None
-        if self._pos < len(self._queue) and self._alive:
-            chunk = self._current()
-            total: list[object] | None = None
-            held: dict[ClientId, Statement] = {}
-            for client in sorted(replies):
-                upload = self._check_upload(client, replies[client], chunk)
-                total = self._add(total, upload, chunk)
-                held[client] = statement_of(upload)
-            self._alive &= set(replies)
-            self._sums[chunk.name] = total or []
-            self._held[chunk.name] = held
-            self._pos += 1
-            if self._pos < len(self._queue) and self._alive:
-                return self._input_requests()
-        if not self._alive:
-            return self._finish(())
-        stale = [
-            i for i, c in enumerate(self._spec.chunks) if set(self._held[c.name]) != self._alive
-        ]
-        if stale:
-            for i in stale:  # free the stale sums before collecting their replacements
-                self._sums.pop(self._spec.chunks[i].name, None)
-            self._queue, self._pos = stale, 0
-            return self._input_requests()
-        return self._start_decryption()
-
-    def _add(
-        self, total: list[object] | None, upload: EncryptedChunk, chunk: ChunkSpec
-    ) -> list[object]:
-        assert self._packing is not None
-        sizes = ciphertext_sizes(chunk.length, self._packing.per_slot, self._he.slots)
-        vectors = [
-            he_ctx.load_ciphertext(self._ctx, self._he, data, size)
-            for data, size in zip(upload.ciphertexts, sizes, strict=True)
-        ]
-        if total is None:
-            return vectors
-        return [he_ctx.add_into(acc, vec) for acc, vec in zip(total, vectors, strict=True)]
-
-    def _check_upload(self, client: ClientId, reply: object, chunk: ChunkSpec) -> EncryptedChunk:
-        """The reply if it is a signed upload of `chunk` by `client`; else abort. (The key
-        authority checks the signature again; the ciphertexts are parsed when added.)"""
-        assert self._spec is not None and self._packing is not None
-        if client not in self._alive:
-            raise ProtocolError(f"reply from client {client}, which is not in this aggregation")
-        if not isinstance(reply, EncryptedChunk):
-            raise ProtocolError(
-                f"client {client} sent {type(reply).__name__}, expected ciphertexts"
-            )
-        if (
-            reply.session_id != self.config.session_id
-            or reply.aggregation != self._spec.index
-            or reply.sender != client
-            or reply.chunk_name != chunk.name
-        ):
-            raise ProtocolError(f"client {client} sent ciphertexts for another chunk or session")
-        needed = ciphertext_count(chunk.length, self._packing.per_slot, self._he.slots)
-        if len(reply.ciphertexts) != needed:
-            raise ProtocolError(
-                f"client {client} sent {len(reply.ciphertexts)} ciphertexts for chunk "
-                f"{chunk.name!r}, expected {needed}"
-            )
-        payload = upload_payload(
-            self._binding,
-            reply,
-            chunk,
-            self._spec.bound,
-            self._packing.base,
-            self._packing.per_slot,
-        )
-        if not ident.verify(self._keys[client], reply.signature, payload):
-            raise ProtocolError(f"client {client}'s upload of chunk {chunk.name!r} is not signed")
-        return reply
-
-    # -- decryption by the key authority ----------------------------------------------------
-
-    def _contributors(self) -> tuple[ClientId, ...]:
-        return tuple(sorted(self._alive))
-
-    def _decrypt_request(self, chunk: ChunkSpec) -> object:
-        assert self._spec is not None and self._packing is not None
-        held = self._held[chunk.name]
-        ciphertexts = tuple(he_ctx.serialize(v) for v in self._sums.pop(chunk.name))
-        return chunk_request(
-            self.config,
-            self._spec.index,
-            self._spec.bound,
-            chunk,
-            self._packing,
-            ciphertexts,
-            tuple(held[client] for client in self._contributors()),
-        )
-
-    def _check_cohort(self) -> None:
-        """The server's own release guard (the key authority enforces the same minimum)."""
-        if len(self._alive) < self._settings.min_contributors:
-            raise ProtocolError(
-                f"only {len(self._alive)} clients contributed; the key authority decrypts sums "
-                f"of at least {self._settings.min_contributors}"
-            )
-
-    def _start_decryption(self) -> Outgoing | AggregateResult:
-        assert self._spec is not None
-        self._check_cohort()
-        if not self._spec.chunks:
-            return self._finish(self._contributors())
-        if self._link is not None:
-            for chunk in self._spec.chunks:
-                self._accept_counts(chunk, self._link.request(self._decrypt_request(chunk)))  # type: ignore[arg-type]
-            return self._finish(self._contributors())
-        authority = self._settings.authority
-        if authority not in self._alive:
-            raise ProtocolError(
-                f"the key authority (client {authority}) dropped out; the aggregate cannot be "
-                "decrypted"
-            )
-        self._state, self._pos = "decrypting", 0
-        return self._next_decrypt_request()
-
-    def _next_decrypt_request(self) -> Outgoing:
-        assert self._spec is not None and self._settings.authority is not None
-        return {self._settings.authority: self._decrypt_request(self._spec.chunks[self._pos])}
-
-    def _decrypted(self, replies: dict[ClientId, object]) -> Outgoing | AggregateResult:
-        assert self._spec is not None
-        authority = self._settings.authority
-        if authority not in replies or set(replies) != {authority}:
-            raise ProtocolError(
-                f"the key authority (client {authority}) did not answer the decryption request"
-            )
-        self._accept_counts(self._spec.chunks[self._pos], replies[authority])
-        self._pos += 1
-        if self._pos < len(self._spec.chunks):
-            return self._next_decrypt_request()
-        return self._finish(self._contributors())
-
-    def _accept_counts(self, chunk: ChunkSpec, reply: object) -> None:
-        assert self._spec is not None
-        if not isinstance(reply, DecryptReply) or (
-            reply.session_id != self.config.session_id
-            or reply.aggregation != self._spec.index
-            or reply.chunk_name != chunk.name
-        ):
-            raise ProtocolError(f"the key authority's reply for chunk {chunk.name!r} is wrong")
-        max_sum = len(self._alive) * self._spec.bound
-        counts = unpack_uint(reply.counts, bits_for(max_sum), chunk.length)
-        if counts.size and int(counts.max()) > max_sum:
-            raise ProtocolError(f"the key authority returned a count above {max_sum}")
-        # Narrow at once: unpack_uint gives uint64, 8x the result's size for mask bits.
-        self._counts[chunk.name] = counts.astype(self._dtype())
-
-    def _dtype(self) -> np.dtype:
-        assert self._spec is not None
-        return sum_dtype(self._spec.bound * len(self.config.roster))
-
-    def _finish(self, contributors: tuple[ClientId, ...]) -> AggregateResult:
-        assert self._spec is not None
-        spec = self._spec
-        dtype = self._dtype()
-        sums = {
-            chunk.name: self._counts.get(chunk.name, np.zeros(chunk.length, dtype=dtype))
-            for chunk in spec.chunks
-        }
-        self._sums, self._held, self._counts = {}, {}, {}
-        self._state = "idle"
-        return AggregateResult(spec=spec, sums=sums, contributors=contributors)
+        return outgoing

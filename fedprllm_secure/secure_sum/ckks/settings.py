@@ -11,7 +11,8 @@ Enrollment adds "ckks.public_context" (the authority's published public context,
 "ckks.authority_pad_key" (the authority's X25519 pad public key, 32 bytes),
 "identity_public_keys" ({client id: 32-byte Ed25519 public key} for every roster client: the keys
 that sign uploads) and, for a separate authority, "local.ckks.authority_link" (the server's channel
-to it, local to the server).
+to it, local to the server: only the registry's `make_server` reads it, and hands it to the
+server's constructor).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...errors import ConfigError, ProtocolError
-from ..api import ClientId, SessionConfig
+from ..api import LOCAL_OPTION_PREFIX, ClientId, SessionConfig
 from .params import SCHEMES, Packing, choose_packing, he_params
 
 PUBLIC_CONTEXT = "ckks.public_context"
@@ -133,3 +134,14 @@ def authority_pad_public(config: SessionConfig) -> bytes:
     if not isinstance(data, (bytes, bytearray)) or len(data) != 32:
         raise ConfigError("the session has no published 32-byte ckks authority pad key")
     return bytes(data)
+
+
+def agreed(config: SessionConfig) -> SessionConfig:
+    """`config` without the options local to one party (`api.LOCAL_OPTION_PREFIX`): what a
+    client keeps and saves (the server's authority link is no business of a client's)."""
+    options = {
+        key: value
+        for key, value in config.options.items()
+        if not str(key).startswith(LOCAL_OPTION_PREFIX)
+    }
+    return SessionConfig(config.session_id, config.roster, options)
