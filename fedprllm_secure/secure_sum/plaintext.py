@@ -8,7 +8,10 @@ what each client sent until the aggregation ends, which a plaintext server may).
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
@@ -22,9 +25,10 @@ from .api import (
     InputProvider,
     ServerProtocol,
     SessionConfig,
-    decode_state,
-    encode_state,
+    load_state,
     read_checked_input,
+    save_state,
+    state_type,
     sum_dtype,
 )
 from .messages import message
@@ -53,139 +57,231 @@ class ChunkSubmission:
     data: bytes
 
 
+# -- client -----------------------------------------------------------------------------------
+
+
+@state_type("plaintext/ready")
+@dataclass(frozen=True)
+class Ready:
+    """Answering chunk requests."""
+
+    NAME: ClassVar[str] = "ready"
+
+
+@state_type("plaintext/aborted")
+@dataclass(frozen=True)
+class Aborted:
+    """Refused a message (or an input); answers nothing more in this session. Also the
+    server's terminal state."""
+
+    NAME: ClassVar[str] = "aborted"
+    reason: str
+
+
+@state_type("plaintext/client")
+@dataclass(frozen=True)
+class SavedClient:
+    """What a client saves: the agreed session config, its id and its round state."""
+
+    config: SessionConfig
+    client_id: ClientId
+    state: Ready | Aborted
+
+    def __post_init__(self) -> None:
+        if (
+            not isinstance(self.config, SessionConfig)
+            or not isinstance(self.client_id, int)
+            or not isinstance(self.state, (Ready, Aborted))
+        ):
+            raise ProtocolError("saved plaintext client state is corrupt")
+        if self.client_id not in self.config.roster:
+            raise ProtocolError(f"client {self.client_id} is not on the roster")
+
+
+def client_step(
+    saved: SavedClient, inputs: InputProvider, message: object
+) -> tuple[Ready, ChunkSubmission]:
+    """Answer one request from `Ready`; ProtocolError refuses it (the shell then aborts: a
+    refused input, out of range or a chunk its ledger already released, ends the session)."""
+    client, config = saved.client_id, saved.config
+    if not isinstance(saved.state, Ready):
+        raise ProtocolError(f"client {client} has aborted ({saved.state.reason})")
+    if not isinstance(message, ChunkRequest):
+        raise ProtocolError(f"client {client}: unexpected {type(message).__name__}")
+    if message.session_id != config.session_id:
+        raise ProtocolError(f"client {client}: request for another session")
+    vector = read_checked_input(inputs, message.aggregation, message.chunk, message.bound)
+    return saved.state, ChunkSubmission(
+        session_id=config.session_id,
+        aggregation=message.aggregation,
+        sender=client,
+        chunk_name=message.chunk.name,
+        data=pack_uint(vector, bits_for(message.bound)),
+    )
+
+
 class PlaintextClient(ClientProtocol):
+    """Keeps its `SavedClient` and advances it with `client_step`."""
+
     def __init__(self, config: SessionConfig, client_id: ClientId, inputs: InputProvider) -> None:
-        if client_id not in config.roster:
-            raise ProtocolError(f"client {client_id} is not on the roster")
-        self.config = config
-        self.client_id = client_id
+        self._resume(SavedClient(config, client_id, Ready()), inputs)
+
+    def _resume(self, saved: SavedClient, inputs: InputProvider) -> None:
+        self._saved = saved
+        self.config = saved.config
+        self.client_id = saved.client_id
         self.inputs = inputs
-        self._state = "ready"
 
     @property
     def state(self) -> str:
-        return self._state
+        return self._saved.state.NAME
 
     def to_state(self) -> bytes:
-        return encode_state(
-            "plaintext",
-            {"config": self.config, "client_id": self.client_id, "state": self._state},
-        )
+        return save_state("plaintext", self._saved)
 
     @classmethod
     def from_state(cls, data: bytes, inputs: InputProvider, rng: object = None) -> PlaintextClient:
-        fields = decode_state("plaintext", data)
-        try:
-            client = cls(fields["config"], fields["client_id"], inputs)
-            client._state = str(fields["state"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ProtocolError(f"saved plaintext client state is corrupt: {exc}") from exc
+        client = cls.__new__(cls)
+        client._resume(load_state("plaintext", data, SavedClient), inputs)
         return client
 
     def handle(self, message: object) -> ChunkSubmission:
-        if self._state != "ready" or not isinstance(message, ChunkRequest):
-            self._state = "aborted"
-            raise ProtocolError(f"client {self.client_id}: unexpected {type(message).__name__}")
-        if message.session_id != self.config.session_id:
-            self._state = "aborted"
-            raise ProtocolError(f"client {self.client_id}: request for another session")
         try:
-            vector = read_checked_input(
-                self.inputs, message.aggregation, message.chunk, message.bound
-            )
-        except ProtocolError:
-            # A refused input (out of range, or a chunk its ledger already released) ends this
-            # client's session: it submits nothing now or later.
-            self._state = "aborted"
+            state, reply = client_step(self._saved, self.inputs, message)
+        except ProtocolError as exc:
+            if isinstance(self._saved.state, Ready):
+                # Any refusal (a bad message, or an input out of range or already released by
+                # its ledger) ends this client's session: it submits nothing now or later.
+                self._saved = dataclasses.replace(self._saved, state=Aborted(str(exc)))
             raise
-        return ChunkSubmission(
-            session_id=self.config.session_id,
-            aggregation=message.aggregation,
-            sender=self.client_id,
-            chunk_name=message.chunk.name,
-            data=pack_uint(vector, bits_for(message.bound)),
-        )
+        self._saved = dataclasses.replace(self._saved, state=state)
+        return reply
+
+
+# -- server -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Idle:
+    """No aggregation running; `alive`: the clients that have not dropped out."""
+
+    NAME: ClassVar[str] = "idle"
+    alive: frozenset[ClientId]
+
+
+@dataclass(frozen=True)
+class Collecting:
+    """Chunk `spec.chunks[len(received)]` is requested next; `received` holds, per chunk already
+    collected, what each client then alive sent (a plaintext server may keep it)."""
+
+    NAME: ClassVar[str] = "collecting"
+    alive: frozenset[ClientId]
+    spec: AggregationSpec
+    received: tuple[Mapping[ClientId, bytes], ...]
+
+    @property
+    def current(self) -> ChunkSpec:
+        return self.spec.chunks[len(self.received)]
+
+
+ServerState = Idle | Collecting | Aborted
+
+
+def server_begin(
+    config: SessionConfig, state: ServerState, spec: AggregationSpec
+) -> tuple[Collecting, dict[ClientId, ChunkRequest]]:
+    if isinstance(state, Aborted):
+        raise ProtocolError(f"the session was aborted ({state.reason})")
+    if not isinstance(state, Idle):
+        raise ProtocolError("an aggregation is already running")
+    collecting = Collecting(state.alive, spec, ())
+    return collecting, requests(config, collecting)
+
+
+def requests(config: SessionConfig, state: Collecting) -> dict[ClientId, ChunkRequest]:
+    spec = state.spec
+    request = ChunkRequest(config.session_id, spec.index, spec.bound, state.current)
+    return {client: request for client in sorted(state.alive)}
+
+
+def server_step(
+    config: SessionConfig, state: ServerState, replies: dict[ClientId, object]
+) -> tuple[ServerState, dict[ClientId, ChunkRequest] | AggregateResult]:
+    """Check and keep the replies to the current chunk; the next requests or the result."""
+    if not isinstance(state, Collecting):
+        raise ProtocolError("no aggregation is running")
+    spec, chunk = state.spec, state.current
+    received = {
+        client: accept(config, state, client, reply, chunk) for client, reply in replies.items()
+    }
+    state = Collecting(state.alive & frozenset(replies), spec, (*state.received, received))
+    if len(state.received) < len(spec.chunks) and state.alive:
+        return state, requests(config, state)
+    return Idle(state.alive), finish(config, state)
+
+
+def accept(
+    config: SessionConfig, state: Collecting, client: ClientId, reply: object, chunk: ChunkSpec
+) -> bytes:
+    """The packed vector of `client`'s submission for `chunk`; ProtocolError if it is not one."""
+    spec = state.spec
+    if client not in state.alive:
+        raise ProtocolError(f"reply from client {client}, which is not in this aggregation")
+    if not isinstance(reply, ChunkSubmission):
+        raise ProtocolError(f"client {client} sent {type(reply).__name__}, expected a submission")
+    if (
+        reply.session_id != config.session_id
+        or reply.aggregation != spec.index
+        or reply.sender != client
+        or reply.chunk_name != chunk.name
+    ):
+        raise ProtocolError(f"client {client} sent a submission for another chunk or session")
+    values = unpack_uint(reply.data, bits_for(spec.bound), chunk.length)
+    if values.size and int(values.max()) > spec.bound:
+        raise ProtocolError(f"client {client} sent a value above the bound {spec.bound}")
+    return reply.data
+
+
+def finish(config: SessionConfig, state: Collecting) -> AggregateResult:
+    """The sums over the clients still alive (every chunk was collected from each of them)."""
+    spec = state.spec
+    contributors = tuple(sorted(state.alive))
+    dtype = sum_dtype(spec.bound * len(config.roster))
+    bits = bits_for(spec.bound)
+    sums = {}
+    for position, chunk in enumerate(spec.chunks):
+        total = np.zeros(chunk.length, dtype=dtype)
+        for client in contributors:
+            data = state.received[position][client]
+            total += unpack_uint(data, bits, chunk.length).astype(dtype)
+        sums[chunk.name] = total
+    return AggregateResult(spec=spec, sums=sums, contributors=contributors)
 
 
 class PlaintextServer(ServerProtocol):
+    """Keeps the current state and advances it with `server_begin` / `server_step`."""
+
     def __init__(self, config: SessionConfig) -> None:
         self.config = config
-        self._state = "idle"
-        self._spec: AggregationSpec | None = None
-        self._next_chunk = 0
-        self._alive: set[ClientId] = set(config.roster)
-        self._received: dict[ClientId, dict[str, bytes]] = {}
+        self._state: ServerState = Idle(frozenset(config.roster))
 
     @property
     def state(self) -> str:
-        return self._state
+        return self._state.NAME
 
     def begin(self, spec: AggregationSpec) -> dict[ClientId, ChunkRequest]:
-        if self._state == "collecting":
-            raise ProtocolError("an aggregation is already running")
-        self._spec = spec
-        self._next_chunk = 0
-        self._received = {client: {} for client in self._alive}
-        self._state = "collecting"
-        return self._requests()
-
-    def _requests(self) -> dict[ClientId, ChunkRequest]:
-        assert self._spec is not None
-        chunk = self._spec.chunks[self._next_chunk]
-        request = ChunkRequest(self.config.session_id, self._spec.index, self._spec.bound, chunk)
-        return {client: request for client in sorted(self._alive)}
+        self._state, outgoing = server_begin(self.config, self._state, spec)
+        return outgoing
 
     def handle(
         self, replies: dict[ClientId, object]
     ) -> dict[ClientId, ChunkRequest] | AggregateResult:
-        if self._state != "collecting" or self._spec is None:
-            raise ProtocolError("no aggregation is running")
-        spec = self._spec
-        chunk = spec.chunks[self._next_chunk]
-        for client, reply in replies.items():
-            self._accept(client, reply, spec, chunk)
-        self._alive &= set(replies)
-        self._next_chunk += 1
-        if self._next_chunk < len(spec.chunks) and self._alive:
-            return self._requests()
-        return self._finish(spec)
-
-    def _accept(
-        self, client: ClientId, reply: object, spec: AggregationSpec, chunk: ChunkSpec
-    ) -> None:
-        if client not in self._alive:
-            raise ProtocolError(f"reply from client {client}, which is not in this aggregation")
-        if not isinstance(reply, ChunkSubmission):
-            raise ProtocolError(
-                f"client {client} sent {type(reply).__name__}, expected a submission"
-            )
-        if (
-            reply.session_id != self.config.session_id
-            or reply.aggregation != spec.index
-            or reply.sender != client
-            or reply.chunk_name != chunk.name
-        ):
-            raise ProtocolError(f"client {client} sent a submission for another chunk or session")
-        values = unpack_uint(reply.data, bits_for(spec.bound), chunk.length)
-        if values.size and int(values.max()) > spec.bound:
-            raise ProtocolError(f"client {client} sent a value above the bound {spec.bound}")
-        self._received[client][chunk.name] = reply.data
-
-    def _finish(self, spec: AggregationSpec) -> AggregateResult:
-        contributors = tuple(sorted(self._alive))
-        dtype = sum_dtype(spec.bound * len(self.config.roster))
-        bits = bits_for(spec.bound)
-        sums = {}
-        for chunk in spec.chunks:
-            total = np.zeros(chunk.length, dtype=dtype)
-            for client in contributors:
-                total += unpack_uint(self._received[client][chunk.name], bits, chunk.length).astype(
-                    dtype
-                )
-            sums[chunk.name] = total
-        self._received = {}
-        self._state = "idle"
-        return AggregateResult(spec=spec, sums=sums, contributors=contributors)
+        try:
+            self._state, outgoing = server_step(self.config, self._state, replies)
+        except ProtocolError as exc:
+            self._state = Aborted(str(exc))
+            raise
+        return outgoing
 
 
 register(
