@@ -26,6 +26,7 @@ import numpy as np
 from ..errors import ProtocolError
 from .json_depth import json_depth as _json_depth  # noqa: F401 (tests import it from here)
 from .json_depth import nested_deeper_than as _nested_deeper_than
+from .messages import Abort
 
 ClientId = int
 
@@ -176,6 +177,24 @@ def read_checked_input(
     return vector
 
 
+class ClientRefused(ProtocolError):
+    """A client refused a message and is now aborted; `reply` is the `Abort` it sends the server
+    (a transport that can deliver it does; the server then drops that client, as if it had left)."""
+
+    def __init__(self, reason: str, reply: Abort) -> None:
+        super().__init__(reason)
+        self.reply = reply
+
+
+class AggregationAborted(ProtocolError):
+    """The server aborted the aggregation and is now aborted; `notices` is the `Abort` for each
+    client it was talking to (a driver that can deliver them does, so every client stops too)."""
+
+    def __init__(self, reason: str, notices: Mapping[ClientId, Abort]) -> None:
+        super().__init__(reason)
+        self.notices = dict(notices)
+
+
 class ClientProtocol(ABC):
     """One client's side of one session. `state` names the current round.
 
@@ -193,7 +212,8 @@ class ClientProtocol(ABC):
 
     @abstractmethod
     def handle(self, message: Any) -> Any | None:
-        """Answer one server message; raise ProtocolError (and enter 'aborted') to refuse it."""
+        """Answer one server message; raise ProtocolError (and enter 'aborted') to refuse it,
+        preferably `ClientRefused` carrying the `Abort` to send."""
 
     def to_state(self) -> bytes:
         """Everything the client needs to resume, except its InputProvider and RandomSource."""
@@ -219,7 +239,8 @@ class ServerProtocol(ABC):
 
     @abstractmethod
     def handle(self, replies: dict[ClientId, Any]) -> dict[ClientId, Any] | AggregateResult:
-        """Consume the replies of the last round (absent clients dropped out)."""
+        """Consume the replies of the last round (absent clients dropped out). An `Abort` reply
+        drops its sender; raise ProtocolError (preferably `AggregationAborted`) to abort."""
 
 
 # --- client state codec ---------------------------------------------------------------------------

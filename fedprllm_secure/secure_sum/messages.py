@@ -230,3 +230,31 @@ def decode(data: bytes, expected: type | tuple[type, ...] | None = None) -> Any:
     if reader.remaining:
         raise MessageDecodeError("trailing bytes after the message")
     return msg
+
+
+# --- the abort message, common to every protocol ----------------------------------------------------
+
+ABORT_REFUSED = "refused"  # a client refused a server message (it is now aborted for the session)
+ABORT_INPUT = "input"  # a client could not read a valid input vector (it is now aborted)
+ABORT_AGGREGATION = "aggregation-aborted"  # the server aborted the aggregation, for everyone
+MAX_ABORT_TEXT = 500  # characters of `text` an abort carries; longer reasons are cut
+
+
+@message("secure-sum/abort", "abort")
+@dataclasses.dataclass(frozen=True)
+class Abort:
+    """One party stops: a client refusing a message (the server drops that client, as if it had
+    left: `ClientRefused.reply`), or the server aborting an aggregation (every client stops:
+    `AggregationAborted.notices`). `aggregation` is the running index (-1 if none); `code` one of
+    the ABORT_* names (receivers act the same on any code); `text` a one-line reason, no secret."""
+
+    session_id: bytes
+    aggregation: int
+    code: str
+    text: str
+
+
+def abort_message(session_id: bytes, aggregation: int, code: str, text: str) -> Abort:
+    """An `Abort` whose text is one line of at most MAX_ABORT_TEXT characters."""
+    line = " ".join(str(text).split())
+    return Abort(session_id, aggregation, code, line[:MAX_ABORT_TEXT])

@@ -16,7 +16,7 @@ import pytest
 
 from fedprllm_secure.errors import ProtocolError
 from fedprllm_secure.randomness import SeededRandomSource
-from fedprllm_secure.secure_sum.additive import client as client_module
+from fedprllm_secure.secure_sum.additive import client_steps as client_module
 from fedprllm_secure.secure_sum.additive import enroll
 from fedprllm_secure.secure_sum.additive.client import AdditiveClient
 from fedprllm_secure.secure_sum.additive.graph import ring_order

@@ -20,8 +20,8 @@ import pytest
 
 from fedprllm_secure.errors import ProtocolError
 from fedprllm_secure.randomness import SeededRandomSource
+from fedprllm_secure.secure_sum.additive import client_steps
 from fedprllm_secure.secure_sum.additive import primitives as P
-from fedprllm_secure.secure_sum.additive.client import AdditiveClient
 from fedprllm_secure.secure_sum.additive.graph import ring_order
 from fedprllm_secure.secure_sum.additive.harness import build, deliver
 from fedprllm_secure.secure_sum.additive.layout import WordLayout
@@ -282,7 +282,7 @@ def test_a_survivor_is_never_left_masked_only_by_dead_or_colluding_peers(n):
 def unprotected(monkeypatch):
     """Clients as before issue 12: t signatures suffice and masking views are not checked."""
     monkeypatch.setattr(Params, "quorum", property(lambda self: self.threshold))
-    monkeypatch.setattr(AdditiveClient, "_check_views", lambda self, views, alive: None)
+    monkeypatch.setattr(client_steps, "check_views", lambda ctx, peers, index, views, alive: None)
 
 
 @pytest.mark.parametrize("n", [48, 64])
