@@ -18,10 +18,12 @@ import numpy as np
 from ..errors import ProtocolError
 from .api import (
     AggregateResult,
+    AggregationAborted,
     AggregationSpec,
     ChunkSpec,
     ClientId,
     ClientProtocol,
+    ClientRefused,
     InputProvider,
     ServerProtocol,
     SessionConfig,
@@ -31,7 +33,14 @@ from .api import (
     state_type,
     sum_dtype,
 )
-from .messages import message
+from .messages import (
+    ABORT_AGGREGATION,
+    ABORT_INPUT,
+    ABORT_REFUSED,
+    Abort,
+    abort_message,
+    message,
+)
 from .packing import bits_for, pack_uint, unpack_uint
 from .registry import ProtocolInfo, register
 
@@ -98,20 +107,43 @@ class SavedClient:
             raise ProtocolError(f"client {self.client_id} is not on the roster")
 
 
+class InputRefused(ProtocolError):
+    """The client's own input for a chunk is invalid or already released (abort code `input`)."""
+
+
 def client_step(
     saved: SavedClient, inputs: InputProvider, message: object
-) -> tuple[Ready, ChunkSubmission]:
-    """Answer one request from `Ready`; ProtocolError refuses it (the shell then aborts: a
-    refused input, out of range or a chunk its ledger already released, ends the session)."""
+) -> tuple[Ready | Aborted, ChunkSubmission | Abort | None]:
+    """The next state and the reply: the submission from `Ready`; a refusal (a bad message, or
+    an input out of range or already released by its ledger) gives `(Aborted(reason), Abort)`:
+    the client submits nothing now or later; the server's own `Abort` gives `(Aborted, None)`."""
+    session_id = saved.config.session_id
+    if isinstance(message, Abort) and message.session_id == session_id:
+        return Aborted(f"the server aborted: {message.text}"), None
+    try:
+        return saved.state, submission(saved, inputs, message)
+    except ProtocolError as exc:
+        code = ABORT_INPUT if isinstance(exc, InputRefused) else ABORT_REFUSED
+        index = getattr(message, "aggregation", -1)
+        index = index if isinstance(index, int) else -1
+        state = saved.state if isinstance(saved.state, Aborted) else Aborted(str(exc))
+        return state, abort_message(session_id, index, code, str(exc))
+
+
+def submission(saved: SavedClient, inputs: InputProvider, message: object) -> ChunkSubmission:
+    """The packed chunk a request in `Ready` asks for; ProtocolError refuses it."""
     client, config = saved.client_id, saved.config
-    if not isinstance(saved.state, Ready):
+    if isinstance(saved.state, Aborted):
         raise ProtocolError(f"client {client} has aborted ({saved.state.reason})")
     if not isinstance(message, ChunkRequest):
         raise ProtocolError(f"client {client}: unexpected {type(message).__name__}")
     if message.session_id != config.session_id:
         raise ProtocolError(f"client {client}: request for another session")
-    vector = read_checked_input(inputs, message.aggregation, message.chunk, message.bound)
-    return saved.state, ChunkSubmission(
+    try:
+        vector = read_checked_input(inputs, message.aggregation, message.chunk, message.bound)
+    except ProtocolError as exc:
+        raise InputRefused(str(exc)) from exc
+    return ChunkSubmission(
         session_id=config.session_id,
         aggregation=message.aggregation,
         sender=client,
@@ -145,16 +177,12 @@ class PlaintextClient(ClientProtocol):
         client._resume(load_state("plaintext", data, SavedClient), inputs)
         return client
 
-    def handle(self, message: object) -> ChunkSubmission:
-        try:
-            state, reply = client_step(self._saved, self.inputs, message)
-        except ProtocolError as exc:
-            if isinstance(self._saved.state, Ready):
-                # Any refusal (a bad message, or an input out of range or already released by
-                # its ledger) ends this client's session: it submits nothing now or later.
-                self._saved = dataclasses.replace(self._saved, state=Aborted(str(exc)))
-            raise
+    def handle(self, message: object) -> ChunkSubmission | None:
+        """The reply to `message`; `ClientRefused` (carrying the `Abort`) when refusing it."""
+        state, reply = client_step(self._saved, self.inputs, message)
         self._saved = dataclasses.replace(self._saved, state=state)
+        if isinstance(reply, Abort):
+            raise ClientRefused(reply.text, reply)
         return reply
 
 
@@ -212,9 +240,11 @@ def server_step(
         raise ProtocolError("no aggregation is running")
     spec, chunk = state.spec, state.current
     received = {
-        client: accept(config, state, client, reply, chunk) for client, reply in replies.items()
+        client: accept(config, state, client, reply, chunk)
+        for client, reply in replies.items()
+        if not isinstance(reply, Abort)  # a client that refused is dropped, as if it had left
     }
-    state = Collecting(state.alive & frozenset(replies), spec, (*state.received, received))
+    state = Collecting(state.alive & frozenset(received), spec, (*state.received, received))
     if len(state.received) < len(spec.chunks) and state.alive:
         return state, requests(config, state)
     return Idle(state.alive), finish(config, state)
@@ -276,11 +306,18 @@ class PlaintextServer(ServerProtocol):
     def handle(
         self, replies: dict[ClientId, object]
     ) -> dict[ClientId, ChunkRequest] | AggregateResult:
+        """The next requests or the result; `AggregationAborted` (with the `Abort` notice for
+        every live client) on a malformed reply. A client's `Abort` drops that client only."""
+        before = self._state
         try:
-            self._state, outgoing = server_step(self.config, self._state, replies)
+            self._state, outgoing = server_step(self.config, before, replies)
         except ProtocolError as exc:
             self._state = Aborted(str(exc))
-            raise
+            live = before.alive if isinstance(before, Collecting) else frozenset()
+            index = before.spec.index if isinstance(before, Collecting) else -1
+            notice = abort_message(self.config.session_id, index, ABORT_AGGREGATION, str(exc))
+            notices = {client: notice for client in sorted(live)}
+            raise AggregationAborted(str(exc), notices) from exc
         return outgoing
 
 

@@ -482,6 +482,13 @@ def test_client_refuses_another_packing_and_decrypt_requests() -> None:
     with pytest.raises(ProtocolError, match="packing"):
         client.handle(EncryptRequest(sim.config.session_id, 0, 1, ChunkSpec("w", 10, 0), 2, 49))
     assert client.state == "aborted"
+    packing = choose_packing(he_params("ckks"), 3, 1)
+    honest = EncryptRequest(
+        sim.config.session_id, 0, 1, ChunkSpec("w", 10, 0), packing.base, packing.per_slot
+    )
+    with pytest.raises(ProtocolError, match="has aborted"):  # it answers nothing after a refusal
+        client.handle(honest)
+    assert sim.bus.clients[2].handle(honest).sender == 2  # the same request, to a live client
     other = sim.bus.clients[1]
     with pytest.raises(ProtocolError, match="not the key authority"):
         other.handle(

@@ -31,6 +31,7 @@ from ...randomness import RandomSource
 from ..api import (
     ClientId,
     ClientProtocol,
+    ClientRefused,
     InputProvider,
     SessionConfig,
     config_digest,
@@ -38,6 +39,7 @@ from ..api import (
     read_checked_input,
     save_state,
 )
+from ..messages import ABORT_INPUT, ABORT_REFUSED, Abort, abort_message
 from . import context as he_ctx
 from . import identity as ident
 from .authority import AuthorityKeys, Refusal, decrypt, upload_payload
@@ -90,12 +92,34 @@ def load_keys(saved: SavedClient) -> ClientKeys:
 # -- transitions ------------------------------------------------------------------------------
 
 
+class InputRefused(ProtocolError):
+    """The client's own input for a chunk is invalid or already released (abort code `input`)."""
+
+
 def step(
     keys: ClientKeys, inputs: InputProvider, state: ClientState, message: Any
+) -> tuple[ClientState, EncryptedChunk | DecryptReply | Abort | None]:
+    """The next state and the reply to `message`: the upload or the counts from `Ready`; a
+    refusal gives `(Aborted(reason), Abort)`; the server's own `Abort` gives `(Aborted, None)`."""
+    session_id = keys.config.session_id
+    if isinstance(message, Abort) and message.session_id == session_id:
+        return Aborted(f"the server aborted: {message.text}"), None
+    try:
+        return answer(keys, inputs, state, message)
+    except ProtocolError as exc:
+        code = ABORT_INPUT if isinstance(exc, InputRefused) else ABORT_REFUSED
+        index = getattr(message, "aggregation", -1)
+        index = index if isinstance(index, int) else -1
+        aborted = state if isinstance(state, Aborted) else Aborted(str(exc))
+        return aborted, abort_message(session_id, index, code, str(exc))
+
+
+def answer(
+    keys: ClientKeys, inputs: InputProvider, state: ClientState, message: Any
 ) -> tuple[Ready, EncryptedChunk | DecryptReply]:
-    """Answer one server message from `Ready`; ProtocolError refuses it (the shell aborts)."""
+    """The reply to a request in `Ready`; ProtocolError refuses it."""
     if not isinstance(state, Ready):
-        raise ProtocolError(f"client {keys.client_id} has aborted")
+        raise ProtocolError(f"client {keys.client_id} has aborted ({state.reason})")
     if isinstance(message, EncryptRequest):
         return encrypt(keys, inputs, state, message)
     if isinstance(message, DecryptRequest):
@@ -132,7 +156,10 @@ def encrypt(
             "session under another aggregation, bound, length or packing; a second signed "
             "upload could be summed into a second aggregate"
         )
-    vector = read_checked_input(inputs, request.aggregation, chunk, request.bound)
+    try:
+        vector = read_checked_input(inputs, request.aggregation, chunk, request.bound)
+    except ProtocolError as exc:
+        raise InputRefused(str(exc)) from exc
     packed = pack(vector, packing.base, packing.per_slot)
     digest = hashlib.sha256(packed.astype("<u8").tobytes()).digest()
     if earlier is not None and earlier.digest != digest:
@@ -211,13 +238,10 @@ class CkksClient(ClientProtocol):
         client._resume(saved, inputs)
         return client
 
-    def handle(self, message: object) -> EncryptedChunk | DecryptReply:
-        state: ClientState
-        try:
-            state, reply = step(self._keys, self.inputs, self._saved.state, message)
-        except ProtocolError as exc:
-            if isinstance(self._saved.state, Ready):
-                self._saved = dataclasses.replace(self._saved, state=Aborted(str(exc)))
-            raise
+    def handle(self, message: object) -> EncryptedChunk | DecryptReply | None:
+        """The reply to `message`; `ClientRefused` (carrying the `Abort`) when refusing it."""
+        state, reply = step(self._keys, self.inputs, self._saved.state, message)
         self._saved = dataclasses.replace(self._saved, state=state)
+        if isinstance(reply, Abort):
+            raise ClientRefused(str(reply.text), reply)
         return reply

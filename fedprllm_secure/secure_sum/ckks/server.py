@@ -32,55 +32,37 @@ from typing import Any
 
 import numpy as np
 
-from ...errors import ConfigError, ProtocolError
+from ...errors import ProtocolError
 from ..api import (
     AggregateResult,
+    AggregationAborted,
     AggregationSpec,
     ChunkSpec,
     ClientId,
     ServerProtocol,
     SessionConfig,
-    config_digest,
     sum_dtype,
 )
+from ..messages import ABORT_AGGREGATION, Abort, abort_message
 from ..packing import bits_for, unpack_uint
 from . import context as he_ctx
 from . import identity as ident
 from .authority import AuthorityLink, chunk_request, statement_of, upload_payload
 from .messages import DecryptReply, DecryptRequest, EncryptedChunk, EncryptRequest, Statement
 from .packing import ciphertext_count, ciphertext_sizes
-from .params import Packing, he_params
-from .server_state import Aborted, Collecting, Decrypting, Idle, ServerKeys, ServerState
-from .settings import identity_keys, parse, public_context_bytes, session_packing
+from .params import Packing
+from .server_state import (
+    Aborted,
+    Collecting,
+    Decrypting,
+    Idle,
+    ServerKeys,
+    ServerState,
+    load_keys,
+)
+from .settings import session_packing
 
 Outgoing = dict[ClientId, Any]
-
-
-def load_keys(config: SessionConfig, authority: AuthorityLink | None) -> ServerKeys:
-    """The server's fixed part of a session; the link must match the "authority" option."""
-    settings = parse(config)
-    decryptor: AuthorityLink | ClientId
-    if settings.authority is None:
-        if not isinstance(authority, AuthorityLink):
-            raise ProtocolError("a separate key authority was configured but none is linked")
-        decryptor = authority
-    elif authority is not None:
-        raise ConfigError(
-            f"client {settings.authority} is the key authority: the server takes no link to a "
-            "separate one"
-        )
-    else:
-        decryptor = settings.authority
-    he = he_params(settings.scheme)
-    return ServerKeys(
-        config=config,
-        settings=settings,
-        he=he,
-        public=he_ctx.load_context(public_context_bytes(config), private=False),
-        identity_keys=identity_keys(config),
-        binding=config_digest(config),
-        decryptor=decryptor,
-    )
 
 
 # -- transitions ------------------------------------------------------------------------------
@@ -151,17 +133,19 @@ def collect(
 
 
 def take_chunk(keys: ServerKeys, state: Collecting, replies: dict[ClientId, Any]) -> Collecting:
-    """The state with the current chunk's uploads summed; the clients that sent none dropped."""
+    """The state with the current chunk's uploads summed; the clients that sent none, or sent
+    an `Abort` (a client that refused), dropped: the repair pass re-collects without them."""
     chunk = state.current
     total: list[Any] | None = None
     held: dict[ClientId, Statement] = {}
-    for client in sorted(replies):
-        upload = check_upload(keys, state, client, replies[client], chunk)
+    uploads = {c: reply for c, reply in replies.items() if not isinstance(reply, Abort)}
+    for client in sorted(uploads):
+        upload = check_upload(keys, state, client, uploads[client], chunk)
         total = add(keys, state.packing, total, upload, chunk)
         held[client] = statement_of(upload)
     return dataclasses.replace(
         state,
-        alive=state.alive & frozenset(replies),
+        alive=state.alive & frozenset(uploads),
         sums={**state.sums, chunk.name: tuple(total or ())},
         held={**state.held, chunk.name: held},
         pos=state.pos + 1,
@@ -279,6 +263,10 @@ def decrypted(
 ) -> tuple[ServerState, Outgoing | AggregateResult]:
     """The designated authority's counts for the current chunk; the next request or the end."""
     authority = state.authority
+    if isinstance(replies.get(authority), Abort):
+        raise ProtocolError(
+            f"the key authority (client {authority}) refused to decrypt: {replies[authority].text}"
+        )
     if set(replies) != {authority}:
         raise ProtocolError(
             f"the key authority (client {authority}) did not answer the decryption request"
@@ -358,9 +346,22 @@ class CkksServer(ServerProtocol):
         return outgoing
 
     def handle(self, replies: dict[ClientId, Any]) -> Outgoing | AggregateResult:
+        """The next messages or the result; `AggregationAborted` (with the `Abort` notice for
+        every live client) when the aggregation cannot go on. A client's `Abort` reply drops
+        that client only."""
+        before = self._state
         try:
-            self._state, outgoing = step(self._keys, self._state, replies)
+            self._state, outgoing = step(self._keys, before, replies)
         except ProtocolError as exc:
             self._state = Aborted(str(exc))
-            raise
+            raise aborted(self._keys.config, before, str(exc)) from exc
         return outgoing
+
+
+def aborted(config: SessionConfig, state: ServerState, reason: str) -> AggregationAborted:
+    """The error that aborts the aggregation of `state`, with a notice for each live client."""
+    if isinstance(state, Aborted):
+        return AggregationAborted(reason, {})
+    index = state.spec.index if isinstance(state, (Collecting, Decrypting)) else -1
+    notice = abort_message(config.session_id, index, ABORT_AGGREGATION, reason)
+    return AggregationAborted(reason, {client: notice for client in sorted(state.alive)})

@@ -1,4 +1,5 @@
-"""The ckks server's state: one frozen type per round, and the session's fixed part.
+"""The ckks server's state: one frozen type per round, and the session's fixed part
+(`ServerKeys`, built by `load_keys` from the config and the server's link to the authority).
 
 `Idle` (between aggregations) -> `Collecting` (encrypted-input rounds, repair passes included)
 -> `Decrypting` (a designated client decrypts chunk by chunk; a separate authority answers
@@ -15,11 +16,13 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..api import AggregationSpec, ChunkSpec, ClientId, SessionConfig
+from ...errors import ConfigError, ProtocolError
+from ..api import AggregationSpec, ChunkSpec, ClientId, SessionConfig, config_digest
+from . import context as he_ctx
 from .authority import AuthorityLink
 from .messages import Statement
-from .params import HEParams, Packing
-from .settings import Settings
+from .params import HEParams, Packing, he_params
+from .settings import Settings, identity_keys, parse, public_context_bytes
 
 
 @dataclass(frozen=True, repr=False)
@@ -38,6 +41,33 @@ class ServerKeys:
 
     def __repr__(self) -> str:
         return f"ServerKeys(session={self.config.session_id.hex()[:8]}...)"
+
+
+def load_keys(config: SessionConfig, authority: AuthorityLink | None) -> ServerKeys:
+    """The server's fixed part of a session; the link must match the "authority" option."""
+    settings = parse(config)
+    decryptor: AuthorityLink | ClientId
+    if settings.authority is None:
+        if not isinstance(authority, AuthorityLink):
+            raise ProtocolError("a separate key authority was configured but none is linked")
+        decryptor = authority
+    elif authority is not None:
+        raise ConfigError(
+            f"client {settings.authority} is the key authority: the server takes no link to a "
+            "separate one"
+        )
+    else:
+        decryptor = settings.authority
+    he = he_params(settings.scheme)
+    return ServerKeys(
+        config=config,
+        settings=settings,
+        he=he,
+        public=he_ctx.load_context(public_context_bytes(config), private=False),
+        identity_keys=identity_keys(config),
+        binding=config_digest(config),
+        decryptor=decryptor,
+    )
 
 
 @dataclass(frozen=True)
