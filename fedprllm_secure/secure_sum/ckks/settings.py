@@ -42,10 +42,8 @@ class Settings:
     identity_keys: Mapping[ClientId, bytes]  # empty before enrollment
 
 
-def _int_option(options: Mapping[str, Any], key: str, default: int | None) -> int | None:
-    value = options.get(key, default)
-    if value is None:
-        return None
+def _positive(key: str, value: Any) -> int:
+    """Option `key`'s value as an integer >= 1; ConfigError naming the option otherwise."""
     try:
         number = int(value)
     except (TypeError, ValueError) as exc:
@@ -73,13 +71,14 @@ def parse(config: SessionConfig) -> Settings:
             ) from exc
         if authority not in config.roster:
             raise ConfigError(f"the key authority {authority} is not a client on the roster")
-    min_contributors = _int_option(options, "min_contributors", DEFAULT_MIN_CONTRIBUTORS)
-    assert min_contributors is not None
+    cap = options.get("max_per_slot")
     return Settings(
         scheme=scheme,
         authority=authority,
-        max_per_slot=_int_option(options, "max_per_slot", None),
-        min_contributors=min_contributors,
+        max_per_slot=None if cap is None else _positive("max_per_slot", cap),
+        min_contributors=_positive(
+            "min_contributors", options.get("min_contributors", DEFAULT_MIN_CONTRIBUTORS)
+        ),
         identity_keys=_identity_keys(config),
     )
 
