@@ -1,6 +1,6 @@
 """Generate the known-answer vectors of protocols/vectors/additive/*.json.
 
-    python -m fedprllm_secure.secure_sum.additive.vectors --out protocols/vectors/additive
+    python -m tests.tools.additive_vectors --out protocols/vectors/additive
 
 Every value derives from fixed seeds, so rerunning the command reproduces the files byte for byte.
 Byte strings are hex; vectors of integers are lists.
@@ -17,14 +17,19 @@ from typing import Any
 
 import numpy as np
 
-from ...randomness import SeededRandomSource, random_below
-from ..api import AggregateResult, AggregationSpec, ChunkSpec, config_digest
-from ..messages import round_of
-from . import primitives as P
-from .graph import harary
-from .harness import build, deliver
-from .layout import WordLayout
-from .shamir import PRIME, combine, evaluate
+from fedprllm_secure.randomness import SeededRandomSource, random_below
+from fedprllm_secure.secure_sum.additive import primitives as P
+from fedprllm_secure.secure_sum.additive.graph import harary
+from fedprllm_secure.secure_sum.additive.layout import WordLayout
+from fedprllm_secure.secure_sum.additive.shamir import PRIME, combine, evaluate
+from fedprllm_secure.secure_sum.api import (
+    AggregateResult,
+    AggregationSpec,
+    ChunkSpec,
+    config_digest,
+)
+from fedprllm_secure.secure_sum.messages import round_of
+from tests.tools.additive_harness import build, deliver
 
 
 def _seed(label: str) -> bytes:
