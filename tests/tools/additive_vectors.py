@@ -164,7 +164,8 @@ def graph_vectors() -> dict[str, Any]:
 
 
 SESSION_ROSTER = (3, 5, 8, 13)
-SESSION_CHUNKS = {"layer.0": 75, "layer.1": 6}  # 3 words (32 entries each) and 1
+SPARSE_ROSTER = (2, 3, 5, 7, 11, 13)
+SESSION_CHUNKS = {"layer.0": 75, "layer.1": 6}  # 3 words and 1 at n = 4 (27 entries a word)
 
 
 def session_inputs(client: int, aggregation: int) -> dict[str, np.ndarray]:
@@ -180,15 +181,19 @@ def _provider(client: int) -> Callable[[int, ChunkSpec], np.ndarray]:
     return lambda index, chunk: session_inputs(client, index)[chunk.name]
 
 
-def session_vector(drop: dict[int, str]) -> dict[str, Any]:
-    """A 4-client session, t = 3 (quorum 3), two aggregations, optionally one client dropping."""
-    inputs = {c: _provider(c) for c in SESSION_ROSTER}
-    options = {"threshold": 3, "neighbors": 3}
-    session = build(
-        SESSION_ROSTER, inputs, SeededRandomSource(_seed("session")), options, record=True
-    )
+def session_vector(
+    drop: dict[int, str],
+    roster: tuple[int, ...] = SESSION_ROSTER,
+    options: dict[str, int] | None = None,
+    label: str = "session",
+) -> dict[str, Any]:
+    """A session over `roster` (default: 4 clients, t = 3, quorum 3, the complete graph), two
+    aggregations, client c dropping for good at round `drop[c]`; every secret from `label`."""
+    inputs = {c: _provider(c) for c in roster}
+    options = options or {"threshold": 3, "neighbors": 3}
+    session = build(roster, inputs, SeededRandomSource(_seed(label)), options, record=True)
     keys: dict[str, dict[str, Any]] = {
-        str(c): {"self_seeds": {}, "mask_private": {}} for c in SESSION_ROSTER
+        str(c): {"self_seeds": {}, "mask_private": {}} for c in roster
     }
     aggregations = []
     gone: set[int] = set()
@@ -222,8 +227,8 @@ def session_vector(drop: dict[int, str]) -> dict[str, Any]:
             }
         )
     return {
-        "seed": _seed("session").hex(),
-        "roster": list(SESSION_ROSTER),
+        "seed": _seed(label).hex(),
+        "roster": list(roster),
         "options": options,
         "drop": {str(c): r for c, r in drop.items()},
         "chunks": [
@@ -235,7 +240,7 @@ def session_vector(drop: dict[int, str]) -> dict[str, Any]:
                 str(i): {n: [int(v) for v in x] for n, x in session_inputs(c, i).items()}
                 for i in (0, 1)
             }
-            for c in SESSION_ROSTER
+            for c in roster
         },
         "session_id": session.config.session_id.hex(),
         "config_digest": config_digest(session.config).hex(),
@@ -260,6 +265,10 @@ def generate() -> dict[str, Any]:
         "graph.json": graph_vectors(),
         "session.json": session_vector({}),
         "session_dropout.json": session_vector({8: "masked-input"}),
+        # a sparse graph (a ring, k = 2, t = 2, quorum 5): views, shares and recovery per neighbour
+        "session_sparse_dropout.json": session_vector(
+            {7: "masked-input"}, SPARSE_ROSTER, {"neighbors": 2, "threshold": 2}, "session-sparse"
+        ),
     }
 
 

@@ -89,7 +89,9 @@ SESSION_TAMPERING = {
 }
 
 
-@pytest.mark.parametrize("name", ["session.json", "session_dropout.json"])
+@pytest.mark.parametrize(
+    "name", ["session.json", "session_dropout.json", "session_sparse_dropout.json"]
+)
 @pytest.mark.parametrize("change", SESSION_TAMPERING, ids=str)
 def test_a_changed_session_vector_is_refused(name, change):
     data = copy.deepcopy(load(name))
