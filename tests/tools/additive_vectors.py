@@ -28,7 +28,7 @@ from fedprllm_secure.secure_sum.api import (
     ChunkSpec,
     config_digest,
 )
-from fedprllm_secure.secure_sum.messages import round_of
+from fedprllm_secure.secure_sum.messages import round_of, tag_of
 from tests.tools.additive_harness import build, deliver
 
 
@@ -208,13 +208,12 @@ def session_vector(
         outgoing: Any = session.server.begin(spec)
         while True:
             replies = deliver(session, outgoing, dropper)
-            for c, client in session.clients.items():
-                mine = keys[str(c)]
-                if client.self_seed is not None and client.aggregation == index:
+            for c, reply in replies.items():  # only the clients' read-only key views are used
+                client, mine = session.clients[c], keys[str(c)]
+                if tag_of(reply) == "additive/share-keys":  # b_u^r, s_u^r drawn for this reply
                     mine["self_seeds"][str(index)] = client.self_seed.hex()
-                if client.mask_key is not None and client.aggregation == index:
                     mine["mask_private"][str(index)] = client.mask_key.private_bytes_raw().hex()
-                if hasattr(client, "cipher_key"):
+                if getattr(client, "cipher_key", None) is not None:
                     mine["cipher_private"] = client.cipher_key.private_bytes_raw().hex()
             outgoing = session.server.handle(replies)
             if isinstance(outgoing, AggregateResult):
