@@ -242,12 +242,25 @@ def server_step(
     received = {
         client: accept(config, state, client, reply, chunk)
         for client, reply in replies.items()
-        if not isinstance(reply, Abort)  # a client that refused is dropped, as if it had left
+        if not refused(config, state, client, reply)  # dropped, as if it had left
     }
     state = Collecting(state.alive & frozenset(received), spec, (*state.received, received))
     if len(state.received) < len(spec.chunks) and state.alive:
         return state, requests(config, state)
     return Idle(state.alive), finish(config, state)
+
+
+def refused(config: SessionConfig, state: Collecting, client: ClientId, reply: object) -> bool:
+    """True for an `Abort` from a live client naming this session and aggregation (the client
+    refused); ProtocolError for any other `Abort`; False for every other reply."""
+    if not isinstance(reply, Abort):
+        return False
+    if client not in state.alive or (reply.session_id, reply.aggregation) != (
+        config.session_id,
+        state.spec.index,
+    ):
+        raise ProtocolError(f"client {client} sent an abort for another aggregation")
+    return True
 
 
 def accept(

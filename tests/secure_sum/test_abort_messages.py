@@ -152,3 +152,19 @@ def test_an_abort_survives_a_save_and_restore(protocol: str) -> None:
     assert restored.state == "aborted"
     with pytest.raises(ClientRefused, match="has aborted"):
         restored.handle(requests[REFUSER])
+
+
+@pytest.mark.parametrize("protocol", ["plaintext", "ckks"])
+@pytest.mark.parametrize("field", ["aggregation", "session_id"])
+def test_an_abort_naming_another_aggregation_aborts_it(protocol: str, field: str) -> None:
+    """Only a refusal of this very aggregation drops a client; an `Abort` for another one (or
+    another session) is a malformed reply, like any other, and aborts the aggregation."""
+    config, server, clients = build(protocol)
+    requests = server.begin(AggregationSpec.from_lengths(0, LENGTHS, 1))
+    replies: dict[int, Any] = {c: clients[c].handle(requests[c]) for c in (0, 1, 2)}
+    other = {"aggregation": 1, "session_id": b"\x00" * 32}[field]
+    fields = {"session_id": config.session_id, "aggregation": 0, field: other}
+    replies[REFUSER] = Abort(code=ABORT_INPUT, text="no", **fields)
+    with pytest.raises(AggregationAborted, match="abort for another aggregation"):
+        server.handle(replies)
+    assert server.state == "aborted"

@@ -138,7 +138,7 @@ def take_chunk(keys: ServerKeys, state: Collecting, replies: dict[ClientId, Any]
     chunk = state.current
     total: list[Any] | None = None
     held: dict[ClientId, Statement] = {}
-    uploads = {c: reply for c, reply in replies.items() if not isinstance(reply, Abort)}
+    uploads = screen(keys, state, replies)
     for client in sorted(uploads):
         upload = check_upload(keys, state, client, uploads[client], chunk)
         total = add(keys, state.packing, total, upload, chunk)
@@ -150,6 +150,23 @@ def take_chunk(keys: ServerKeys, state: Collecting, replies: dict[ClientId, Any]
         held={**state.held, chunk.name: held},
         pos=state.pos + 1,
     )
+
+
+def screen(
+    keys: ServerKeys, state: Collecting, replies: dict[ClientId, Any]
+) -> dict[ClientId, Any]:
+    """The replies other than `Abort`s. An `Abort` from a live client, naming this session and
+    aggregation, leaves that client out; any other is a malformed reply (ProtocolError)."""
+    uploads = {}
+    for client, reply in replies.items():
+        if not isinstance(reply, Abort):
+            uploads[client] = reply
+        elif client not in state.alive or (reply.session_id, reply.aggregation) != (
+            keys.config.session_id,
+            state.spec.index,
+        ):
+            raise ProtocolError(f"client {client} sent an abort for another aggregation")
+    return uploads
 
 
 def add(
