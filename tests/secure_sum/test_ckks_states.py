@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import dataclasses
 
-import numpy as np
 import pytest
 
 from fedprllm_secure.errors import ConfigError, ProtocolError
-from fedprllm_secure.randomness import SeededRandomSource
-from fedprllm_secure.secure_sum import plaintext, registry
+from fedprllm_secure.secure_sum import plaintext
 from fedprllm_secure.secure_sum.api import AggregationSpec, SessionConfig, load_state, save_state
 from fedprllm_secure.secure_sum.ckks.authority import AuthorityLink, AuthorityRecord
 from fedprllm_secure.secure_sum.ckks.client_state import Ready, SavedClient, SignedChunk
@@ -18,30 +16,14 @@ from fedprllm_secure.secure_sum.ckks.messages import DecryptRequest
 from fedprllm_secure.secure_sum.ckks.server import CkksServer
 from fedprllm_secure.secure_sum.ckks.settings import AUTHORITY_LINK
 
-ROSTER = (0, 1, 2)
-
-
-def provider(client: int):
-    return lambda index, chunk: np.random.default_rng([client, index]).integers(0, 2, chunk.length)
-
-
-def session(protocol: str, **options):
-    info = registry.get(protocol)
-    rng = SeededRandomSource(f"states-{protocol}")
-    draft = SessionConfig(rng.random_bytes(32), ROSTER, options)
-    config, identities = info.enroll(draft, rng.child("enroll"))
-    clients = {
-        c: info.make_client(config, c, rng.child(f"c{c}"), provider(c), identities.get(c))
-        for c in ROSTER
-    }
-    return config, info.make_server(config, rng.child("server")), clients
+from .test_abort_messages import LENGTHS, ROSTER, build, provider
 
 
 def test_a_designated_authority_keeps_its_record_across_a_restore() -> None:
     """The authority's record (chunk names used) is part of the saved client: restored after a
     decryption, it refuses the same chunk again."""
-    config, server, clients = session("ckks", authority=0)
-    requests = server.begin(AggregationSpec.from_lengths(0, {"w": 30}, 1))
+    config, server, clients = build("ckks", authority=0)
+    requests = server.begin(AggregationSpec.from_lengths(0, {"a": 40}, 1))
     (request,) = server.handle({c: clients[c].handle(requests[c]) for c in ROSTER}).values()
     assert isinstance(request, DecryptRequest)
     authority = clients[0]
@@ -53,9 +35,9 @@ def test_a_designated_authority_keeps_its_record_across_a_restore() -> None:
 
 
 def test_a_saved_client_is_its_frozen_state_and_holds_no_local_option() -> None:
-    config, server, clients = session("ckks")
+    config, server, clients = build("ckks")
     assert isinstance(config.options[AUTHORITY_LINK], AuthorityLink)
-    requests = server.begin(AggregationSpec.from_lengths(0, {"w": 30}, 1))
+    requests = server.begin(AggregationSpec.from_lengths(0, {"a": 40}, 1))
     clients[1].handle(requests[1])
     saved = load_state("ckks", clients[1].to_state(), SavedClient)
     assert AUTHORITY_LINK not in saved.config.options  # the server's link is no client's
@@ -77,12 +59,12 @@ def test_a_saved_client_is_its_frozen_state_and_holds_no_local_option() -> None:
 
 
 def test_the_server_takes_its_authority_link_in_its_constructor() -> None:
-    config, _server, _clients = session("ckks")
+    config, _server, _clients = build("ckks")
     link = config.options[AUTHORITY_LINK]
     with pytest.raises(ProtocolError, match="none is linked"):
         CkksServer(config, None)
     assert CkksServer(config, link).state == "idle"
-    designated, _, _ = session("ckks", authority=1)
+    designated, _, _ = build("ckks", authority=1)
     with pytest.raises(ConfigError, match="takes no link"):
         CkksServer(designated, link)
 
@@ -90,7 +72,7 @@ def test_the_server_takes_its_authority_link_in_its_constructor() -> None:
 def test_server_transitions_are_pure() -> None:
     """The same step from the same state gives the same result and leaves the state as it was."""
     config = SessionConfig(b"p" * 32, ROSTER)
-    spec = AggregationSpec.from_lengths(0, {"a": 5, "b": 3}, 1)
+    spec = AggregationSpec.from_lengths(0, LENGTHS, 1)
     start = plaintext.Idle(frozenset(ROSTER))
     collecting, requests = plaintext.server_begin(config, start, spec)
     replies = {c: plaintext.PlaintextClient(config, c, provider(c)).handle(requests[c])
