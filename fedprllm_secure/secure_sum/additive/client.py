@@ -144,9 +144,18 @@ class AdditiveClient(ClientProtocol):
         return self.graph[self.client_id] | {self.client_id}
 
     @property
-    def cipher_key(self) -> P.X25519PrivateKey | None:
+    def cipher_key(self) -> P.X25519PrivateKey:
+        """The session's X25519 key; AttributeError until the client has advertised it."""
         peers = getattr(self._current, "peers", None)
-        return P.X25519PrivateKey.from_private_bytes(peers.cipher_key) if peers else None
+        if peers is None:
+            raise AttributeError("cipher_key")
+        return P.X25519PrivateKey.from_private_bytes(peers.cipher_key)
+
+    @property
+    def aggregation(self) -> int:
+        """The index of the running aggregation, -1 between aggregations."""
+        secrets = getattr(self._current, "secrets", None)
+        return secrets.spec.index if secrets is not None else -1
 
     @property
     def mask_key(self) -> P.X25519PrivateKey | None:
