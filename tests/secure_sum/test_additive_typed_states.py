@@ -16,6 +16,7 @@ from fedprllm_secure.secure_sum.additive.client_steps import client_step
 from fedprllm_secure.secure_sum.additive.harness import build, deliver
 from fedprllm_secure.secure_sum.additive.server_steps import server_step
 from fedprllm_secure.secure_sum.api import AggregateResult, AggregationSpec, save_state
+from fedprllm_secure.secure_sum.messages import ABORT_AGGREGATION, ABORT_REFUSED, abort_message
 
 ROSTER = (0, 1, 2)
 
@@ -111,3 +112,14 @@ def test_a_saved_client_holding_a_foreign_state_is_refused():
             AdditiveClient.from_state(blob, ctx.inputs, None)
     with pytest.raises(ProtocolError):
         AdditiveClient.from_state(save_state("additive", own), ctx.inputs, None)
+
+
+def test_a_server_abort_stops_a_client_in_any_state_and_another_sessions_is_refused():
+    session, clients, _servers = trace()
+    ctx = session.clients[0]._ctx
+    ours = abort_message(ctx.session_id, 0, ABORT_AGGREGATION, "stop")
+    theirs = abort_message(bytes(32), 0, ABORT_AGGREGATION, "stop")
+    for state, _message in [*clients, (CS.Aborted("before"), None)]:
+        assert client_step(ctx, state, ours) == (CS.Aborted("the server aborted: stop"), None)
+        after, reply = client_step(ctx, state, theirs)
+        assert type(after) is CS.Aborted and reply.code == ABORT_REFUSED
