@@ -82,8 +82,7 @@ def _fmt(value: Any, digits: int = 2) -> str:
     return str(value)
 
 
-def markdown(config: AuditConfig, results: dict[str, dict[str, Any]]) -> str:
-    """report.md: settings, utility, accounting, cost, leakage, and who is protected from whom."""
+def _settings_and_utility(config: AuditConfig, results: dict[str, dict[str, Any]]) -> list[str]:
     dense = results.get("dense", {})
     weights = dense.get("weights")
     lines = [
@@ -128,6 +127,11 @@ def markdown(config: AuditConfig, results: dict[str, dict[str, Any]]) -> str:
             f"{_fmt(r.get('agreement_with_noiseless_mask'), 4)} | "
             f"{_fmt((r.get('statistics_dp') or {}).get('noise_multiplier'))} |"
         )
+    return lines
+
+
+def _cost_section(results: dict[str, dict[str, Any]]) -> list[str]:
+    lines: list[str] = []
     lines += [
         "",
         "## Cost of the secure sum (whole mask, random bits, all parties on one machine)",
@@ -148,40 +152,51 @@ def markdown(config: AuditConfig, results: dict[str, dict[str, Any]]) -> str:
                 f"{r['uplink_bytes_per_client'] / 1e6:.2f} | {r['uplink_bytes_per_weight']:.3f} | "
                 f"{r['seconds']:.1f} | {r['exact']} |"
             )
+    return lines
+
+
+def _leakage_section(results: dict[str, dict[str, Any]]) -> list[str]:
+    lines: list[str] = []
     leakage = combined_leakage(results)
-    if leakage:
-        setup = leakage["setup"]
-        lines += [
-            "",
-            "## Leakage: inferring a client's topic",
-            "",
-            f"{len(setup['topics'])} topics ({', '.join(setup['topics'])}); "
-            f"{setup['shadow_clients']} shadow clients label the attacker's references, "
-            f"{setup['target_clients']} targets are attacked; masks of the first "
-            f"{setup['blocks']} block(s), {setup['entries']} entries; server views from cohorts "
-            f"of {setup['cohort']} clients. Nearest-centroid attacker; chance = "
-            f"{leakage['plaintext_mask']['chance']:.2f}.",
-            "",
-            "![leakage](leakage.png)",
-            "",
-            "| what the attacker sees | accuracy | 95% interval |",
-            "|---|---|---|",
-        ]
-        views = [("(a) the client's plaintext mask", leakage["plaintext_mask"])]
-        views += [(f"(a) its mask after RR, eps {e}", v) for e, v in leakage["rr_mask"].items()]
-        views += [
-            (f"(a) its mask with DP statistics, eps {e}", v)
-            for e, v in leakage["dp_stats_mask"].items()
-        ]
-        views += [
-            (f"(b) everything the server receives from it, `{p}`", v)
-            for p, v in leakage["server_view"].items()
-        ]
-        views.append(("(c) the released aggregate of its cohort", leakage["aggregate"]))
-        for name, v in views:
-            lines.append(
-                f"| {name} | {v['accuracy']:.2f} | [{v['ci95_low']:.2f}, {v['ci95_high']:.2f}] |"
-            )
+    if not leakage:
+        return lines
+    setup = leakage["setup"]
+    lines += [
+        "",
+        "## Leakage: inferring a client's topic",
+        "",
+        f"{len(setup['topics'])} topics ({', '.join(setup['topics'])}); "
+        f"{setup['shadow_clients']} shadow clients label the attacker's references, "
+        f"{setup['target_clients']} targets are attacked; masks of the first "
+        f"{setup['blocks']} block(s), {setup['entries']} entries; server views from cohorts "
+        f"of {setup['cohort']} clients. Nearest-centroid attacker; chance = "
+        f"{leakage['plaintext_mask']['chance']:.2f}.",
+        "",
+        "![leakage](leakage.png)",
+        "",
+        "| what the attacker sees | accuracy | 95% interval |",
+        "|---|---|---|",
+    ]
+    views = [("(a) the client's plaintext mask", leakage["plaintext_mask"])]
+    views += [(f"(a) its mask after RR, eps {e}", v) for e, v in leakage["rr_mask"].items()]
+    views += [
+        (f"(a) its mask with DP statistics, eps {e}", v)
+        for e, v in leakage["dp_stats_mask"].items()
+    ]
+    views += [
+        (f"(b) everything the server receives from it, `{p}`", v)
+        for p, v in leakage["server_view"].items()
+    ]
+    views.append(("(c) the released aggregate of its cohort", leakage["aggregate"]))
+    for name, v in views:
+        lines.append(
+            f"| {name} | {v['accuracy']:.2f} | [{v['ci95_low']:.2f}, {v['ci95_high']:.2f}] |"
+        )
+    return lines
+
+
+def _holds_section(config: AuditConfig) -> list[str]:
+    lines: list[str] = []
     lines += [
         "",
         "## What holds against whom",
@@ -199,4 +214,13 @@ def markdown(config: AuditConfig, results: dict[str, dict[str, Any]]) -> str:
         "Threat models: `threat_models/README.md`.",
         "",
     ]
+    return lines
+
+
+def markdown(config: AuditConfig, results: dict[str, dict[str, Any]]) -> str:
+    """report.md: settings, utility, accounting, cost, leakage, and who is protected from whom."""
+    lines = _settings_and_utility(config, results)
+    lines += _cost_section(results)
+    lines += _leakage_section(results)
+    lines += _holds_section(config)
     return "\n".join(lines)

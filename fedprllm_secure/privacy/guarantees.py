@@ -12,6 +12,65 @@ from .noise_source import OS_CSPRNG
 from .randomized_response import flip_probability
 
 
+def _holds(guarantee: str, against: str, not_against: str) -> dict[str, str]:
+    return {"guarantee": guarantee, "against": against, "not_against": not_against}
+
+
+def _protocol_guarantee(protocol: str, secure: bool, contributors: int) -> dict[str, str]:
+    if not secure:
+        return _holds(
+            "none from the protocol: plaintext sends every mask in the clear",
+            "nobody",
+            "the server and anyone on the path",
+        )
+    return _holds(
+        f"secure sum ({protocol}): the server learns only the sum over the "
+        f"{contributors} contributors and who contributed",
+        "the honest-but-curious server (additive: also a malicious server and "
+        "coalitions below the threshold t; ckks: only if the key authority does not "
+        "collude with the server)",
+        "anyone who sees the released sum: it is exact without noise",
+    )
+
+
+def _rr_guarantee(rr_epsilon: float, weights: int) -> dict[str, str]:
+    return _holds(
+        f"local DP of randomized response: each submitted bit is "
+        f"{rr_epsilon}-DP with respect to that client's true bit; the whole mask only "
+        f"{rr_epsilon * weights:.4g}-DP (basic composition over d = {weights} weights), "
+        "which is no meaningful bound on the mask as a whole",
+        "everyone, including the server colluding with every other client "
+        "(and with the ckks key authority), whatever the protocol",
+        "inference from many weights together: the per-weight bound "
+        "does not protect what the mask as a whole reveals (e.g. the topic)",
+    )
+
+
+def _statistics_guarantee(statistics: dict[str, Any]) -> dict[str, str]:
+    return _holds(
+        f"sample-level ({statistics['epsilon']}, {statistics['delta']})-DP "
+        f"of each client's whole mask (Gaussian mechanism on clipped activation "
+        f"statistics, {statistics['releases_made']} releases, accountant "
+        f"{statistics['accountant']}, L2 sensitivity sqrt(2) C = "
+        f"{statistics['sensitivity']}); replacing one calibration window (their number "
+        "is public) changes what anyone can infer by at most that much",
+        "everyone, including the server colluding with every other client "
+        "and the key authority, whatever the protocol",
+        "properties shared by all of a client's windows (its topic): "
+        "the unit of privacy is one window, not the client",
+    )
+
+
+def _seeded_noise_warning(noise_source: str) -> dict[str, str]:
+    return _holds(
+        "none of the above against whoever knows --seed: randomized "
+        "response, DP noise and every protocol secret were derived from it "
+        f"({noise_source})",
+        "only parties that never see the seed",
+        "anyone holding results.json, which records the seed",
+    )
+
+
 def privacy_report(
     *,
     protocol: str,
@@ -30,26 +89,7 @@ def privacy_report(
     `noise_source` is `noise_source.describe(...)`: seeded noise voids every guarantee below
     against whoever knows the seed (results.json records it).
     """
-    holds: list[dict[str, str]] = []
-    if protocol_secure:
-        holds.append(
-            {
-                "guarantee": f"secure sum ({protocol}): the server learns only the sum over the "
-                f"{contributors} contributors and who contributed",
-                "against": "the honest-but-curious server (additive: also a malicious server and "
-                "coalitions below the threshold t; ckks: only if the key authority does not "
-                "collude with the server)",
-                "not_against": "anyone who sees the released sum: it is exact without noise",
-            }
-        )
-    else:
-        holds.append(
-            {
-                "guarantee": "none from the protocol: plaintext sends every mask in the clear",
-                "against": "nobody",
-                "not_against": "the server and anyone on the path",
-            }
-        )
+    holds = [_protocol_guarantee(protocol, protocol_secure, contributors)]
     rr: dict[str, Any] | None = None
     if rr_epsilon is not None:
         rr = {
@@ -59,43 +99,11 @@ def privacy_report(
             "epsilon_whole_mask": rr_epsilon * weights,
             "debiased_with_contributors": contributors,
         }
-        holds.append(
-            {
-                "guarantee": f"local DP of randomized response: each submitted bit is "
-                f"{rr_epsilon}-DP with respect to that client's true bit; the whole mask only "
-                f"{rr_epsilon * weights:.4g}-DP (basic composition over d = {weights} weights), "
-                "which is no meaningful bound on the mask as a whole",
-                "against": "everyone, including the server colluding with every other client "
-                "(and with the ckks key authority), whatever the protocol",
-                "not_against": "inference from many weights together: the per-weight bound "
-                "does not protect what the mask as a whole reveals (e.g. the topic)",
-            }
-        )
+        holds.append(_rr_guarantee(rr_epsilon, weights))
     if statistics is not None:
-        holds.append(
-            {
-                "guarantee": f"sample-level ({statistics['epsilon']}, {statistics['delta']})-DP "
-                f"of each client's whole mask (Gaussian mechanism on clipped activation "
-                f"statistics, {statistics['releases_made']} releases, accountant "
-                f"{statistics['accountant']}, L2 sensitivity sqrt(2) C = "
-                f"{statistics['sensitivity']}); replacing one calibration window (their number "
-                "is public) changes what anyone can infer by at most that much",
-                "against": "everyone, including the server colluding with every other client "
-                "and the key authority, whatever the protocol",
-                "not_against": "properties shared by all of a client's windows (its topic): "
-                "the unit of privacy is one window, not the client",
-            }
-        )
+        holds.append(_statistics_guarantee(statistics))
     if noise_source != OS_CSPRNG:
-        holds.append(
-            {
-                "guarantee": "none of the above against whoever knows --seed: randomized "
-                "response, DP noise and every protocol secret were derived from it "
-                f"({noise_source})",
-                "against": "only parties that never see the seed",
-                "not_against": "anyone holding results.json, which records the seed",
-            }
-        )
+        holds.append(_seeded_noise_warning(noise_source))
     return {
         "noise_source": noise_source,
         "cohort": {"contributors": contributors, "min_cohort": min_cohort},

@@ -9,8 +9,8 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
 from importlib.metadata import entry_points
+from typing import Any
 
 from ..errors import ConfigError
 from ..randomness import RandomSource
@@ -90,9 +90,7 @@ class ProtocolInfo:
     node_enroll: Callable[[SessionConfig, ClientId, RandomSource], tuple[bytes | None, bytes]] = (
         no_node_secret
     )
-    publish: Callable[[SessionConfig, Mapping[ClientId, bytes]], SessionConfig] = (
-        nothing_to_publish
-    )
+    publish: Callable[[SessionConfig, Mapping[ClientId, bytes]], SessionConfig] = nothing_to_publish
 
     def with_cohort(self, options: dict, min_cohort: int) -> dict:
         """`options` plus the cohort option set to `min_cohort`, unless given explicitly."""

@@ -12,7 +12,6 @@ from fedprllm_secure.errors import ConfigError, ProtocolError
 from fedprllm_secure.randomness import SeededRandomSource
 from fedprllm_secure.secure_sum.additive import enroll
 from fedprllm_secure.secure_sum.additive.graph import connected, harary
-from fedprllm_secure.secure_sum.additive.harness import build, deliver, run
 from fedprllm_secure.secure_sum.additive.params import (
     default_neighbors,
     default_threshold,
@@ -21,6 +20,7 @@ from fedprllm_secure.secure_sum.additive.params import (
 from fedprllm_secure.secure_sum.api import AggregateResult, AggregationSpec, SessionConfig
 from fedprllm_secure.secure_sum.registry import available, get
 from fedprllm_secure.secure_sum.session import SimulatedSession
+from tests.tools.additive_harness import build, deliver, run
 
 
 def config(n, **options):

@@ -14,12 +14,12 @@ import pytest
 from fedprllm_secure.errors import MessageDecodeError, ProtocolError
 from fedprllm_secure.randomness import SeededRandomSource
 from fedprllm_secure.secure_sum.additive import primitives as P
-from fedprllm_secure.secure_sum.additive.harness import build, deliver
 from fedprllm_secure.secure_sum.additive.messages import CLIENT_MESSAGES, SERVER_MESSAGES
 from fedprllm_secure.secure_sum.additive.shamir import parse_share
 from fedprllm_secure.secure_sum.api import AggregateResult, AggregationSpec
 from fedprllm_secure.secure_sum.messages import decode
 from fedprllm_secure.secure_sum.packing import unpack_uint
+from tests.tools.additive_harness import build, deliver
 
 ROSTER = (0, 1, 2)
 MUTANTS_PER_TYPE = 1000

@@ -8,7 +8,6 @@ import pytest
 from fedprllm_secure.errors import ProtocolError
 from fedprllm_secure.randomness import SeededRandomSource
 from fedprllm_secure.secure_sum.additive import primitives as P
-from fedprllm_secure.secure_sum.additive.harness import build, deliver, run
 from fedprllm_secure.secure_sum.additive.layout import WordLayout
 from fedprllm_secure.secure_sum.additive.messages import MaskedInput, ShareKeys, UnmaskShares
 from fedprllm_secure.secure_sum.additive.shamir import combine, split
@@ -16,6 +15,7 @@ from fedprllm_secure.secure_sum.api import AggregateResult, AggregationSpec, con
 from fedprllm_secure.secure_sum.messages import decode
 from fedprllm_secure.secure_sum.packing import bits_for, unpack_uint
 from fedprllm_secure.secure_sum.session import SimulatedSession
+from tests.tools.additive_harness import build, deliver, run
 
 stats = pytest.importorskip("scipy.stats")
 

@@ -10,7 +10,6 @@ import pytest
 from fedprllm_secure.errors import ProtocolError
 from fedprllm_secure.randomness import SeededRandomSource
 from fedprllm_secure.secure_sum.additive import primitives as P
-from fedprllm_secure.secure_sum.additive.harness import build, deliver, run
 from fedprllm_secure.secure_sum.additive.layout import WordLayout
 from fedprllm_secure.secure_sum.additive.messages import (
     ConsistencyRequest,
@@ -24,6 +23,7 @@ from fedprllm_secure.secure_sum.additive.messages import (
 from fedprllm_secure.secure_sum.additive.transcript import survivors_payload
 from fedprllm_secure.secure_sum.api import AggregateResult, AggregationSpec, config_digest
 from fedprllm_secure.secure_sum.packing import pack_uint, unpack_uint
+from tests.tools.additive_harness import build, deliver, run
 
 ROSTER = (0, 1, 2, 3)
 CHUNKS = {"a": 6, "b": 4}

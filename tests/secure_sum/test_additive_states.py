@@ -11,10 +11,10 @@ import pytest
 from fedprllm_secure.errors import ProtocolError
 from fedprllm_secure.randomness import SeededRandomSource
 from fedprllm_secure.secure_sum.additive.client import CLIENT_TRANSITIONS
-from fedprllm_secure.secure_sum.additive.harness import build, deliver
 from fedprllm_secure.secure_sum.additive.messages import CLIENT_MESSAGES, SERVER_MESSAGES
 from fedprllm_secure.secure_sum.additive.server import ROUND_STATES
 from fedprllm_secure.secure_sum.api import AggregateResult, AggregationSpec
+from tests.tools.additive_harness import build, deliver
 
 ROSTER = (0, 1, 2)
 CHUNKS = {"a": 5, "b": 3}

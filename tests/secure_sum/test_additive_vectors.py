@@ -12,12 +12,12 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from fedprllm_secure.randomness import SeededRandomSource
 from fedprllm_secure.secure_sum.additive import primitives as P
 from fedprllm_secure.secure_sum.additive.graph import harary
-from fedprllm_secure.secure_sum.additive.harness import build, deliver
 from fedprllm_secure.secure_sum.additive.layout import WordLayout
 from fedprllm_secure.secure_sum.additive.shamir import PRIME, combine, evaluate
 from fedprllm_secure.secure_sum.api import AggregateResult, AggregationSpec, config_digest
 from fedprllm_secure.secure_sum.messages import decode, round_of
 from fedprllm_secure.secure_sum.packing import pack_uint
+from tests.tools.additive_harness import build, deliver
 
 VECTORS = Path(__file__).resolve().parents[2] / "protocols" / "vectors" / "additive"
 

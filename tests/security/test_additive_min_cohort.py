@@ -9,10 +9,10 @@ import pytest
 
 from fedprllm_secure.errors import ProtocolError
 from fedprllm_secure.randomness import SeededRandomSource
-from fedprllm_secure.secure_sum.additive.harness import build, deliver, run
 from fedprllm_secure.secure_sum.additive.messages import ConsistencyRequest
 from fedprllm_secure.secure_sum.api import AggregationSpec
 from fedprllm_secure.secure_sum.registry import get
+from tests.tools.additive_harness import build, deliver, run
 
 N = 9  # complete graph, default t = 7 = quorum
 

@@ -23,7 +23,6 @@ from fedprllm_secure.randomness import SeededRandomSource
 from fedprllm_secure.secure_sum.additive import client_steps
 from fedprllm_secure.secure_sum.additive import primitives as P
 from fedprllm_secure.secure_sum.additive.graph import ring_order
-from fedprllm_secure.secure_sum.additive.harness import build, deliver
 from fedprllm_secure.secure_sum.additive.layout import WordLayout
 from fedprllm_secure.secure_sum.additive.messages import (
     ConsistencyRequest,
@@ -35,6 +34,7 @@ from fedprllm_secure.secure_sum.additive.shamir import combine
 from fedprllm_secure.secure_sum.additive.transcript import add_masks
 from fedprllm_secure.secure_sum.api import AggregationSpec, config_digest
 from fedprllm_secure.secure_sum.packing import unpack_uint
+from tests.tools.additive_harness import build, deliver
 
 LENGTH = 8  # tiny vectors: the attack is about keys and shares, not data
 

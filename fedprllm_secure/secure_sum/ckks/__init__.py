@@ -19,7 +19,6 @@ from .client import CkksClient
 from .enrollment import enroll, node_enroll, prepare_options, publish
 from .server import CkksServer
 
-
 INFO = register(
     ProtocolInfo(
         name="ckks",

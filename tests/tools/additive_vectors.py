@@ -1,6 +1,6 @@
 """Generate the known-answer vectors of protocols/vectors/additive/*.json.
 
-    python -m fedprllm_secure.secure_sum.additive.vectors --out protocols/vectors/additive
+    python -m tests.tools.additive_vectors --out protocols/vectors/additive
 
 Every value derives from fixed seeds, so rerunning the command reproduces the files byte for byte.
 Byte strings are hex; vectors of integers are lists.
@@ -17,14 +17,19 @@ from typing import Any
 
 import numpy as np
 
-from ...randomness import SeededRandomSource, random_below
-from ..api import AggregateResult, AggregationSpec, ChunkSpec, config_digest
-from ..messages import round_of
-from . import primitives as P
-from .graph import harary
-from .harness import build, deliver
-from .layout import WordLayout
-from .shamir import PRIME, combine, evaluate
+from fedprllm_secure.randomness import SeededRandomSource, random_below
+from fedprllm_secure.secure_sum.additive import primitives as P
+from fedprllm_secure.secure_sum.additive.graph import harary
+from fedprllm_secure.secure_sum.additive.layout import WordLayout
+from fedprllm_secure.secure_sum.additive.shamir import PRIME, combine, evaluate
+from fedprllm_secure.secure_sum.api import (
+    AggregateResult,
+    AggregationSpec,
+    ChunkSpec,
+    config_digest,
+)
+from fedprllm_secure.secure_sum.messages import round_of, tag_of
+from tests.tools.additive_harness import build, deliver
 
 
 def _seed(label: str) -> bytes:
@@ -159,7 +164,8 @@ def graph_vectors() -> dict[str, Any]:
 
 
 SESSION_ROSTER = (3, 5, 8, 13)
-SESSION_CHUNKS = {"layer.0": 75, "layer.1": 6}  # 3 words (32 entries each) and 1
+SPARSE_ROSTER = (2, 3, 5, 7, 11, 13)
+SESSION_CHUNKS = {"layer.0": 75, "layer.1": 6}  # 3 words and 1 at n = 4 (27 entries a word)
 
 
 def session_inputs(client: int, aggregation: int) -> dict[str, np.ndarray]:
@@ -175,15 +181,19 @@ def _provider(client: int) -> Callable[[int, ChunkSpec], np.ndarray]:
     return lambda index, chunk: session_inputs(client, index)[chunk.name]
 
 
-def session_vector(drop: dict[int, str]) -> dict[str, Any]:
-    """A 4-client session, t = 3 (quorum 3), two aggregations, optionally one client dropping."""
-    inputs = {c: _provider(c) for c in SESSION_ROSTER}
-    options = {"threshold": 3, "neighbors": 3}
-    session = build(
-        SESSION_ROSTER, inputs, SeededRandomSource(_seed("session")), options, record=True
-    )
+def session_vector(
+    drop: dict[int, str],
+    roster: tuple[int, ...] = SESSION_ROSTER,
+    options: dict[str, int] | None = None,
+    label: str = "session",
+) -> dict[str, Any]:
+    """A session over `roster` (default: 4 clients, t = 3, quorum 3, the complete graph), two
+    aggregations, client c dropping for good at round `drop[c]`; every secret from `label`."""
+    inputs = {c: _provider(c) for c in roster}
+    options = options or {"threshold": 3, "neighbors": 3}
+    session = build(roster, inputs, SeededRandomSource(_seed(label)), options, record=True)
     keys: dict[str, dict[str, Any]] = {
-        str(c): {"self_seeds": {}, "mask_private": {}} for c in SESSION_ROSTER
+        str(c): {"self_seeds": {}, "mask_private": {}} for c in roster
     }
     aggregations = []
     gone: set[int] = set()
@@ -198,13 +208,12 @@ def session_vector(drop: dict[int, str]) -> dict[str, Any]:
         outgoing: Any = session.server.begin(spec)
         while True:
             replies = deliver(session, outgoing, dropper)
-            for c, client in session.clients.items():
-                mine = keys[str(c)]
-                if client.self_seed is not None and client.aggregation == index:
+            for c, reply in replies.items():  # only the clients' read-only key views are used
+                client, mine = session.clients[c], keys[str(c)]
+                if tag_of(reply) == "additive/share-keys":  # b_u^r, s_u^r drawn for this reply
                     mine["self_seeds"][str(index)] = client.self_seed.hex()
-                if client.mask_key is not None and client.aggregation == index:
                     mine["mask_private"][str(index)] = client.mask_key.private_bytes_raw().hex()
-                if hasattr(client, "cipher_key"):
+                if getattr(client, "cipher_key", None) is not None:
                     mine["cipher_private"] = client.cipher_key.private_bytes_raw().hex()
             outgoing = session.server.handle(replies)
             if isinstance(outgoing, AggregateResult):
@@ -217,8 +226,8 @@ def session_vector(drop: dict[int, str]) -> dict[str, Any]:
             }
         )
     return {
-        "seed": _seed("session").hex(),
-        "roster": list(SESSION_ROSTER),
+        "seed": _seed(label).hex(),
+        "roster": list(roster),
         "options": options,
         "drop": {str(c): r for c, r in drop.items()},
         "chunks": [
@@ -230,7 +239,7 @@ def session_vector(drop: dict[int, str]) -> dict[str, Any]:
                 str(i): {n: [int(v) for v in x] for n, x in session_inputs(c, i).items()}
                 for i in (0, 1)
             }
-            for c in SESSION_ROSTER
+            for c in roster
         },
         "session_id": session.config.session_id.hex(),
         "config_digest": config_digest(session.config).hex(),
@@ -255,6 +264,10 @@ def generate() -> dict[str, Any]:
         "graph.json": graph_vectors(),
         "session.json": session_vector({}),
         "session_dropout.json": session_vector({8: "masked-input"}),
+        # a sparse graph (a ring, k = 2, t = 2, quorum 5): views, shares and recovery per neighbour
+        "session_sparse_dropout.json": session_vector(
+            {7: "masked-input"}, SPARSE_ROSTER, {"neighbors": 2, "threshold": 2}, "session-sparse"
+        ),
     }
 
 

@@ -1,6 +1,6 @@
 """Generate the known-answer vectors of protocols/vectors/ckks/ (deterministic parts only).
 
-    python -m fedprllm_secure.secure_sum.ckks.vectors protocols/vectors/ckks
+    python -m tests.tools.ckks_vectors protocols/vectors/ckks
 
 params.json pins the context parameters and the packing chosen for every client count 1..127
 (bound 1) and a few larger bounds (with the pad modulus M); packing.json pins pack/unpack, the
@@ -20,10 +20,16 @@ from typing import Any
 
 import numpy as np
 
-from . import identity as ident
-from . import pads as pd
-from .packing import pack, padded_values
-from .params import SCHEMES, Packing, choose_packing, ckks_pad_modulus, he_params
+from fedprllm_secure.secure_sum.ckks import identity as ident
+from fedprllm_secure.secure_sum.ckks import pads as pd
+from fedprllm_secure.secure_sum.ckks.packing import pack, padded_values
+from fedprllm_secure.secure_sum.ckks.params import (
+    SCHEMES,
+    Packing,
+    choose_packing,
+    ckks_pad_modulus,
+    he_params,
+)
 
 BOUNDS = ((1, range(1, 128)), (3, (1, 2, 8, 42)), (255, (1, 8, 64)))
 

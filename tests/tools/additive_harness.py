@@ -10,13 +10,19 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ...randomness import RandomSource
-from ..api import AggregateResult, AggregationSpec, ClientId, InputProvider, SessionConfig
-from ..driver import DropPlan, drive
-from ..messages import decode, encode
-from . import enroll
-from .client import AdditiveClient
-from .server import AdditiveServer
+from fedprllm_secure.randomness import RandomSource
+from fedprllm_secure.secure_sum.additive import enroll
+from fedprllm_secure.secure_sum.additive.client import AdditiveClient
+from fedprllm_secure.secure_sum.additive.server import AdditiveServer
+from fedprllm_secure.secure_sum.api import (
+    AggregateResult,
+    AggregationSpec,
+    ClientId,
+    InputProvider,
+    SessionConfig,
+)
+from fedprllm_secure.secure_sum.driver import DropPlan, drive
+from fedprllm_secure.secure_sum.messages import decode, encode
 
 
 @dataclass
