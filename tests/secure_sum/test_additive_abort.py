@@ -10,7 +10,6 @@ import pytest
 
 from fedprllm_secure.errors import ProtocolError
 from fedprllm_secure.randomness import SeededRandomSource
-from fedprllm_secure.secure_sum.additive.harness import build
 from fedprllm_secure.secure_sum.additive.messages import ConsistencyRequest
 from fedprllm_secure.secure_sum.api import (
     AggregateResult,
@@ -27,6 +26,7 @@ from fedprllm_secure.secure_sum.messages import (
     decode,
     encode,
 )
+from tests.tools.additive_harness import build
 
 ROSTER = (0, 1, 2, 3)
 CHUNKS = {"a": 6, "b": 4}

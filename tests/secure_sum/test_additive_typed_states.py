@@ -13,10 +13,10 @@ from fedprllm_secure.secure_sum.additive import client_states as CS
 from fedprllm_secure.secure_sum.additive import server_states as SS
 from fedprllm_secure.secure_sum.additive.client import AdditiveClient
 from fedprllm_secure.secure_sum.additive.client_steps import client_step
-from fedprllm_secure.secure_sum.additive.harness import build, deliver
 from fedprllm_secure.secure_sum.additive.server_steps import server_step
 from fedprllm_secure.secure_sum.api import AggregateResult, AggregationSpec, save_state
 from fedprllm_secure.secure_sum.messages import ABORT_AGGREGATION, ABORT_REFUSED, abort_message
+from tests.tools.additive_harness import build, deliver
 
 ROSTER = (0, 1, 2)
 

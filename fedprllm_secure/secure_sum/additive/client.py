@@ -152,12 +152,6 @@ class AdditiveClient(ClientProtocol):
         return P.X25519PrivateKey.from_private_bytes(peers.cipher_key)
 
     @property
-    def aggregation(self) -> int:
-        """The index of the running aggregation, -1 between aggregations."""
-        secrets = getattr(self._current, "secrets", None)
-        return secrets.spec.index if secrets is not None else -1
-
-    @property
     def mask_key(self) -> P.X25519PrivateKey | None:
         if not isinstance(self._current, (AwaitingInput, Masking, Consistency, Unmasking)):
             return None
