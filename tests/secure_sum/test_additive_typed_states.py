@@ -94,7 +94,7 @@ def test_a_client_saved_in_any_state_restores_to_the_same_state():
     session, clients, _servers = trace()
     original = session.clients[0]
     rng = SeededRandomSource(b"restore")
-    for state, _message in clients:
+    for state, _message in [*clients, (CS.Aborted("refused"), None)]:
         original._current = state
         restored = AdditiveClient.from_state(original.to_state(), original._ctx.inputs, rng)
         assert restored.current == state and restored.state == state.ROUND
