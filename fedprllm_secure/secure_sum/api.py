@@ -245,13 +245,14 @@ class ServerProtocol(ABC):
 
 # --- client state codec ---------------------------------------------------------------------------
 # Tagged JSON: exact for None, bool, int, str, float, bytes, tuple, list, set, dicts with any
-# scalar keys, SessionConfig, AggregationSpec, ChunkSpec and the frozen dataclasses registered with
-# `state_type`. Never pickle, never a class path: a state blob read back must not be able to run code.
+# scalar keys, SessionConfig, AggregationSpec, ChunkSpec and the frozen dataclasses registered
+# with `state_type`. Never pickle, never a class path: a state blob read back must not be able to
+# run code.
 
 STATE_MAGIC = b"FPST"
 STATE_VERSION = 1
 # Bounds checked before a saved state is parsed. Real states are far below both: an `additive`
-# client of 64 peers saves ~20 KB at depth 13, a `ckks` client ~0.5 MB (its session config, with
+# client of 64 peers saves ~20 KB at depth 24, a `ckks` client ~0.5 MB (its session config, with
 # the public context, ~1 MB) at depth 10. A blob over either is refused unparsed, so a hostile one
 # (the session config a Flower server sends is a saved state) cannot exhaust memory or recursion.
 MAX_STATE_BYTES = 64 << 20

@@ -144,9 +144,12 @@ class AdditiveClient(ClientProtocol):
         return self.graph[self.client_id] | {self.client_id}
 
     @property
-    def cipher_key(self) -> P.X25519PrivateKey | None:
+    def cipher_key(self) -> P.X25519PrivateKey:
+        """The session's X25519 key; AttributeError until the client has advertised it."""
         peers = getattr(self._current, "peers", None)
-        return P.X25519PrivateKey.from_private_bytes(peers.cipher_key) if peers else None
+        if peers is None:
+            raise AttributeError("cipher_key")
+        return P.X25519PrivateKey.from_private_bytes(peers.cipher_key)
 
     @property
     def mask_key(self) -> P.X25519PrivateKey | None:

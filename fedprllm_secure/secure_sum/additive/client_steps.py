@@ -94,9 +94,18 @@ def client_step(ctx: ClientContext, state: ClientState, message: Any) -> tuple[C
         return step(ctx, state, message)
     except ProtocolError as exc:
         code = ABORT_INPUT if isinstance(exc, _InputRefused) else ABORT_REFUSED
-        index = getattr(message, "aggregation", -1)
-        index = index if isinstance(index, int) else -1
-        return Aborted(str(exc)), abort_message(ctx.session_id, index, code, str(exc))
+        return Aborted(str(exc)), abort_message(
+            ctx.session_id, _index(state, message), code, str(exc)
+        )
+
+
+def _index(state: ClientState, message: Any) -> int:
+    """The aggregation an abort names: the running one, else the one the server asked for."""
+    secrets = getattr(state, "secrets", None)
+    if isinstance(secrets, Secrets):
+        return secrets.spec.index
+    index = getattr(message, "aggregation", -1)
+    return index if isinstance(index, int) and not isinstance(index, bool) else -1
 
 
 def _advertise(

@@ -29,6 +29,10 @@ def node_enroll(
     config: SessionConfig, client_id: ClientId, rng: RandomSource
 ) -> tuple[bytes | None, bytes]:
     """(this node's Ed25519 private key, its public key)."""
+    return _new_identity(rng)
+
+
+def _new_identity(rng: RandomSource) -> tuple[bytes, bytes]:
     key = new_ed25519(rng)
     return key.private_bytes_raw(), public_bytes(key)
 
@@ -52,7 +56,5 @@ def enroll(config: SessionConfig, rng: RandomSource) -> tuple[SessionConfig, dic
     private: dict[ClientId, bytes] = {}
     public: dict[ClientId, bytes] = {}
     for client in sorted(config.roster):
-        secret, public[client] = node_enroll(config, client, rng.child(f"identity-{client}"))
-        assert secret is not None
-        private[client] = secret
+        private[client], public[client] = _new_identity(rng.child(f"identity-{client}"))
     return publish(config, public), private
