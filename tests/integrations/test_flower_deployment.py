@@ -26,6 +26,7 @@ import pytest
 
 pytest.importorskip("flwr", reason="flwr is not installed (pip install '.[flower]')")
 
+from fedprllm_secure.config import DataConfig, RunConfig  # noqa: E402
 from fedprllm_secure.integrations.flower import deploy  # noqa: E402
 from fedprllm_secure.integrations.flower.deploy import (  # noqa: E402
     NODE_MAX_WAIT_S,
@@ -37,8 +38,7 @@ from fedprllm_secure.integrations.flower.deploy import (  # noqa: E402
     submit_run,
     write_flwr_home,
 )
-from fedprllm_secure.progress import SilentProgress  # noqa: E402
-from fedprllm_secure.simulate import FederatedPruning, SimulationConfig, _Timer  # noqa: E402
+from fedprllm_secure.pipeline import Pipeline  # noqa: E402
 
 from ..conftest import save_tiny, write_client_dir  # noqa: E402
 
@@ -68,18 +68,20 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def simulated(files: Path) -> FederatedPruning:
-    config = SimulationConfig(
+def simulated(files: Path) -> Pipeline:
+    config = RunConfig(
         model=str(files / "model"),
-        client_data=str(files / "clients"),
-        eval_text=str(files / "eval.txt"),
-        samples_per_client=2,
-        seqlen=32,
-        eval_windows=1,
         device="cpu",
         seed=0,
+        data=DataConfig(
+            client_data=str(files / "clients"),
+            eval_text=str(files / "eval.txt"),
+            samples_per_client=2,
+            seqlen=32,
+            eval_windows=1,
+        ),
     )
-    return FederatedPruning(config, SilentProgress(), _Timer())
+    return Pipeline(config)
 
 
 @pytest.fixture(scope="module")
@@ -122,14 +124,14 @@ def _data_of_clients(deployment: Deployment, result: dict) -> dict[int, int]:
 
 
 def test_deployment_prunes_like_simulate(
-    federation: Deployment, files: Path, simulated: FederatedPruning, tmp_path: Path
+    federation: Deployment, files: Path, simulated: Pipeline, tmp_path: Path
 ) -> None:
     result = submit_run(
         federation, str(files / "model"), 3, tmp_path / "out",
         {**RUN, "protocol": "additive", "seed": 0, "round-timeout-s": 60}, RUN_TIMEOUT,
     )  # fmt: skip
     assert result["contributors"] == [0, 1, 2] and not result["failures"]
-    expected, _ = simulated.run_fedprllm()
+    expected = simulated.fedprllm().masks
     masks = np.load(tmp_path / "out" / "masks.npz")
     assert sorted(masks.files) == sorted(expected)
     for name, mask in expected.items():
@@ -158,7 +160,7 @@ def test_a_second_run_on_the_same_nodes_is_refused_by_their_ledgers(
 def test_a_supernode_killed_mid_round_leaves_a_sum_over_the_survivors(
     federation: Deployment,
     files: Path,
-    simulated: FederatedPruning,
+    simulated: Pipeline,
     ledgers: Path,
     tmp_path: Path,
 ) -> None:
@@ -191,10 +193,9 @@ def test_a_supernode_killed_mid_round_leaves_a_sum_over_the_survivors(
     rounds = {k: t for k, t in result["timings_s"].items() if k.startswith("protocol-")}
     assert rounds and max(rounds.values()) < round_timeout + 5, rounds  # the deadline holds
     counts = np.load(tmp_path / "out" / "counts.npz")
+    local = simulated.local()
     for name in counts.files:
-        expected = sum(
-            simulated.client_mask(entries[c])[name].astype(np.int64) for c in result["contributors"]
-        )
+        expected = sum(local[entries[c]][name].astype(np.int64) for c in result["contributors"])
         assert np.array_equal(counts[name], expected), name
 
 
@@ -240,7 +241,7 @@ def test_the_deploy_cli_prints_one_line_errors(
 
 
 def test_a_node_without_data_is_left_out_of_a_deployment(
-    files: Path, simulated: FederatedPruning, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    files: Path, simulated: Pipeline, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     empty = tmp_path / "empty.txt"
     empty.write_text("  \n")
@@ -255,7 +256,7 @@ def test_a_node_without_data_is_left_out_of_a_deployment(
         f"calibrate: DataError: node data {empty.resolve()} holds no text (.txt or .jsonl)"
     ]
     counts = np.load(tmp_path / "out" / "counts.npz")
-    for name, mask in simulated.client_mask(0).items():  # alice's mask alone
+    for name, mask in simulated.local()[0].items():  # alice's mask alone
         assert np.array_equal(counts[name], mask.astype(np.int64)), name
 
     code, out, err = _cli(

@@ -19,9 +19,8 @@ from fedprllm_secure.integrations.flower.server_app import (  # noqa: E402
     PruningSettings,
     prune_with_flower,
 )
-from fedprllm_secure.progress import SilentProgress  # noqa: E402
+from fedprllm_secure.pipeline import Pipeline  # noqa: E402
 from fedprllm_secure.secure_sum import registry  # noqa: E402
-from fedprllm_secure.simulate import FederatedPruning, _Timer  # noqa: E402
 
 from ..conftest import add_fourth_client  # noqa: E402
 from ..test_pipeline import config_for  # noqa: E402
@@ -33,8 +32,7 @@ ENTRIES = ("alice.txt", "bob.jsonl", "carol")
 
 def simulated_masks(model: Path, clients: Path, **overrides) -> dict[str, np.ndarray]:
     config = config_for(model, clients, **overrides)
-    masks, _ = FederatedPruning(config, SilentProgress(), _Timer()).run_fedprllm()
-    return masks
+    return Pipeline(config).fedprllm().masks
 
 
 def settings(**overrides) -> PruningSettings:
