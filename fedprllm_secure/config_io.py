@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import tomllib
+import sys
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -25,6 +25,11 @@ from typing import Any
 
 from . import config as base
 from .errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10 reads TOML with tomli (a dependency there)
+    import tomli as tomllib
 
 __all__ = [
     "as_dict",

@@ -69,7 +69,9 @@ def test_a_file_sets_what_it_names_and_leaves_the_rest_at_defaults(tmp_path: Pat
         seed=3,
         data=DataConfig(clients=4, split="topic"),
         pruning=PruningConfig(sparsity=1.0, methods=("fedprllm", "local")),
-        protocol=dataclasses.replace(RunConfig().protocol, name="additive", options={"threshold": 3}),
+        protocol=dataclasses.replace(
+            RunConfig().protocol, name="additive", options={"threshold": 3}
+        ),
         privacy=PrivacySettings(rr_epsilon=2.5),
         federation=FederationConfig(drop={2: "masked-input"}),
     )
@@ -201,7 +203,9 @@ def _strategy(hint: Any) -> st.SearchStrategy[Any]:
 
 @settings(max_examples=150, deadline=None)
 @given(_strategy(RunConfig))
-def test_toml_and_dict_round_trip(tmp_path_factory: pytest.TempPathFactory, config: RunConfig) -> None:
+def test_toml_and_dict_round_trip(
+    tmp_path_factory: pytest.TempPathFactory, config: RunConfig
+) -> None:
     path = tmp_path_factory.mktemp("rt") / "run.toml"
     path.write_text(config_to_toml(config), encoding="utf-8")
     assert load_config(path) == config
