@@ -1,4 +1,4 @@
-"""The `fedprllm-secure audit` command (registered in cli.py): flags -> AuditConfig -> report."""
+"""`fedprllm-secure audit`: flags (over a JSON grid) -> AuditConfig -> report folder."""
 
 from __future__ import annotations
 
@@ -9,6 +9,9 @@ from typing import Annotated
 import typer
 
 from ..errors import ConfigError
+from .progress import RichProgress, out
+
+SWEEP, RUN, OUTPUT = "Sweep", "Run", "Output"
 
 
 def _numbers(flag: str, value: str | None, kind: type) -> list | None:
@@ -29,70 +32,99 @@ def _names(value: str | None) -> list[str] | None:
 def audit(
     out_dir: Annotated[
         Path,
-        typer.Option("--out", help="Report folder (points/ holds one file per finished point)."),
+        typer.Option(
+            "--out",
+            help="Report folder (points/ holds one file per finished point).",
+            rich_help_panel=OUTPUT,
+        ),
     ] = Path("runs/audit"),
     config_file: Annotated[
         Path | None,
         typer.Option(
-            "--config", help="JSON grid (e.g. experiments/audit_small.json); flags override it."
+            "--config",
+            help="JSON grid (e.g. experiments/audit_small.json); flags override it.",
+            rich_help_panel=RUN,
         ),
     ] = None,
-    protocols: Annotated[str | None, typer.Option(help="Comma-separated protocols.")] = None,
-    clients: Annotated[
-        str | None, typer.Option(help="Client counts for utility, e.g. 4,8.")
+    protocols: Annotated[
+        str | None, typer.Option(help="Comma-separated protocols.", rich_help_panel=SWEEP)
     ] = None,
-    splits: Annotated[str | None, typer.Option(help="Splits: iid,topic.")] = None,
+    clients: Annotated[
+        str | None, typer.Option(help="Client counts for utility, e.g. 4,8.", rich_help_panel=SWEEP)
+    ] = None,
+    splits: Annotated[
+        str | None, typer.Option(help="Splits: iid,topic.", rich_help_panel=SWEEP)
+    ] = None,
     rr_epsilons: Annotated[
-        str | None, typer.Option(help="Randomized-response eps per weight.")
+        str | None, typer.Option(help="Randomized-response eps per weight.", rich_help_panel=SWEEP)
     ] = None,
     dp_epsilons: Annotated[
-        str | None, typer.Option(help="DP-statistics eps per client mask.")
+        str | None, typer.Option(help="DP-statistics eps per client mask.", rich_help_panel=SWEEP)
     ] = None,
     dp_delta: Annotated[
-        float | None, typer.Option(help="delta of the statistics mechanism.")
+        float | None, typer.Option(help="delta of the statistics mechanism.", rich_help_panel=SWEEP)
     ] = None,
     dp_clip: Annotated[
-        float | None, typer.Option(help="Per-sample L2 clip C of the statistics.")
+        float | None,
+        typer.Option(help="Per-sample L2 clip C of the statistics.", rich_help_panel=SWEEP),
     ] = None,
     cost_clients: Annotated[
-        str | None, typer.Option(help="Client counts for the cost sweep.")
+        str | None, typer.Option(help="Client counts for the cost sweep.", rich_help_panel=SWEEP)
     ] = None,
-    model: Annotated[str | None, typer.Option(help="Model (default: smollm2-135m).")] = None,
-    corpus: Annotated[str | None, typer.Option(help="Corpus (default: wiki-topics).")] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Model (default: smollm2-135m).", rich_help_panel=RUN)
+    ] = None,
+    corpus: Annotated[
+        str | None, typer.Option(help="Corpus (default: wiki-topics).", rich_help_panel=RUN)
+    ] = None,
     samples_per_client: Annotated[
-        int | None, typer.Option(help="Calibration windows per client.")
+        int | None, typer.Option(help="Calibration windows per client.", rich_help_panel=RUN)
     ] = None,
-    seqlen: Annotated[int | None, typer.Option(help="Tokens per window.")] = None,
-    eval_windows: Annotated[int | None, typer.Option(help="Held-out evaluation windows.")] = None,
-    sparsity: Annotated[float | None, typer.Option(help="Fraction of weights pruned.")] = None,
+    seqlen: Annotated[
+        int | None, typer.Option(help="Tokens per window.", rich_help_panel=RUN)
+    ] = None,
+    eval_windows: Annotated[
+        int | None, typer.Option(help="Held-out evaluation windows.", rich_help_panel=RUN)
+    ] = None,
+    sparsity: Annotated[
+        float | None, typer.Option(help="Fraction of weights pruned.", rich_help_panel=RUN)
+    ] = None,
     min_cohort: Annotated[
-        int | None, typer.Option(help="Minimum cohort for releasing counts.")
+        int | None, typer.Option(help="Minimum cohort for releasing counts.", rich_help_panel=SWEEP)
     ] = None,
     seed: Annotated[
-        int | None, typer.Option(help="Seed of the splits and the audit's randomness.")
+        int | None,
+        typer.Option(help="Seed of the splits and the audit's randomness.", rich_help_panel=RUN),
     ] = None,
-    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
+    device: Annotated[
+        str | None, typer.Option(help="auto, cpu or cuda.", rich_help_panel=RUN)
+    ] = None,
     reproducible_noise: Annotated[
         bool,
         typer.Option(
             help="Draw the noise (RR, DP) and protocol secrets from --seed instead of the OS "
-            "CSPRNG: reproducible, and NOT private (the seed is in the results)."
+            "CSPRNG: reproducible, and NOT private (the seed is in the results).",
+            rich_help_panel=RUN,
         ),
     ] = False,
     overwrite: Annotated[
-        bool, typer.Option(help="Discard finished points in --out instead of resuming.")
+        bool,
+        typer.Option(
+            help="Discard finished points in --out instead of resuming.", rich_help_panel=OUTPUT
+        ),
     ] = False,
-    progress: Annotated[bool, typer.Option(help="Show a progress bar over the sweep.")] = True,
+    progress: Annotated[
+        bool, typer.Option(help="Show a progress bar over the sweep.", rich_help_panel=OUTPUT)
+    ] = True,
 ) -> None:
     """Sweep protocols, noise levels, client counts and splits; write a report with plots.
 
     An interrupted sweep resumes where it stopped: rerun the same command.
     """
-    from ..cli import RichProgress, out
-    from .config import AuditConfig
-    from .report import write_report
-    from .runner import run_audit, store_settings
-    from .store import PointStore
+    from ..audit.config import AuditConfig
+    from ..audit.report import write_report
+    from ..audit.runner import run_audit, store_settings
+    from ..audit.store import PointStore
 
     overrides = {
         "protocols": _names(protocols),
