@@ -9,7 +9,10 @@ import typer
 from .. import assets
 from .progress import out
 
-app = typer.Typer(help="The embedded default model and corpus (fetched once, verified, cached).")
+app = typer.Typer(
+    help="The embedded default model and corpus (fetched once, verified, cached).",
+    no_args_is_help=True,
+)
 
 
 @app.command("list")

@@ -18,7 +18,10 @@ import typer
 from ..errors import ConfigError, one_line
 from .help import PanelCommand
 
-app = typer.Typer(help="Run the pruning round on Flower (SuperLink + SuperNodes, `flwr run`).")
+app = typer.Typer(
+    help="Run the pruning round on Flower (SuperLink + SuperNodes, `flwr run`).",
+    no_args_is_help=True,
+)
 
 
 def parse_run_config(items: list[str]) -> dict[str, Any]:
