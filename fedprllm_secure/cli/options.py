@@ -122,6 +122,13 @@ FLAGS: dict[str, str] = {
 }
 
 
+def opt(panel: str, help: str, *names: str, **kwargs: Any) -> Any:
+    """`typer.Option(*names, help=help, rich_help_panel=panel, **kwargs)`: one short line each."""
+    import typer
+
+    return typer.Option(*names, help=help, rich_help_panel=panel, **kwargs)
+
+
 def param_name(flag: str) -> str:
     """The Python parameter behind `flag` (`--dp-accountant` -> `dp_accountant`)."""
     return flag.lstrip("-").replace("-", "_")

@@ -9,64 +9,105 @@ import typer
 from rich.table import Table
 
 from . import options as o
-from .options import DATA, FEDERATION, OUTPUT, PRIVACY, PROTOCOL, PRUNING, RUN
+from .options import DATA, FEDERATION, OUTPUT, PRIVACY, PROTOCOL, PRUNING, RUN, opt
 from .progress import RichProgress, out
 
 if TYPE_CHECKING:
     from ..config import RunConfig
     from ..simulate import SimulationConfig
 
+DEFAULT_OUT = Path("runs/latest")
+
 
 def simulate(
     ctx: typer.Context,
     config_file: Annotated[
         Path | None,
-        typer.Option("--config", help="TOML run configuration; flags override it.", rich_help_panel=RUN),
+        opt(RUN, "TOML run configuration; flags override it.", "--config"),
     ] = None,
     overrides: Annotated[
         list[str],
-        typer.Option("--set", metavar="PATH=VALUE", help="Override a setting, e.g. pruning.sparsity=0.6 (repeatable; wins over flags).", rich_help_panel=RUN),
+        opt(
+            RUN,
+            "Override a setting, e.g. pruning.sparsity=0.6 (repeatable; wins over flags).",
+            "--set",
+            metavar="PATH=VALUE",
+        ),
     ] = [],  # noqa: B006
-    model: Annotated[str, typer.Option(help="smollm2-135m, a .gguf file, a model folder or a Hub id.", rich_help_panel=RUN)] = "smollm2-135m",
-    device: Annotated[o.Device, typer.Option(help="auto: CUDA when present.", rich_help_panel=RUN)] = o.Device.auto,
-    seed: Annotated[int, typer.Option(help="Seed of the split and tie breaking.", rich_help_panel=RUN)] = 0,
-    corpus: Annotated[str, typer.Option(help="wiki-topics or a JSON file in its format.", rich_help_panel=DATA)] = "wiki-topics",
-    client_data: Annotated[Path | None, typer.Option(help="Folder: one .txt/.jsonl file or folder per client.", rich_help_panel=DATA)] = None,
-    eval_text: Annotated[Path | None, typer.Option(help="Evaluation text (default: held-out articles).", rich_help_panel=DATA)] = None,
-    clients: Annotated[int, typer.Option(help="Clients m (ignored with --client-data).", rich_help_panel=DATA)] = 8,
-    split: Annotated[o.Split, typer.Option(help="topic: non-IID, 1-2 topics per client.", rich_help_panel=DATA)] = o.Split.iid,
-    samples_per_client: Annotated[int, typer.Option(help="Calibration windows per client.", rich_help_panel=DATA)] = 8,
-    seqlen: Annotated[int, typer.Option(help="Tokens per calibration window.", rich_help_panel=DATA)] = 512,
-    eval_windows: Annotated[int, typer.Option(help="Evaluation windows.", rich_help_panel=DATA)] = 16,
-    eval_seqlen: Annotated[int | None, typer.Option(help="Tokens per evaluation window (default: --seqlen).", show_default=False, rich_help_panel=DATA)] = None,
-    sparsity: Annotated[float, typer.Option(help="Fraction of weights pruned, in (0, 1).", rich_help_panel=PRUNING)] = 0.5,
-    group: Annotated[o.Group, typer.Option(help="Server comparison group.", rich_help_panel=PRUNING)] = o.Group.layer,
-    pruner: Annotated[o.Pruner, typer.Option(help="Local pruner (magnitude: no data).", rich_help_panel=PRUNING)] = o.Pruner.wanda,
-    calibration: Annotated[o.Calibration, typer.Option(help="one-shot: dense activations only.", rich_help_panel=PRUNING)] = o.Calibration.sequential,
-    mode: Annotated[o.Mode, typer.Option(help="iterative: one secure sum per block.", rich_help_panel=PRUNING)] = o.Mode.one_shot,
-    aggregate: Annotated[o.Aggregate, typer.Option(help="stats: exact centralized Wanda mask.", rich_help_panel=PRUNING)] = o.Aggregate.masks,
-    stats_precision_bits: Annotated[int, typer.Option(help="stats: fixed-point bits.", rich_help_panel=PRUNING)] = 48,
-    scaling: Annotated[bool, typer.Option(help="Scale kept weights by (m - C) / m.", rich_help_panel=PRUNING)] = False,
-    method: Annotated[list[str], typer.Option(metavar="NAMES", help="fedprllm, centralized, local (comma-separated).", rich_help_panel=PRUNING)] = ["fedprllm"],  # noqa: B006
-    batch_size: Annotated[int, typer.Option(help="Calibration windows per forward pass.", rich_help_panel=PRUNING)] = 8,
-    protocol: Annotated[str, typer.Option(help="plaintext, additive, ckks (see `protocols`).", rich_help_panel=PROTOCOL)] = "plaintext",
-    threshold: Annotated[int | None, typer.Option(help="additive: Shamir threshold t.", rich_help_panel=PROTOCOL)] = None,
-    neighbors: Annotated[int | None, typer.Option(help="additive: SecAgg+ neighbors k.", rich_help_panel=PROTOCOL)] = None,
-    he_scheme: Annotated[o.HeScheme | None, typer.Option(help="ckks: bfv is exact, smaller.", rich_help_panel=PROTOCOL)] = None,
-    authority: Annotated[str | None, typer.Option(help="ckks: who decrypts: separate or a client id.", rich_help_panel=PROTOCOL)] = None,
-    rr_epsilon: Annotated[float | None, typer.Option(help="Randomized response eps per weight.", rich_help_panel=PRIVACY)] = None,
-    dp_stats_epsilon: Annotated[float | None, typer.Option(help="DP statistics eps per client mask.", rich_help_panel=PRIVACY)] = None,
-    dp_delta: Annotated[float, typer.Option(help="delta of --dp-stats-epsilon.", rich_help_panel=PRIVACY)] = 1e-5,
-    dp_clip: Annotated[float | None, typer.Option(help="Per-sample L2 clip C of the statistics.", rich_help_panel=PRIVACY)] = None,
-    dp_accountant: Annotated[o.Accountant, typer.Option(help="Accountant that sets sigma.", rich_help_panel=PRIVACY)] = o.Accountant.rdp,
-    min_cohort: Annotated[int | None, typer.Option(help="Fewest clients in a release (default: 3, plaintext 1).", show_default=False, rich_help_panel=PRIVACY)] = None,
-    reproducible_noise: Annotated[bool, typer.Option(help="Noise and secrets from --seed: NOT private.", rich_help_panel=PRIVACY)] = False,
-    drop: Annotated[list[str], typer.Option(metavar="CLIENT@ROUND", help="Drop a client, e.g. 3@masked-input.", rich_help_panel=FEDERATION)] = [],  # noqa: B006
-    out_dir: Annotated[Path, typer.Option("--out", help="Folder for results.json.", rich_help_panel=OUTPUT)] = Path("runs/latest"),
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing --out folder.", rich_help_panel=OUTPUT)] = False,
-    save_model: Annotated[bool, typer.Option(help="Save the pruned model in OUT/model.", rich_help_panel=OUTPUT)] = False,
-    progress: Annotated[bool, typer.Option(help="Show progress bars.", rich_help_panel=OUTPUT)] = True,
-) -> None:  # fmt: skip
+    model: Annotated[
+        str, opt(RUN, "smollm2-135m, a .gguf file, a model folder or a Hub id.")
+    ] = "smollm2-135m",
+    device: Annotated[o.Device, opt(RUN, "auto: CUDA when present.")] = o.Device.auto,
+    seed: Annotated[int, opt(RUN, "Seed of the split and tie breaking.")] = 0,
+    corpus: Annotated[str, opt(DATA, "wiki-topics or a JSON file in its format.")] = "wiki-topics",
+    client_data: Annotated[
+        Path | None, opt(DATA, "Folder: one .txt/.jsonl file or folder per client.")
+    ] = None,
+    eval_text: Annotated[
+        Path | None, opt(DATA, "Evaluation text (default: held-out articles).")
+    ] = None,
+    clients: Annotated[int, opt(DATA, "Clients m (ignored with --client-data).")] = 8,
+    split: Annotated[o.Split, opt(DATA, "topic: non-IID, 1-2 topics per client.")] = o.Split.iid,
+    samples_per_client: Annotated[int, opt(DATA, "Calibration windows per client.")] = 8,
+    seqlen: Annotated[int, opt(DATA, "Tokens per calibration window.")] = 512,
+    eval_windows: Annotated[int, opt(DATA, "Evaluation windows.")] = 16,
+    eval_seqlen: Annotated[
+        int | None,
+        opt(DATA, "Tokens per evaluation window (default: --seqlen).", show_default=False),
+    ] = None,
+    sparsity: Annotated[float, opt(PRUNING, "Fraction of weights pruned, in (0, 1).")] = 0.5,
+    group: Annotated[o.Group, opt(PRUNING, "Server comparison group.")] = o.Group.layer,
+    pruner: Annotated[
+        o.Pruner, opt(PRUNING, "Local pruner (magnitude: no data).")
+    ] = o.Pruner.wanda,
+    calibration: Annotated[
+        o.Calibration, opt(PRUNING, "one-shot: dense activations only.")
+    ] = o.Calibration.sequential,
+    mode: Annotated[o.Mode, opt(PRUNING, "iterative: one secure sum per block.")] = o.Mode.one_shot,
+    aggregate: Annotated[
+        o.Aggregate, opt(PRUNING, "stats: exact centralized Wanda mask.")
+    ] = o.Aggregate.masks,
+    stats_precision_bits: Annotated[int, opt(PRUNING, "stats: fixed-point bits.")] = 48,
+    scaling: Annotated[bool, opt(PRUNING, "Scale kept weights by (m - C) / m.")] = False,
+    method: Annotated[
+        list[str], opt(PRUNING, "fedprllm, centralized, local (comma-separated).", metavar="NAMES")
+    ] = ["fedprllm"],  # noqa: B006
+    batch_size: Annotated[int, opt(PRUNING, "Calibration windows per forward pass.")] = 8,
+    protocol: Annotated[
+        str, opt(PROTOCOL, "plaintext, additive, ckks (see `protocols`).")
+    ] = "plaintext",
+    threshold: Annotated[int | None, opt(PROTOCOL, "additive: Shamir threshold t.")] = None,
+    neighbors: Annotated[int | None, opt(PROTOCOL, "additive: SecAgg+ neighbors k.")] = None,
+    he_scheme: Annotated[o.HeScheme | None, opt(PROTOCOL, "ckks: bfv is exact, smaller.")] = None,
+    authority: Annotated[
+        str | None, opt(PROTOCOL, "ckks: who decrypts: separate or a client id.")
+    ] = None,
+    rr_epsilon: Annotated[float | None, opt(PRIVACY, "Randomized response eps per weight.")] = None,
+    dp_stats_epsilon: Annotated[
+        float | None, opt(PRIVACY, "DP statistics eps per client mask.")
+    ] = None,
+    dp_delta: Annotated[float, opt(PRIVACY, "delta of --dp-stats-epsilon.")] = 1e-5,
+    dp_clip: Annotated[
+        float | None, opt(PRIVACY, "Per-sample L2 clip C of the statistics.")
+    ] = None,
+    dp_accountant: Annotated[
+        o.Accountant, opt(PRIVACY, "Accountant that sets sigma.")
+    ] = o.Accountant.rdp,
+    min_cohort: Annotated[
+        int | None,
+        opt(PRIVACY, "Fewest clients in a release (default: 3, plaintext 1).", show_default=False),
+    ] = None,
+    reproducible_noise: Annotated[
+        bool, opt(PRIVACY, "Noise and secrets from --seed: NOT private.")
+    ] = False,
+    drop: Annotated[
+        list[str], opt(FEDERATION, "Drop a client, e.g. 3@masked-input.", metavar="CLIENT@ROUND")
+    ] = [],  # noqa: B006
+    out_dir: Annotated[Path, opt(OUTPUT, "Folder for results.json.", "--out")] = DEFAULT_OUT,
+    overwrite: Annotated[bool, opt(OUTPUT, "Replace an existing --out folder.")] = False,
+    save_model: Annotated[bool, opt(OUTPUT, "Save the pruned model in OUT/model.")] = False,
+    progress: Annotated[bool, opt(OUTPUT, "Show progress bars.")] = True,
+) -> None:
     """Run a whole federated pruning round on this machine and write OUT/results.json.
 
     Settings come from --config (TOML), then the flags given, then each --set.
