@@ -150,6 +150,23 @@ def test_config_file_then_explicit_flags_then_set(tmp_path: Path, captured: dict
     }
 
 
+def test_print_config_writes_a_file_for_config(
+    tmp_path: Path, captured: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["simulate", "--clients", "4", "--threshold", "2", "--print-config"]) == 0
+    run = tmp_path / "run.toml"
+    run.write_text(capsys.readouterr().out)
+    assert "config" not in captured  # printed, not run
+    assert main(["simulate", "--config", str(run)]) == 0
+    config = captured["config"]
+    assert config.data.clients == 4 and config.protocol.options == {"threshold": 2}
+    assert config == dataclasses.replace(
+        RunConfig(),
+        data=dataclasses.replace(RunConfig().data, clients=4),
+        protocol=dataclasses.replace(RunConfig().protocol, options={"threshold": 2}),
+    )
+
+
 @pytest.mark.parametrize(
     "args, fragment",
     [
@@ -272,7 +289,8 @@ def test_choices_are_the_librarys() -> None:
 
 def test_every_flag_is_in_a_panel_and_the_table() -> None:
     params = _simulate_params()
-    outside = {"config_file", "overrides", "out_dir", "overwrite", "save_model", "progress"}
+    outside = {"config_file", "overrides", "print_config", "out_dir", "overwrite", "save_model"}
+    outside.add("progress")
     assert {options.param_name(f) for f in options.FLAGS.values()} == set(params) - outside
     assert all(p.rich_help_panel for p in params.values())  # type: ignore[attr-defined]
     for path in options.FLAGS:  # every path names a field (or a protocol option)

@@ -34,6 +34,10 @@ def simulate(
             metavar="PATH=VALUE",
         ),
     ] = [],  # noqa: B006
+    print_config: Annotated[
+        bool,
+        opt(RUN, "Print the settings as TOML (a file for --config) and exit.", "--print-config"),
+    ] = False,
     model: Annotated[
         str, opt(RUN, "smollm2-135m, a .gguf file, a model folder or a Hub id.")
     ] = "smollm2-135m",
@@ -114,6 +118,11 @@ def simulate(
     """
     given = o.given_params(ctx)
     config = o.build_run_config(ctx.params, given, config_file, overrides)
+    if print_config:
+        from ..config_io import config_to_toml
+
+        print(config_to_toml(config), end="")
+        return
     write_run(config, out_dir, overwrite=overwrite, save_model=save_model, progress=progress)
 
 
