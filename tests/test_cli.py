@@ -213,15 +213,34 @@ def test_errors_from_the_run_exit_1_and_config_errors_name_flags(
     assert options.to_flags("xdata.seqlen data.seqlen_x") == "xdata.seqlen data.seqlen_x"
 
 
+def _patch_the_run(monkeypatch: pytest.MonkeyPatch, fake: Any) -> None:
+    """Replace the library's run (`pipeline.run`, or before it `simulate.run_simulation`)."""
+    import importlib
+    import types
+
+    for module, name in (
+        ("fedprllm_secure.pipeline", "run"),
+        ("fedprllm_secure.simulate", "run_simulation"),
+    ):
+        try:
+            target = importlib.import_module(module)
+        except ImportError:
+            continue
+        if callable(getattr(target, name, None)) and not isinstance(
+            getattr(target, name), types.ModuleType
+        ):
+            monkeypatch.setattr(target, name, fake)
+            return
+    raise AssertionError("no library run to replace")
+
+
 def test_ctrl_c_exits_130_with_one_line_and_leaves_no_folder(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import fedprllm_secure.simulate as legacy
-
     def interrupted(*_args: Any, **_kwargs: Any) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(legacy, "run_simulation", interrupted)  # inside the staging folder
+    _patch_the_run(monkeypatch, interrupted)  # inside the staging folder
     out = tmp_path / "run"
     assert main(["simulate", "--out", str(out), "--no-progress"]) == 130
     assert capsys.readouterr().err == "error: interrupted\n"
@@ -276,7 +295,11 @@ def test_choices_are_the_librarys() -> None:
     from fedprllm_secure.data import SPLITS
     from fedprllm_secure.privacy.accounting import available
     from fedprllm_secure.server.aggregate import GROUPS
-    from fedprllm_secure.simulate import AGGREGATES, METHODS, MODES
+
+    try:  # the lists move from simulate.py to config.py with the pipeline
+        from fedprllm_secure.config import AGGREGATES, METHODS, MODES  # type: ignore[attr-defined]
+    except ImportError:
+        from fedprllm_secure.simulate import AGGREGATES, METHODS, MODES
 
     def values(enum: type[Enum]) -> tuple[str, ...]:
         return tuple(member.value for member in enum)
