@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from ..errors import ConfigError
+from .options import Device
 from .progress import RichProgress, out
 
 SWEEP, RUN, OUTPUT = "Sweep", "Run", "Output"
@@ -97,7 +98,8 @@ def audit(
         typer.Option(help="Seed of the splits and the audit's randomness.", rich_help_panel=RUN),
     ] = None,
     device: Annotated[
-        str | None, typer.Option(help="auto, cpu or cuda.", rich_help_panel=RUN)
+        Device | None,
+        typer.Option(help="auto: CUDA when present [default: auto].", rich_help_panel=RUN),
     ] = None,
     reproducible_noise: Annotated[
         bool,
@@ -143,7 +145,7 @@ def audit(
         "sparsity": sparsity,
         "min_cohort": min_cohort,
         "seed": seed,
-        "device": device,
+        "device": device.value if device is not None else None,
         "reproducible_noise": reproducible_noise or None,
     }
     if config_file is not None and not config_file.expanduser().is_file():
