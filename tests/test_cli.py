@@ -348,8 +348,12 @@ def test_simulate_help_is_readable_at_80_columns() -> None:
         assert "|".join(member.value for member in enum) in text
     # help text is not squeezed into a narrow column
     assert "Fraction of weights pruned, in (0, 1)." in text
-    for command in (["audit"], ["flower", "deploy"]):
+    for command in ([], ["audit"], ["flower"], ["flower", "deploy"], ["assets"]):
         assert max(len(line) for line in _help(*command).splitlines()) <= 80
+    top = _help()
+    assert "--version" in top and all(
+        f" {name} " in top for name in ("simulate", "audit", "flower")
+    )
 
 
 # --- `flower deploy`: the command around the deployment library (no flwr needed) --------------

@@ -16,7 +16,7 @@ import typer
 
 from ..errors import ConfigError, FedPrError, one_line
 from . import assets, audit, flower, node_key, protocols, simulate, version
-from .help import PanelCommand
+from .help import PanelCommand, PanelGroup
 from .progress import RichProgress, err, out
 
 __all__ = ["RichProgress", "app", "err", "main", "out", "run"]
@@ -26,6 +26,7 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 app = typer.Typer(
     name="fedprllm-secure",
+    cls=PanelGroup,
     help="Federated pruning of LLMs (FedPrLLM) where the server only learns the sum of the masks.",
     no_args_is_help=True,
     add_completion=False,

@@ -7,9 +7,11 @@ from typing import Annotated
 import typer
 
 from .. import assets
+from .help import PanelGroup
 from .progress import out
 
 app = typer.Typer(
+    cls=PanelGroup,
     help="The embedded default model and corpus (fetched once, verified, cached).",
     no_args_is_help=True,
 )

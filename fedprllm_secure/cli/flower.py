@@ -16,9 +16,10 @@ from typing import Annotated, Any
 import typer
 
 from ..errors import ConfigError, one_line
-from .help import PanelCommand
+from .help import PanelCommand, PanelGroup
 
 app = typer.Typer(
+    cls=PanelGroup,
     help="Run the pruning round on Flower (SuperLink + SuperNodes, `flwr run`).",
     no_args_is_help=True,
 )

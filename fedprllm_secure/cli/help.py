@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
-from typer.core import TyperCommand
+from typer.core import TyperCommand, TyperGroup
 
 TYPE_NAMES = {"integer": "INT", "float": "FLOAT", "text": "TEXT", "path": "PATH"}
 MAX_WIDTH = 100
@@ -136,8 +136,29 @@ def render_help(command: Any, ctx: Any, width: int) -> str:
         for param in params:
             table.add_row(*_row(param, width - 4 - 2 - left_width))
         console.print(Panel(table, title=name, title_align="left", border_style="dim"))
+    if hasattr(command, "list_commands"):
+        _commands_panel(console, command, ctx)
     text = console.file.getvalue()  # type: ignore[attr-defined]
     return "\n".join(line.rstrip() for line in text.splitlines()) + "\n"
+
+
+def _commands_panel(console: Console, group: Any, ctx: Any) -> None:
+    table = Table.grid(padding=(0, 2), expand=True)
+    table.add_column(no_wrap=True, style="bold cyan")
+    table.add_column(ratio=1)
+    for name in group.list_commands(ctx):
+        command = group.get_command(ctx, name)
+        if command is not None and not getattr(command, "hidden", False):
+            table.add_row(name, Text(command.get_short_help_str(limit=200)))
+    console.print(Panel(table, title="Commands", title_align="left", border_style="dim"))
+
+
+class PanelGroup(TyperGroup):
+    """A typer group whose `--help` is `render_help`'s (options, then its commands)."""
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        width = min(shutil.get_terminal_size((80, 24)).columns, MAX_WIDTH)
+        formatter.write(render_help(self, ctx, width))
 
 
 class PanelCommand(TyperCommand):
