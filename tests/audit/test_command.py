@@ -24,7 +24,7 @@ from .test_runner import write_corpus
 def test_bad_input_is_one_line(
     args: list[str], fragment: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["audit", "--out", str(tmp_path / "a"), *args]) != 0
+    assert main(["audit", "--out", str(tmp_path / "a"), *args]) == 2  # usage errors
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and fragment in err[0], err
     assert "Traceback" not in "".join(err)

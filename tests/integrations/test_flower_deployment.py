@@ -3,9 +3,9 @@
 Checks the pruned mask equals the in-process `simulate` result (same seed), that a SuperNode
 killed in the middle of the protocol leaves a correct sum over the survivors within the round
 timeout, that an unreachable SuperLink is a clear one-line error in bounded time, that a node
-without data is left out (or, below min-cohort, fails the `deploy` CLI with one line), and that
-every process the test started is gone afterwards (stopped by its PID / process group, also on
-failure); the nodes pin each other's identity keys (one trust file) and a second run over the
+without data is left out (or, below min-cohort, fails `fedprllm-secure flower deploy` with one
+line), and that every process the test started is gone afterwards (stopped by its PID / process
+group, also on failure); the nodes pin each other's identity keys (one trust file) and a second run over the
 same calibration is refused by every node's ledger. About 5 minutes on 2 cores; skipped when
 flwr is not installed.
 """
@@ -26,6 +26,7 @@ import pytest
 
 pytest.importorskip("flwr", reason="flwr is not installed (pip install '.[flower]')")
 
+from fedprllm_secure.cli import main  # noqa: E402
 from fedprllm_secure.config import DataConfig, RunConfig  # noqa: E402
 from fedprllm_secure.integrations.flower import deploy  # noqa: E402
 from fedprllm_secure.integrations.flower.deploy import (  # noqa: E402
@@ -222,7 +223,7 @@ def test_an_unreachable_superlink_is_a_clear_error_in_bounded_time(tmp_path: Pat
 
 
 def _cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    code = deploy.main(args)
+    code = main(["flower", "deploy", *args])
     captured = capsys.readouterr()
     return code, captured.out, captured.err
 
@@ -299,7 +300,7 @@ def test_sigterm_to_the_deploy_cli_stops_every_process_it_started(
 ) -> None:
     work = tmp_path / "work"
     cli = subprocess.Popen(
-        [sys.executable, "-m", "fedprllm_secure.integrations.flower.deploy",
+        [sys.executable, "-m", "fedprllm_secure.cli", "flower", "deploy",
          "--model", str(files / "model"), "--data", str(files / "clients" / "alice.txt"),
          "--out", str(tmp_path / "out"), "--workdir", str(work), "--timeout", "120",
          "--run-config", "num-nodes=2"],  # the ServerApp waits (node-wait-s) for a second node

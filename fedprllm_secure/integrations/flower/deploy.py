@@ -1,8 +1,10 @@
 """A real Flower deployment on 127.0.0.1: one SuperLink, N SuperNodes, `flwr run`, then cleanup.
 
-    python -m fedprllm_secure.integrations.flower.deploy --model DIR \
+    fedprllm-secure flower deploy --model DIR \
         --data client0.txt --data client1.jsonl --data client2/ --out runs/flower \
         --run-config protocol='"additive"' --timeout 600
+
+(the command is `cli/flower.py`; this module is its library: `run_deployment`, `write_app_dir`).
 
 Each `--data` is one SuperNode (its own calibration text; node config `model` and `data`). All
 processes run in their own process group and are stopped by PID when the run ends, fails or
@@ -25,7 +27,6 @@ names the SuperLink connection `local` (see `write_flwr_home`).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -430,65 +431,3 @@ def _progress(out: Path) -> dict[str, Any]:
         return json.loads((out / "progress.json").read_text())
     except (OSError, ValueError):
         return {}
-
-
-def _interrupt(_signum: int, _frame: Any) -> None:
-    raise KeyboardInterrupt
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True, help="the global model (folder, .gguf, name)")
-    parser.add_argument("--data", action="append", default=[], help="one SuperNode's text")
-    parser.add_argument("--out", type=Path, default=Path("runs/flower"))
-    parser.add_argument("--run-config", action="append", default=[], help="key=JSON value")
-    parser.add_argument("--timeout", type=float, default=600.0)
-    parser.add_argument("--workdir", type=Path, default=None, help="logs and FLWR_HOME")
-    parser.add_argument(
-        "--ledger-dir", type=Path, default=None, metavar="DIR",
-        help="the nodes' contribution ledgers (DIR/node-I; default: each node's default under "
-        "~/.cache/fedprllm-secure/flower-ledger, kept across runs)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--write-app", type=Path, default=None, metavar="DIR",
-        help="only write the Flower App project (pyproject.toml) to DIR, for `flwr run DIR`",
-    )  # fmt: skip
-    args = parser.parse_args(argv)
-    run_config: dict[str, Any] = {}
-    for item in args.run_config:
-        key, _, value = item.partition("=")
-        try:
-            run_config[key] = json.loads(value)
-        except json.JSONDecodeError:
-            run_config[key] = value
-    if args.write_app is not None:
-        config = {"model": str(Path(args.model).resolve()), "out": str(args.out.resolve())}
-        config.update(run_config)
-        print(write_app_dir(args.write_app, config))
-        return 0
-    if not args.data:
-        parser.error("give one --data per SuperNode (or --write-app DIR)")
-    # SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C, so the processes started here stop too.
-    previous = signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        result = run_deployment(
-            args.model, args.data, args.out, run_config, args.timeout, args.workdir,
-            args.ledger_dir,
-        )  # fmt: skip
-    except FedPrError as exc:
-        print(f"error: {one_line(str(exc))}", file=sys.stderr)
-        return 1
-    except OSError as exc:  # e.g. the work folder cannot be written
-        print(f"error: {type(exc).__name__}: {one_line(str(exc))}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("error: interrupted (every process started here was stopped)", file=sys.stderr)
-        return 130
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    print(json.dumps({k: result[k] for k in ("contributors", "failures", "timings_s")}, indent=1))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
