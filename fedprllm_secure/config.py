@@ -97,34 +97,6 @@ MODES = ("one-shot", "iterative")
 AGGREGATES = ("masks", "stats")
 ENGINES = ("in-process", "flower")
 
-# Config field path -> the `simulate` flag that sets it (the CLI rewrites library messages).
-FLAGS: dict[str, str] = {
-    "data.corpus": "--corpus", "data.client_data": "--client-data",
-    "data.eval_text": "--eval-text", "data.clients": "--clients", "data.split": "--split",
-    "data.samples_per_client": "--samples-per-client", "data.seqlen": "--seqlen",
-    "data.eval_windows": "--eval-windows", "data.eval_seqlen": "--eval-seqlen",
-    "pruning.sparsity": "--sparsity", "pruning.group": "--group", "pruning.pruner": "--pruner",
-    "pruning.calibration": "--calibration", "pruning.mode": "--mode",
-    "pruning.aggregate": "--aggregate", "pruning.stats_precision_bits": "--stats-precision-bits",
-    "pruning.scaling": "--scaling", "pruning.methods": "--method",
-    "pruning.batch_size": "--batch-size", "protocol.name": "--protocol",
-    "protocol.options": "--threshold/--neighbors/--he-scheme/--authority",
-    "federation.drop": "--drop", "privacy.rr_epsilon": "--rr-epsilon",
-    "privacy.dp_stats_epsilon": "--dp-stats-epsilon", "privacy.dp_delta": "--dp-delta",
-    "privacy.dp_clip": "--dp-clip", "privacy.accountant": "--dp-accountant",
-    "privacy.min_cohort": "--min-cohort", "privacy.reproducible_noise": "--reproducible-noise",
-    "save_model_to": "--save-model",
-}  # fmt: skip
-
-
-def flag_message(message: str) -> str:
-    """`message` with every config field path replaced by its flag (`FLAGS`)."""
-    import re
-
-    for path in sorted(FLAGS, key=len, reverse=True):
-        message = re.sub(rf"(?<![\w.]){re.escape(path)}(?![\w])", FLAGS[path], message)
-    return message
-
 
 def _checks(config: RunConfig) -> list[tuple[bool, str]]:
     from . import data

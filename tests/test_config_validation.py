@@ -7,14 +7,9 @@ from dataclasses import replace
 
 import pytest
 
-from fedprllm_secure.config import (
-    FLAGS,
-    DataConfig,
-    FederationConfig,
-    PruningConfig,
-    RunConfig,
-    flag_message,
-)
+from fedprllm_secure.cli.options import MESSAGE_FLAGS as FLAGS
+from fedprllm_secure.cli.options import to_flags
+from fedprllm_secure.config import DataConfig, FederationConfig, PruningConfig, RunConfig
 from fedprllm_secure.errors import ConfigError
 from fedprllm_secure.privacy.settings import PrivacySettings
 
@@ -71,15 +66,19 @@ def test_every_flag_names_a_config_field() -> None:
         return found
 
     fields = paths(RunConfig)
-    assert set(FLAGS) - {"save_model_to"} <= fields
+    assert set(FLAGS) - {"save_model_to"} <= fields | {
+        "protocol.options.threshold",
+        "protocol.options.neighbors",
+        "protocol.options.he_scheme",
+        "protocol.options.authority",
+    }
 
 
 def test_flag_message_rewrites_paths_only() -> None:
     assert (
-        flag_message("unknown pruning.group 'x' for the model")
-        == "unknown --group 'x' for the model"
+        to_flags("unknown pruning.group 'x' for the model") == "unknown --group 'x' for the model"
     )
-    assert flag_message("data.eval_seqlen and data.seqlen") == "--eval-seqlen and --seqlen"
-    assert flag_message("save_model_to needs pruning.methods fedprllm") == (
+    assert to_flags("data.eval_seqlen and data.seqlen") == "--eval-seqlen and --seqlen"
+    assert to_flags("save_model_to needs pruning.methods fedprllm") == (
         "--save-model needs --method fedprllm"
     )

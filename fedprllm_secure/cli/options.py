@@ -205,13 +205,20 @@ def build_run_config(
     return with_overrides(flagged, overrides)
 
 
-_PATHS = sorted(FLAGS, key=len, reverse=True)
+# What `to_flags` rewrites: dotted paths only ("model", "seed" are also plain words in prose),
+# plus paths that library messages name as a whole, set by several flags or by a run() argument.
+MESSAGE_FLAGS = {
+    **{path: flag for path, flag in FLAGS.items() if "." in path},
+    "protocol.options": "--threshold/--neighbors/--he-scheme/--authority",
+    "save_model_to": "--save-model",
+}
+_PATHS = sorted(MESSAGE_FLAGS, key=len, reverse=True)
 _PATH = re.compile(r"(?<![\w.-])(" + "|".join(map(re.escape, _PATHS)) + r")(?![\w.])")
 
 
 def to_flags(message: str) -> str:
     """`message` with each RunConfig field path that has a flag written as that flag."""
-    return _PATH.sub(lambda m: FLAGS[m.group(1)], message)
+    return _PATH.sub(lambda m: MESSAGE_FLAGS[m.group(1)], message)
 
 
 @contextmanager
