@@ -148,7 +148,7 @@ def run_additive_flower(n: int, d: int) -> dict[str, Any]:
         state[ca.LAYOUT] = ConfigRecord({"names": ["bench"], "lengths": [d]})
     settings = PruningSettings(protocol="additive", num_nodes=n, round_timeout_s=600)
     run = FlowerPruning(grid, settings, ["bench"], [d])
-    run.node_of = dict(enumerate(sorted(grid.contexts)))
+    run.connect(sorted(grid.contexts))
     started = time.perf_counter()
     result = run.secure_sum(tuple(range(n)), chunked_spec(0, [d], settings.chunk_entries))
     seconds = time.perf_counter() - started

@@ -31,6 +31,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message
 from flwr.clientapp import ClientApp
 
 from ...errors import DataError, FedPrError, ProtocolError
+from ...pipeline.federation import NodeAnswer, NodeCommand
 from ...randomness import SystemRandomSource
 from ...secure_sum import registry
 from ...secure_sum.api import ChunkSpec, ClientProtocol, config_digest
@@ -99,9 +100,41 @@ def _node_setting(context: Context, key: str) -> str:
     return value
 
 
-@app.query("calibrate")
-@_guarded
-def calibrate(message: Message, context: Context) -> Message:
+def node_model(context: Context) -> str:
+    """The global model: node config `model`, else (simulation engine) the run config's."""
+    value = context.node_config.get("model") or context.run_config.get("model")
+    if not isinstance(value, str) or not value:
+        raise DataError(
+            "this node has no 'model' in its node config (--node-config \"model='...'\")"
+        )
+    return value
+
+
+def node_documents(context: Context) -> tuple[list[str], str | None]:
+    """This node's calibration documents and what identifies them (for its ledger).
+
+    Node config `data` (a deployment), else, on Flower's simulation engine, partition
+    `partition-id` of `num-partitions` of the run config's corpus, split exactly as `simulate`
+    splits it (`data.split_clients(pool, num-partitions, split, seed)`)."""
+    data = context.node_config.get("data")
+    if data or "partition-id" not in context.node_config:
+        path = _node_setting(context, "data")
+        return read_node_text(path), str(Path(path).expanduser().resolve())
+    from ...data import heldout_split, load_corpus, split_clients
+
+    run = context.run_config
+    corpus = str(run.get("corpus", "wiki-topics"))
+    index = int(context.node_config["partition-id"])
+    count = int(context.node_config["num-partitions"])
+    pool, _ = heldout_split(load_corpus(corpus))
+    client = split_clients(pool, count, str(run.get("split", "iid")), int(run.get("seed", 0)))[
+        index
+    ]
+    digest = hashlib.sha256("\x00".join(client.documents).encode("utf-8")).hexdigest()
+    return list(client.documents), f"corpus {corpus} partition {index}/{count} sha256:{digest}"
+
+
+def calibrate(command: NodeCommand, context: Context) -> NodeAnswer:
     """Load the model and this node's text, compute the local masks, keep them in the state."""
     import torch
 
@@ -109,14 +142,14 @@ def calibrate(message: Message, context: Context) -> Message:
     from ...data import ClientText, calibration_samples
     from ...model import load_model, prunable_layers
 
-    settings = R.settings_of(message.content)
-    model_spec = _node_setting(context, "model")
+    settings = command.settings
+    model_spec = node_model(context)
     device = str(context.node_config.get("device", "cpu"))
     loaded = load_model(model_spec, device)
     pruner = str(settings["pruner"])
-    samples = None
+    samples, data_id = None, None
     if pruner != "magnitude":
-        documents = read_node_text(_node_setting(context, "data"))
+        documents, data_id = node_documents(context)
         samples = calibration_samples(
             loaded.tokenizer,
             ClientText(f"node-{context.node_id}", tuple(documents)),
@@ -144,14 +177,16 @@ def calibrate(message: Message, context: Context) -> Message:
     context.state[LAYOUT] = ConfigRecord({"names": names, "lengths": lengths})
     fingerprint = hashlib.sha256(repr(list(zip(names, lengths, strict=True))).encode()).hexdigest()
     data = context.node_config.get("data")
-    data_path = str(Path(str(data)).expanduser().resolve()) if data else None
+    if data:  # the text's content, whether or not the pruner read it
+        data_id = str(Path(str(data)).expanduser().resolve())
+    content = data_digest(data_id) if data else (data_id or "none")
     model_id = (
         str(Path(model_spec).expanduser().resolve()) if Path(model_spec).exists() else model_spec
     )
     context.state[ROUND] = ConfigRecord(
         {
-            "fingerprint": round_fingerprint(model_id, fingerprint, data_digest(data_path)),
-            "what": f"model {model_id}, data {data_path or 'none'}",
+            "fingerprint": round_fingerprint(model_id, fingerprint, content),
+            "what": f"model {model_id}, data {data_id or 'none'}",
         }
     )
     answer: dict = {"layout": fingerprint, "layers": len(names)}
@@ -160,8 +195,22 @@ def calibrate(message: Message, context: Context) -> Message:
         own = T.public_key(T.load_identity(str(identity)))
         answer["identity"] = own.hex()
         policy = T.load_trust(_trust_setting(context))
-        answer["ckks-authority"] = bool(policy is not None and policy.ckks_authority == own)
-    return _reply(message, answer)
+        answer["authority"] = bool(policy is not None and policy.ckks_authority == own)
+    return NodeAnswer(answer)
+
+
+COMMANDS: dict[str, Callable[[NodeCommand, Context], NodeAnswer]] = {"calibrate": calibrate}
+
+
+@app.query("command")
+@_guarded
+def command(message: Message, context: Context) -> Message:
+    """One pipeline command (`NodeCommand`), answered with a `NodeAnswer`."""
+    received = R.command_of(message.content)
+    handler = COMMANDS.get(received.kind)
+    if handler is None:
+        raise ProtocolError(f"this node does not know the command {received.kind!r}")
+    return Message(R.answer_content(handler(received, context)), reply_to=message)
 
 
 def _trust_setting(context: Context) -> str | None:

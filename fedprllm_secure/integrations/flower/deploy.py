@@ -181,7 +181,10 @@ class Deployment:
         self.processes.append((name, process))
         return process
 
-    def start_superlink(self) -> None:
+    def start_superlink(self, simulation: bool = False) -> None:
+        """A SuperLink on a free port; with `simulation`, in simulation mode: Flower's simulation
+        engine (Ray) then runs the ServerApp and `num-supernodes` virtual SuperNodes of each run
+        (`submit_run(..., federation_config=...)`) and no SuperNode is started."""
         # flwr 1.42 serves the Fleet, Control and Runtime APIs over HTTP on one port.
         port = free_port()
         self.superlink_fleet = self.superlink_control = f"127.0.0.1:{port}"
@@ -191,6 +194,7 @@ class Deployment:
             [
                 "flower-superlink", "--insecure", "--host", "127.0.0.1", "--port", str(port),
                 "--disable-runtime-dependency-installation",
+                *(["--simulation"] if simulation else []),
             ],
         )  # fmt: skip
         self.wait_for_port(port, 60, "superlink")
@@ -351,12 +355,15 @@ def submit_run(
     run_config: Mapping[str, Any] | None = None,
     timeout: float = 600.0,
     on_progress: Any = None,
+    federation_config: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """`flwr run` the app on a started federation; wait (at most `timeout` s) for its result.
 
     Returns OUT/result.json; raises DeploymentError with the run's own error (OUT/error.txt),
     a dead process's log, or the SuperLink log's tail on timeout. `on_progress(deployment,
     progress)` is called while waiting (tests use it to kill a node mid-round).
+    `federation_config`: the simulation engine's settings (`flwr run --federation-config`, e.g.
+    {"num-supernodes": 64, "client-resources-num-cpus": 1}) for a SuperLink in simulation mode.
     """
     out = Path(out).resolve()
     config: dict[str, Any] = {"model": str(Path(model).resolve()), "out": str(out)}
@@ -367,7 +374,11 @@ def submit_run(
     for stale in ("result.json", "error.txt", "progress.json"):
         (out / stale).unlink(missing_ok=True)
     deadline = time.monotonic() + timeout
-    started = deployment.flwr(["run", str(app_dir), "local", "--format", "json"], timeout=120)
+    args = ["run", str(app_dir), "local", "--format", "json"]
+    if federation_config:
+        pairs = " ".join(f"{k}={_toml_value(v)}" for k, v in federation_config.items())
+        args += ["--federation-config", pairs]
+    started = deployment.flwr(args, timeout=120)
     failure = flwr_failure(started)
     if failure is not None:
         raise DeploymentError(f"flwr run failed: {failure}")
@@ -423,6 +434,32 @@ def run_deployment(
     with Deployment(workdir) as deployment:
         start_federation(deployment, model, data, trust_for(run_config or {}), ledger_dir)
         return submit_run(deployment, model, len(data), out, run_config, timeout)
+
+
+def run_simulation_engine(
+    model: str,
+    num_supernodes: int,
+    out: Path,
+    run_config: Mapping[str, Any] | None = None,
+    timeout: float = 3600.0,
+    workdir: Path | None = None,
+    cpus_per_node: float = 1.0,
+) -> dict[str, Any]:
+    """The app on Flower's simulation engine: a SuperLink in simulation mode, `num_supernodes`
+    virtual SuperNodes on Ray (`cpus_per_node` CPUs each), node i calibrating on partition i of
+    the run config's corpus; every process started here is stopped afterwards."""
+    workdir = Path(workdir or tempfile.mkdtemp(prefix="fedprllm-flower-sim-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    federation = {
+        "num-supernodes": int(num_supernodes),
+        "client-resources-num-cpus": cpus_per_node,
+    }
+    with Deployment(workdir) as deployment:
+        deployment.start_superlink(simulation=True)
+        return submit_run(
+            deployment, model, num_supernodes, out, run_config, timeout,
+            federation_config=federation,
+        )  # fmt: skip
 
 
 def _progress(out: Path) -> dict[str, Any]:
