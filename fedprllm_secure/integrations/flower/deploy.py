@@ -443,7 +443,7 @@ def run_simulation_engine(
     run_config: Mapping[str, Any] | None = None,
     timeout: float = 3600.0,
     workdir: Path | None = None,
-    cpus_per_node: float = 1.0,
+    cpus_per_node: int = 1,
 ) -> dict[str, Any]:
     """The app on Flower's simulation engine: a SuperLink in simulation mode, `num_supernodes`
     virtual SuperNodes on Ray (`cpus_per_node` CPUs each), node i calibrating on partition i of
@@ -452,7 +452,7 @@ def run_simulation_engine(
     workdir.mkdir(parents=True, exist_ok=True)
     federation = {
         "num-supernodes": int(num_supernodes),
-        "client-resources-num-cpus": cpus_per_node,
+        "client-resources-num-cpus": int(cpus_per_node),
     }
     with Deployment(workdir) as deployment:
         deployment.start_superlink(simulation=True)
