@@ -366,7 +366,9 @@ def submit_run(
     {"num-supernodes": 64, "client-resources-num-cpus": 1}) for a SuperLink in simulation mode.
     """
     out = Path(out).resolve()
-    config: dict[str, Any] = {"model": str(Path(model).resolve()), "out": str(out)}
+    path = Path(model).expanduser()
+    model = str(path.resolve()) if path.exists() else model  # else an embedded model's name
+    config: dict[str, Any] = {"model": model, "out": str(out)}
     config["num-nodes"] = num_nodes
     config.update(run_config or {})
     app_dir = write_app_dir(Path(tempfile.mkdtemp(prefix="app-", dir=deployment.workdir)), config)
