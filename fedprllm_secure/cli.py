@@ -227,8 +227,10 @@ def simulate(
 ) -> None:
     """Run a whole federated pruning round on this machine and write OUT/results.json."""
     from .outputs import atomic_output_dir, check_output_dir, write_json
+    from .config import DataConfig, FederationConfig, ProtocolConfig, PruningConfig, RunConfig
+    from .config import flag_message
+    from .pipeline import run as run_pipeline
     from .privacy.settings import PrivacySettings
-    from .simulate import SimulationConfig, run_simulation
 
     options = {
         "threshold": threshold,
@@ -236,32 +238,34 @@ def simulate(
         "he_scheme": he_scheme,
         "authority": authority,
     }
-    config = SimulationConfig(
+    config = RunConfig(
         model=model,
-        corpus=corpus,
-        client_data=str(client_data) if client_data else None,
-        eval_text=str(eval_text) if eval_text else None,
-        protocol=protocol,
-        protocol_options={k: v for k, v in options.items() if v is not None},
-        drop=_parse_drops(drop),
-        clients=clients,
-        samples_per_client=samples_per_client,
-        seqlen=seqlen,
-        sparsity=sparsity,
-        group=group,
-        split=split,
-        seed=seed,
         device=device,
-        scaling=scaling,
-        methods=_parse_methods(method),
-        pruner=pruner,
-        calibration=calibration,
-        mode=mode,
-        aggregate=aggregate,
-        stats_precision_bits=stats_precision_bits,
-        eval_windows=eval_windows,
-        eval_seqlen=eval_seqlen,
-        batch_size=batch_size,
+        seed=seed,
+        data=DataConfig(
+            corpus=corpus,
+            client_data=str(client_data) if client_data else None,
+            eval_text=str(eval_text) if eval_text else None,
+            clients=clients,
+            split=split,
+            samples_per_client=samples_per_client,
+            seqlen=seqlen,
+            eval_windows=eval_windows,
+            eval_seqlen=eval_seqlen,
+        ),
+        pruning=PruningConfig(
+            sparsity=sparsity,
+            group=group,
+            pruner=pruner,
+            calibration=calibration,
+            mode=mode,
+            aggregate=aggregate,
+            stats_precision_bits=stats_precision_bits,
+            scaling=scaling,
+            methods=_parse_methods(method),
+            batch_size=batch_size,
+        ),
+        protocol=ProtocolConfig(protocol, {k: v for k, v in options.items() if v is not None}),
         privacy=PrivacySettings(
             rr_epsilon=rr_epsilon,
             dp_stats_epsilon=dp_stats_epsilon,
@@ -269,20 +273,24 @@ def simulate(
             dp_clip=dp_clip,
             accountant=dp_accountant,
             min_cohort=min_cohort,
+            reproducible_noise=reproducible_noise,
         ),
-        reproducible_noise=reproducible_noise,
+        federation=FederationConfig(drop=_parse_drops(drop)),
     )
-    config.validate()
-    check_output_dir(out_dir.expanduser(), overwrite)
-    with atomic_output_dir(out_dir, overwrite) as staging:
-        results = run_simulation(
-            config,
-            RichProgress(progress),
-            save_model_to=staging / "model" if save_model else None,
-        )
-        if save_model:
-            results["saved_model"] = str(out_dir / "model")
-        write_json(staging / "results.json", results)
+    try:
+        config.validate()
+        check_output_dir(out_dir.expanduser(), overwrite)
+        with atomic_output_dir(out_dir, overwrite) as staging:
+            results = run_pipeline(
+                config,
+                RichProgress(progress),
+                save_model_to=staging / "model" if save_model else None,
+            )
+            if save_model:
+                results["saved_model"] = str(out_dir / "model")
+            write_json(staging / "results.json", results)
+    except ConfigError as exc:  # library errors name config fields; the user typed flags
+        raise ConfigError(flag_message(str(exc))) from exc
     _print_summary(results, out_dir)
 
 

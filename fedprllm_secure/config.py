@@ -84,3 +84,126 @@ class RunConfig:
     protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
     privacy: PrivacySettings = field(default_factory=PrivacySettings)
     federation: FederationConfig = field(default_factory=FederationConfig)
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the first bad value by its field path (`validate_run`)."""
+        validate_run(self)
+
+
+# --- validation (helper CORE) ----------------------------------------------------------------
+
+METHODS = ("fedprllm", "centralized", "local")
+MODES = ("one-shot", "iterative")
+AGGREGATES = ("masks", "stats")
+ENGINES = ("in-process", "flower")
+
+# Config field path -> the `simulate` flag that sets it (the CLI rewrites library messages).
+FLAGS: dict[str, str] = {
+    "data.corpus": "--corpus", "data.client_data": "--client-data",
+    "data.eval_text": "--eval-text", "data.clients": "--clients", "data.split": "--split",
+    "data.samples_per_client": "--samples-per-client", "data.seqlen": "--seqlen",
+    "data.eval_windows": "--eval-windows", "data.eval_seqlen": "--eval-seqlen",
+    "pruning.sparsity": "--sparsity", "pruning.group": "--group", "pruning.pruner": "--pruner",
+    "pruning.calibration": "--calibration", "pruning.mode": "--mode",
+    "pruning.aggregate": "--aggregate", "pruning.stats_precision_bits": "--stats-precision-bits",
+    "pruning.scaling": "--scaling", "pruning.methods": "--method",
+    "pruning.batch_size": "--batch-size", "protocol.name": "--protocol",
+    "protocol.options": "--threshold/--neighbors/--he-scheme/--authority",
+    "federation.drop": "--drop", "privacy.rr_epsilon": "--rr-epsilon",
+    "privacy.dp_stats_epsilon": "--dp-stats-epsilon", "privacy.dp_delta": "--dp-delta",
+    "privacy.dp_clip": "--dp-clip", "privacy.accountant": "--dp-accountant",
+    "privacy.min_cohort": "--min-cohort", "privacy.reproducible_noise": "--reproducible-noise",
+    "save_model_to": "--save-model",
+}  # fmt: skip
+
+
+def flag_message(message: str) -> str:
+    """`message` with every config field path replaced by its flag (`FLAGS`)."""
+    import re
+
+    for path in sorted(FLAGS, key=len, reverse=True):
+        message = re.sub(rf"(?<![\w.]){re.escape(path)}(?![\w])", FLAGS[path], message)
+    return message
+
+
+def _checks(config: RunConfig) -> list[tuple[bool, str]]:
+    from . import data
+    from .client.calibrate import CALIBRATIONS
+    from .client.scores import PRUNERS
+    from .server.aggregate import GROUPS
+
+    d, p = config.data, config.pruning
+    return [
+        (0.0 < p.sparsity < 1.0, f"pruning.sparsity must lie in (0, 1), got {p.sparsity}"),
+        (p.group in GROUPS, f"unknown pruning.group {p.group!r} (use {', '.join(GROUPS)})"),
+        (d.split in data.SPLITS, f"unknown data.split {d.split!r} (use iid or topic)"),
+        (p.pruner in PRUNERS, f"unknown pruning.pruner {p.pruner!r} (use wanda or magnitude)"),
+        (
+            p.calibration in CALIBRATIONS,
+            f"unknown pruning.calibration {p.calibration!r} (use sequential or one-shot)",
+        ),
+        (p.mode in MODES, f"unknown pruning.mode {p.mode!r} (use one-shot or iterative)"),
+        (
+            p.aggregate in AGGREGATES,
+            f"unknown pruning.aggregate {p.aggregate!r} (use masks or stats)",
+        ),
+        (
+            p.aggregate == "masks" or p.pruner == "wanda",
+            "pruning.aggregate stats needs pruning.pruner wanda",
+        ),
+        (
+            p.mode == "one-shot" or p.pruner == "wanda",
+            "pruning.mode iterative needs pruning.pruner wanda (magnitude has no calibration)",
+        ),
+        (d.clients >= 1, "data.clients must be at least 1"),
+        (d.samples_per_client >= 1, "data.samples_per_client must be at least 1"),
+        (d.seqlen >= 8, "data.seqlen must be at least 8"),
+        (d.eval_windows >= 1, "data.eval_windows must be at least 1"),
+        (p.batch_size >= 1, "pruning.batch_size must be at least 1"),
+        (bool(p.methods), "pruning.methods names no method"),
+        (
+            config.federation.engine in ENGINES,
+            f"unknown federation.engine {config.federation.engine!r} (use {', '.join(ENGINES)})",
+        ),
+    ]
+
+
+def validate_run(self: RunConfig) -> None:
+    """Raise ConfigError naming the first bad value by its field path (e.g. pruning.sparsity)."""
+    from pathlib import Path
+
+    from .errors import ConfigError
+    from .secure_sum import registry
+    from .secure_sum.messages import round_names
+
+    for ok, problem in _checks(self):
+        if not ok:
+            raise ConfigError(problem)
+    self.privacy.validate()
+    if self.privacy.rr_epsilon is not None and self.pruning.aggregate != "masks":
+        raise ConfigError(
+            "privacy.rr_epsilon randomizes mask bits: it needs pruning.aggregate masks"
+        )
+    if self.privacy.dp_stats_epsilon is not None and self.pruning.pruner != "wanda":
+        raise ConfigError(
+            "privacy.dp_stats_epsilon needs pruning.pruner wanda (magnitude uses no data)"
+        )
+    for method in self.pruning.methods:
+        if method not in METHODS:
+            raise ConfigError(f"unknown pruning.methods {method!r} (use {', '.join(METHODS)})")
+    registry.get(self.protocol.name)
+    for path, value in (("data.client_data", self.data.client_data),
+                        ("data.eval_text", self.data.eval_text)):  # fmt: skip
+        if value and not Path(value).expanduser().exists():
+            raise ConfigError(f"{path} path not found: {value}")
+    rounds = round_names(self.protocol.name)
+    for client, round_name in self.federation.drop.items():
+        if not 0 <= client < self.data.clients:
+            raise ConfigError(
+                f"federation.drop names client {client}, but clients are 0..{self.data.clients - 1}"
+            )
+        if round_name not in rounds:
+            raise ConfigError(
+                f"federation.drop names round {round_name!r}, unknown to protocol "
+                f"{self.protocol.name} (rounds: {', '.join(rounds)})"
+            )

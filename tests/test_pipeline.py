@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -17,13 +18,23 @@ from fedprllm_secure.client.calibrate import (
     run_block,
 )
 from fedprllm_secure.client.scores import row_mask, wanda_scores
+from fedprllm_secure.config import (
+    DataConfig,
+    FederationConfig,
+    ProtocolConfig,
+    PruningConfig,
+    RunConfig,
+)
 from fedprllm_secure.model import block_linears, decoder_blocks, load_model, prunable_layers
+from fedprllm_secure.pipeline import Pipeline, run
+from fedprllm_secure.pipeline.strategies import Server
+from fedprllm_secure.pipeline.timer import Timer
 from fedprllm_secure.privacy.settings import PrivacySettings
 from fedprllm_secure.progress import SilentProgress
 from fedprllm_secure.secure_sum.additive.layout import WordLayout
+from fedprllm_secure.secure_sum.api import AggregationSpec
 from fedprllm_secure.secure_sum.messages import decode
 from fedprllm_secure.secure_sum.packing import unpack_uint
-from fedprllm_secure.simulate import FederatedPruning, SimulationConfig, _Timer, run_simulation
 
 from .conftest import add_fourth_client, make_tiny_model
 
@@ -78,26 +89,63 @@ def test_sequential_block_inputs_come_from_the_clients_own_pruned_blocks() -> No
     assert all(bool((layer.module.weight != 0).all()) for layer in prunable_layers(model))
 
 
-def config_for(tiny_model_dir: Path, client_dir: Path, **overrides) -> SimulationConfig:
-    settings = dict(
-        model=str(tiny_model_dir),
+SECTIONS = {
+    "data": (DataConfig, {f for f in DataConfig.__dataclass_fields__}),
+    "pruning": (PruningConfig, {f for f in PruningConfig.__dataclass_fields__}),
+}
+
+
+def config_for(tiny_model_dir: Path, client_dir: Path, **overrides) -> RunConfig:
+    """A tiny run's RunConfig; `overrides` by field name (protocol, protocol_options, drop,
+    privacy, reproducible_noise, or any field of DataConfig / PruningConfig / RunConfig)."""
+    settings: dict = dict(samples_per_client=2, seqlen=32, eval_windows=3)
+    settings.update(overrides)
+    privacy = settings.pop("privacy", PrivacySettings())
+    if settings.pop("reproducible_noise", False):
+        privacy = replace(privacy, reproducible_noise=True)
+    sections = {
+        name: kind(**{k: settings.pop(k) for k in list(settings) if k in fields})
+        for name, (kind, fields) in SECTIONS.items()
+    }
+    sections["data"] = replace(
+        sections["data"],
         client_data=str(client_dir),
         eval_text=str(client_dir.parent / "eval.txt"),
-        samples_per_client=2,
-        seqlen=32,
-        eval_windows=3,
-        device="cpu",
     )
-    settings.update(overrides)
-    return SimulationConfig(**settings)
+    protocol = ProtocolConfig(
+        settings.pop("protocol", "plaintext"), settings.pop("protocol_options", {})
+    )
+    federation = FederationConfig(drop=settings.pop("drop", {}))
+    return RunConfig(
+        model=str(tiny_model_dir),
+        device=settings.pop("device", "cpu"),
+        protocol=protocol,
+        federation=federation,
+        privacy=privacy,
+        **sections,
+        **settings,
+    )
+
+
+def server_for(pipe: Pipeline, config: RunConfig | None = None) -> Server:
+    """The server side of a fedprllm run on `pipe` (to drive its steps one by one)."""
+    return Server(
+        config or pipe.config, pipe.bench, pipe.federation, Timer(), SilentProgress(),
+        pipe.described,
+    )  # fmt: skip
 
 
 def test_counts_equal_the_sum_of_client_masks(tiny_model_dir: Path, client_dir: Path) -> None:
-    run = FederatedPruning(config_for(tiny_model_dir, client_dir), SilentProgress(), _Timer())
-    sums, contributors = run.aggregate_client_masks()
+    pipe = Pipeline(config_for(tiny_model_dir, client_dir))
+    server = server_for(pipe)
+    server.calibrate("masks")
+    session = server.open_session()
+    server.command("prepare", {"aggregation": 0, "upload": "masks"})
+    sums, contributors = server.sum(session, AggregationSpec.from_lengths(0, pipe.bench.lengths, 1))
     assert contributors == 3
-    for layer in run.layers:
-        expected = sum(run.client_mask(c)[layer.name].astype(np.int64) for c in range(3))
+    local = pipe.local()
+    for layer in pipe.bench.layers:
+        expected = sum(local[c][layer.name].astype(np.int64) for c in range(3))
         assert np.array_equal(sums[layer.name].reshape(expected.shape), expected)
 
 
@@ -108,7 +156,7 @@ def test_one_client_equals_centralized(
     single.mkdir()
     (single / "only.txt").write_text((client_dir / "alice.txt").read_text())
     for group in ("layer", "row"):
-        results = run_simulation(
+        results = run(
             config_for(
                 tiny_model_dir, single, group=group, methods=("fedprllm", "centralized", "local")
             )
@@ -119,7 +167,7 @@ def test_one_client_equals_centralized(
 
 
 def test_simulation_results_and_dropouts(tiny_model_dir: Path, client_dir: Path) -> None:
-    results = run_simulation(
+    results = run(
         config_for(
             tiny_model_dir, client_dir, drop={1: "input"}, calibration="one-shot", scaling=True
         )
@@ -132,7 +180,7 @@ def test_simulation_results_and_dropouts(tiny_model_dir: Path, client_dir: Path)
 
 
 def test_magnitude_pruner_needs_no_calibration(tiny_model_dir: Path, client_dir: Path) -> None:
-    results = run_simulation(
+    results = run(
         config_for(
             tiny_model_dir, client_dir, pruner="magnitude", methods=("fedprllm", "centralized")
         )
@@ -145,7 +193,7 @@ def test_saved_model_loads_with_from_pretrained(
 ) -> None:
     from transformers import AutoModelForCausalLM
 
-    run_simulation(config_for(tiny_model_dir, client_dir), save_model_to=tmp_path / "saved")
+    run(config_for(tiny_model_dir, client_dir), save_model_to=tmp_path / "saved")
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "saved")
     zeros = sum(int((layer.module.weight == 0).sum()) for layer in prunable_layers(model))
     total = sum(layer.numel for layer in prunable_layers(model))
@@ -194,9 +242,8 @@ def test_secure_protocols_give_the_plaintext_pruned_model(
             protocol_options=opts,
             privacy=PrivacySettings(min_cohort=2),
         )
-        run = FederatedPruning(config, SilentProgress(), _Timer())
-        masks, _ = run.run_fedprllm()
-        return masks, run.protocol_report
+        result = Pipeline(config).fedprllm()
+        return result.masks, result.protocol
 
     for dropped in ({}, {1: drop_round}):
         reference, plain = global_masks("plaintext", {c: "input" for c in dropped}, {})
@@ -215,10 +262,14 @@ def test_iterative_equals_one_shot_on_a_one_block_model(
     tiny_one_block_dir: Path, client_dir: Path
 ) -> None:
     def masks(mode: str) -> dict:
-        config = config_for(tiny_one_block_dir, client_dir, mode=mode, protocol="additive")
-        config.protocol_options = {"threshold": 2}
-        run = FederatedPruning(config, SilentProgress(), _Timer())
-        return run.run_fedprllm()[0]
+        config = config_for(
+            tiny_one_block_dir,
+            client_dir,
+            mode=mode,
+            protocol="additive",
+            protocol_options={"threshold": 2},
+        )
+        return Pipeline(config).fedprllm().masks
 
     one_shot, iterative = masks("one-shot"), masks("iterative")
     for name in one_shot:
@@ -232,7 +283,8 @@ def test_iterative_clients_see_the_globally_pruned_blocks(
     from fedprllm_secure.client import calibrate
 
     config = config_for(tiny_model_dir, client_dir, mode="iterative")
-    run = FederatedPruning(config, SilentProgress(), _Timer())
+    pipe = Pipeline(config)
+    model = pipe.bench.model
     seen: list[tuple[int, dict]] = []
     original = calibrate.BlockwiseCalibration.statistics
 
@@ -242,30 +294,37 @@ def test_iterative_clients_see_the_globally_pruned_blocks(
         return stats
 
     monkeypatch.setattr(calibrate.BlockwiseCalibration, "statistics", spy)
-    masks, _ = run.run_fedprllm()
-    block0 = block_linears(run.model, 0)
-    for client, samples in enumerate(run.samples):
-        inputs = capture_block_inputs(run.model, samples, config.batch_size)
+    result = pipe.fedprllm()
+    masks = result.masks
+    block0 = block_linears(model, 0)
+    for client, node in sorted(pipe.federation.nodes.items()):
+        samples = node.samples(2, 32)
+        inputs = capture_block_inputs(model, samples, config.pruning.batch_size)
         with masked_weights(block0, {k: torch.as_tensor(v) for k, v in masks.items()}):
-            inputs = run_block(decoder_blocks(run.model)[0], inputs)
+            inputs = run_block(decoder_blocks(model)[0], inputs)
         expected, _ = block_statistics(
-            decoder_blocks(run.model)[1], block_linears(run.model, 1), inputs, False
+            decoder_blocks(model)[1], block_linears(model, 1), inputs, False
         )
         observed = [stats for index, stats in seen if index == 1][client]
         for name, value in expected.items():
             assert torch.allclose(observed[name], value.sq_sum)
-    assert run.protocol_report["aggregations"] == 2
-    assert all(bool((layer.module.weight != 0).all()) for layer in run.layers)  # left dense
+    assert result.protocol["aggregations"] == 2
+    assert all(bool((layer.module.weight != 0).all()) for layer in pipe.bench.layers)  # dense
 
 
 def test_a_session_reused_over_blocks_never_repeats_a_keystream(
     tiny_model_dir: Path, client_dir: Path, recorded_sessions: list
 ) -> None:
     """Iterative additive: every masked upload of every block differs from every other one."""
-    config = config_for(tiny_model_dir, client_dir, mode="iterative", protocol="additive")
-    config.protocol_options = {"threshold": 2}
-    run = FederatedPruning(config, SilentProgress(), _Timer())
-    run.run_fedprllm()
+    config = config_for(
+        tiny_model_dir,
+        client_dir,
+        mode="iterative",
+        protocol="additive",
+        protocol_options={"threshold": 2},
+    )
+    pipe = Pipeline(config)
+    pipe.fedprllm()
     assert len(recorded_sessions) == 1  # one session for all blocks
 
     uploads = [
@@ -283,7 +342,7 @@ def test_a_session_reused_over_blocks_never_repeats_a_keystream(
     assert (layout.radix, layout.per_word, layout.bits) == (4, 32, 64)
     words = []
     for u in uploads:
-        length = run.layers[u.chunk_index].numel
+        length = pipe.bench.layers[u.chunk_index].numel
         ones = layout.pack(np.ones(length, dtype=np.uint8))
         words.append((unpack_uint(u.data, layout.bits, layout.words(length)), ones))
     for i in range(len(words)):
@@ -318,14 +377,14 @@ def test_stats_mode_gives_exactly_the_centralized_mask(
         calibration=calibration,
         stats_precision_bits=precision,
     )
-    run = FederatedPruning(config, SilentProgress(), _Timer())
-    stats_masks, _ = run.run_fedprllm()
-    centralized = run.run_centralized()
+    pipe = Pipeline(config)
+    result = pipe.fedprllm()
+    centralized = pipe.centralized()
     for name, mask in centralized.items():
-        assert np.array_equal(stats_masks[name], mask), name
+        assert np.array_equal(result.masks[name], mask), name
     rounds = 1 if calibration == "one-shot" else 2
-    assert run.protocol_report["aggregations"] == 2 * rounds
-    assert all(bool((layer.module.weight != 0).all()) for layer in run.layers)
+    assert result.protocol["aggregations"] == 2 * rounds
+    assert all(bool((layer.module.weight != 0).all()) for layer in pipe.bench.layers)
 
 
 def test_shared_input_groups_follow_the_architecture() -> None:

@@ -249,6 +249,22 @@ class BlockwiseCalibration:
                 entry.per_sample = None
         return stats
 
+    @property
+    def hidden(self) -> list[torch.Tensor]:
+        """The activations entering the current block (one tensor per micro-batch)."""
+        return self._inputs.hidden
+
+    def resume_at(self, index: int, hidden: list[torch.Tensor]) -> None:
+        """Continue a saved walk: block `index` next, entered by `hidden` (what `hidden` held
+        when it was saved). The call kwargs stay this walk's own (they depend on the samples'
+        shape only)."""
+        if len(hidden) != len(self._inputs.hidden):
+            raise DataError("a saved walk must have one activation tensor per micro-batch")
+        device = self._inputs.hidden[0].device
+        self._inputs = BlockInputs([h.to(device) for h in hidden], self._inputs.kwargs)
+        self._dense_outputs = None
+        self.index = index
+
     def propagate_dense(self) -> None:
         if self._dense_outputs is None:
             raise RuntimeError("statistics() must run before propagate_dense()")

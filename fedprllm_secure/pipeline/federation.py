@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import ConfigError
 from ..secure_sum.api import AggregateResult, AggregationSpec, ClientId, SessionConfig
 
 
@@ -51,8 +52,12 @@ class SessionTraffic:
     """What a session's protocol messages cost, as the server saw them."""
 
     uplink_bytes: dict[ClientId, int] = field(default_factory=dict)
+    uplink_bytes_by_round: dict[ClientId, dict[str, int]] = field(default_factory=dict)
     rounds: int = 0
     dropped: set[ClientId] = field(default_factory=set)
+    received_messages: int = 0
+    received_bytes: int = 0
+    message_types: tuple[str, ...] = ()  # the protocol message tags the server received
 
 
 class SecureSumSession(ABC):
@@ -83,6 +88,12 @@ class Federation(ABC):
         self, protocol: str, options: Mapping[str, Any], roster: tuple[ClientId, ...]
     ) -> SecureSumSession:
         """Enroll `roster` in a new session of `protocol` with `options` (cohort option set)."""
+
+    def simulate_drops(self, plan: Mapping[ClientId, str]) -> None:
+        """Make client c stop answering at round `plan[c]` in the sessions opened from now on
+        (`federation.drop`); only an engine that simulates its clients can."""
+        if plan:
+            raise ConfigError("federation.drop simulates dropouts: only the in-process engine")
 
     def alive(self) -> tuple[ClientId, ...]:
         """The clients not left out so far."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -10,12 +11,11 @@ import pytest
 
 from fedprllm_secure.cli import main
 from fedprllm_secure.errors import PrivacyError, ProtocolError
+from fedprllm_secure.pipeline import Pipeline, run
 from fedprllm_secure.privacy.randomized_response import flip_probability
 from fedprllm_secure.privacy.settings import PrivacySettings
-from fedprllm_secure.progress import SilentProgress
 from fedprllm_secure.secure_sum.messages import decode
 from fedprllm_secure.secure_sum.packing import unpack_uint
-from fedprllm_secure.simulate import FederatedPruning, _Timer, run_simulation
 
 from ..test_pipeline import config_for
 
@@ -27,15 +27,16 @@ def test_randomized_response_flips_bits_before_the_protocol(
     flip rate 1/(1+e^eps); the released counts are debiased."""
     epsilon = 1.0
     config = config_for(tiny_model_dir, client_dir, privacy=PrivacySettings(rr_epsilon=epsilon))
-    run = FederatedPruning(config, SilentProgress(), _Timer())
-    run.run_fedprllm()
+    pipe = Pipeline(config)
+    pipe.fedprllm()
     (session,) = recorded_sessions
-    lengths = {layer.name: layer.numel for layer in run.layers}
+    lengths = pipe.bench.lengths
+    masks = pipe.local()  # the same calibration options: each node's masks, reused
     flipped = total = 0
     for message in session.bus.log.received:
         submission = decode(message.payload)
         seen = unpack_uint(submission.data, 1, lengths[submission.chunk_name])
-        truth = run.client_mask(submission.sender)[submission.chunk_name].reshape(-1)
+        truth = masks[submission.sender][submission.chunk_name].reshape(-1)
         flipped += int((seen != truth).sum())
         total += seen.size
     rate = flipped / total
@@ -54,9 +55,9 @@ def test_the_ckks_key_authority_itself_enforces_the_minimum_cohort(
     monkeypatch.setattr(CkksServer, "_check_cohort", lambda self: None)
     dropped = config_for(tiny_model_dir, client_dir, protocol="ckks", drop={1: "encrypted-input"})
     with pytest.raises(ProtocolError, match="key authority's minimum is 3"):
-        run_simulation(dropped)
-    dropped.privacy = PrivacySettings(min_cohort=2)
-    assert run_simulation(dropped)["privacy"]["cohort"] == {"contributors": 2, "min_cohort": 2}
+        run(dropped)
+    dropped = replace(dropped, privacy=PrivacySettings(min_cohort=2))
+    assert run(dropped)["privacy"]["cohort"] == {"contributors": 2, "min_cohort": 2}
 
 
 def test_simulate_refuses_a_cohort_below_the_minimum(
@@ -72,9 +73,11 @@ def test_simulate_refuses_a_cohort_below_the_minimum(
         privacy=PrivacySettings(min_cohort=3),
     )
     with pytest.raises(PrivacyError, match="minimum cohort of 3"):
-        run_simulation(dropped)
-    dropped.privacy = PrivacySettings(min_cohort=2)  # an explicit, deliberate override
-    assert run_simulation(dropped)["privacy"]["cohort"] == {"contributors": 2, "min_cohort": 2}
+        run(dropped)
+    dropped = replace(
+        dropped, privacy=PrivacySettings(min_cohort=2)
+    )  # an explicit, deliberate override
+    assert run(dropped)["privacy"]["cohort"] == {"contributors": 2, "min_cohort": 2}
     out = tmp_path / "refused"
     args = ["simulate", "--model", str(tiny_model_dir), "--client-data", str(client_dir),
             "--eval-text", str(client_dir.parent / "eval.txt"), "--samples-per-client", "2",
@@ -88,11 +91,11 @@ def test_simulate_refuses_a_cohort_below_the_minimum(
 
 def test_dp_statistics_count_every_block_release(tiny_model_dir: Path, client_dir: Path) -> None:
     privacy = PrivacySettings(dp_stats_epsilon=4.0, dp_delta=1e-5, dp_clip=10.0)
-    results = run_simulation(config_for(tiny_model_dir, client_dir, privacy=privacy))
+    results = run(config_for(tiny_model_dir, client_dir, privacy=privacy))
     stats = results["privacy"]["statistics_dp"]
     assert stats["releases_made"] == stats["releases_budgeted"] == 2  # one per decoder block
     assert stats["epsilon_spent"] <= 4.0 * 1.01 and stats["noise_multiplier"] > 1
-    noiseless = run_simulation(config_for(tiny_model_dir, client_dir))
+    noiseless = run(config_for(tiny_model_dir, client_dir))
     assert results["perplexity"]["fedprllm"] != noiseless["perplexity"]["fedprllm"]
 
 

@@ -17,6 +17,7 @@ import pytest
 
 from fedprllm_secure.client.fixed_point import LIMB_BOUND
 from fedprllm_secure.errors import PrivacyError, ProtocolError
+from fedprllm_secure.pipeline import Pipeline
 from fedprllm_secure.privacy.pruning_round import PruningRound
 from fedprllm_secure.privacy.randomized_response import (
     draw_rr_key,
@@ -24,14 +25,12 @@ from fedprllm_secure.privacy.randomized_response import (
     randomized_provider,
 )
 from fedprllm_secure.privacy.settings import PrivacySettings
-from fedprllm_secure.progress import SilentProgress
 from fedprllm_secure.randomness import SeededRandomSource
 from fedprllm_secure.secure_sum.api import AggregationSpec, ChunkSpec
 from fedprllm_secure.secure_sum.session import SimulatedSession
-from fedprllm_secure.simulate import FederatedPruning, _Timer
 
 from ..conftest import add_fourth_client
-from ..test_pipeline import config_for
+from ..test_pipeline import config_for, server_for
 
 CLIENTS = 4
 VICTIM = 1
@@ -102,33 +101,26 @@ def test_the_pipeline_never_lets_a_second_session_collect_a_calibration(
     # the ledger is what refuses the second collection.
     add_fourth_client(client_dir)
     config = config_for(tiny_model_dir, client_dir, protocol="additive", aggregate=aggregate)
-    run = FederatedPruning(config, SilentProgress(), _Timer())
+    pipe = Pipeline(config)
     if aggregate == "masks":
-        run.aggregate_client_masks()
-        run.config.drop = {VICTIM: "share-keys"}
+        server = server_for(pipe)
+        server.calibrate("masks")
+        server.command("prepare", {"aggregation": 0, "upload": "masks"})
+        spec = AggregationSpec.from_lengths(0, pipe.bench.lengths, bound=1)
+        server.sum(server.open_session(), spec)
+        pipe.federation.simulate_drops({VICTIM: "share-keys"})
         with pytest.raises(ProtocolError, match="already (contributed|signed)"):
-            run.aggregate_client_masks()  # the same round, the victim dropped: refused
-        pruning_round = run.mask_round
-        packed = run.compute_client_masks()
-        lengths = {layer.name: layer.numel for layer in run.layers}
-
-        def read(c: int, chunk: ChunkSpec) -> np.ndarray:
-            return np.unpackbits(packed[c][chunk.name], count=chunk.length)
-
+            server.sum(server.open_session(), spec)  # the same round, the victim dropped
+        lengths = pipe.bench.lengths
     else:
-        run.run_fedprllm()
-        pruning_round = run.stats_round
-        uploads = run.stats_uploads
-        lengths = {name: value.size for name, value in uploads[0].items()}
-
-        def read(c: int, chunk: ChunkSpec) -> np.ndarray:
-            return uploads[c][chunk.name]
-
-    run.config.drop = {VICTIM: "share-keys"}
-    session = run.open_session(read, pruning_round)
+        server = pipe.fedprllm().server
+        staged = pipe.federation.nodes[0].current.staged  # the last upload (limbs)
+        lengths = {name: value.size for name, value in staged.arrays.items()}
+    pipe.federation.simulate_drops({VICTIM: "share-keys"})
+    session = server.open_session()
     bound = 1 if aggregate == "masks" else LIMB_BOUND
     with pytest.raises((ProtocolError, PrivacyError)):
-        run._sum(session, AggregationSpec.from_lengths(7, lengths, bound))
+        server.sum(session, AggregationSpec.from_lengths(7, lengths, bound))
 
 
 def test_randomized_response_rereads_give_the_same_bits() -> None:

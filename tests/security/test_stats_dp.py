@@ -16,13 +16,13 @@ import pytest
 import torch
 
 from fedprllm_secure.client import fixed_point
+from fedprllm_secure.pipeline import Pipeline
+from fedprllm_secure.pipeline.client_step import ClientNode
 from fedprllm_secure.privacy import statistics
 from fedprllm_secure.privacy.accounting import get
 from fedprllm_secure.privacy.settings import PrivacySettings
 from fedprllm_secure.privacy.statistics import StatisticsBudget, StatisticsMechanism, clip_rows
-from fedprllm_secure.progress import SilentProgress
 from fedprllm_secure.randomness import SeededRandomSource
-from fedprllm_secure.simulate import FederatedPruning, _Timer
 
 from ..test_pipeline import config_for
 
@@ -64,9 +64,7 @@ def test_the_privacy_report_states_replace_one_adjacency(
         aggregate="stats",
         privacy=PrivacySettings(dp_stats_epsilon=8.0, dp_clip=5.0),
     )
-    run = FederatedPruning(config, SilentProgress(), _Timer())
-    run.run_fedprllm()
-    report = run.privacy_report()
+    report = Pipeline(config).fedprllm().privacy
     dp = report["statistics_dp"]
     assert dp["sensitivity"] == pytest.approx(math.sqrt(2) * 5.0, abs=1e-6)
     assert dp["adjacency"] == statistics.ADJACENCY
@@ -89,18 +87,15 @@ def test_no_upload_carries_an_unnoised_data_dependent_value_when_dp_is_on(
         return out
 
     uploads: list[tuple[int, str, np.ndarray]] = []
-    original_session = FederatedPruning.open_session
+    original_provider = ClientNode.provider
 
-    def recording(self, read, pruning_round):  # type: ignore[no-untyped-def]
-        def read_and_record(client, chunk):  # type: ignore[no-untyped-def]
-            value = read(client, chunk)
-            uploads.append((client, chunk.name, np.array(value, copy=True)))
-            return value
-
-        return original_session(self, read_and_record, pruning_round)
+    def recording(self, index, chunk):  # type: ignore[no-untyped-def]
+        value = original_provider(self, index, chunk)
+        uploads.append((self.client_id, chunk.name, np.array(value, copy=True)))
+        return value
 
     monkeypatch.setattr(StatisticsMechanism, "__call__", spy)
-    monkeypatch.setattr(FederatedPruning, "open_session", recording)
+    monkeypatch.setattr(ClientNode, "provider", recording)
     precision = 48
     config = config_for(
         tiny_model_dir,
@@ -110,14 +105,14 @@ def test_no_upload_carries_an_unnoised_data_dependent_value_when_dp_is_on(
         stats_precision_bits=precision,
         privacy=PrivacySettings(dp_stats_epsilon=8.0, dp_clip=5.0),
     )
-    run = FederatedPruning(config, SilentProgress(), _Timer())
-    run.run_fedprllm()
-    owner = {id(mechanism): client for client, mechanism in run.dp_reports.items()}
+    pipe = Pipeline(config)
+    server = pipe.fedprllm().server
+    owner = {id(node.current.dp): c for c, node in pipe.federation.nodes.items()}
     noisy: dict[int, dict[str, torch.Tensor]] = {}
     for mechanism, out in released:
         noisy.setdefault(owner[id(mechanism)], {}).update(out)
     assert uploads and {name for _, name, _ in uploads} <= {
-        name for leader in run.stats_exponents for name in _chunks(leader, precision)
+        name for leader in server.stats_exponents for name in _chunks(leader, precision)
     }
     for client, name, value in uploads:
         leader, _, limb = name.partition("#")
@@ -125,7 +120,7 @@ def test_no_upload_carries_an_unnoised_data_dependent_value_when_dp_is_on(
         if not limb:
             expected = fixed_point.exponent_one_hot(statistic)
         else:
-            exponent = run.stats_exponents[leader]["common"]
+            exponent = server.stats_exponents[leader]["common"]
             encoded = fixed_point.encode(statistic, exponent, precision)
             expected = fixed_point.to_limbs(encoded, precision)[int(limb)]
         assert np.array_equal(value, expected), (client, name)

@@ -26,8 +26,9 @@ from fedprllm_secure.client.fixed_point import (
 )
 from fedprllm_secure.client.scores import row_mask, wanda_scores
 from fedprllm_secure.errors import ProtocolError
-from fedprllm_secure.progress import SilentProgress
-from fedprllm_secure.simulate import FederatedPruning, _Timer
+from fedprllm_secure.pipeline import Pipeline
+from fedprllm_secure.pipeline.client_step import ClientNode
+from fedprllm_secure.pipeline.strategies import Server
 
 from ..test_pipeline import config_for
 
@@ -60,25 +61,22 @@ def _play(
     monkeypatch: pytest.MonkeyPatch,
     histogram_lie,
     protocol: str = "plaintext",
-) -> tuple[FederatedPruning, dict, dict]:
+) -> tuple[Server, dict, dict]:
     """A stats-mode run in which client LIAR submits `histogram_lie(one_hot)` as its exponent
     report and the largest encodable value (every limb at its bound) for every statistic."""
     honest: dict = {}
-    original = FederatedPruning.open_session
+    original = ClientNode.provider
 
-    def lying_session(self, read, pruning_round):  # type: ignore[no-untyped-def]
-        def read_or_lie(client, chunk):  # type: ignore[no-untyped-def]
-            value = read(client, chunk)
-            if client != LIAR:
-                honest.setdefault(chunk.name, {})[client] = value
-                return value
-            if "#" in chunk.name:
-                return np.full_like(value, LIMB_BOUND)
-            return histogram_lie(value)
+    def read_or_lie(self, index, chunk):  # type: ignore[no-untyped-def]
+        value = original(self, index, chunk)
+        if self.client_id != LIAR:
+            honest.setdefault(chunk.name, {})[self.client_id] = value
+            return value
+        if "#" in chunk.name:
+            return np.full_like(value, LIMB_BOUND)
+        return histogram_lie(value)
 
-        return original(self, read_or_lie, pruning_round)
-
-    monkeypatch.setattr(FederatedPruning, "open_session", lying_session)
+    monkeypatch.setattr(ClientNode, "provider", read_or_lie)
     config = config_for(
         tiny_model_dir,
         client_dir,
@@ -87,9 +85,8 @@ def _play(
         calibration="one-shot",
         stats_precision_bits=48,
     )
-    run = FederatedPruning(config, SilentProgress(), _Timer())
-    masks, _ = run.run_fedprllm()
-    return run, masks, honest
+    result = Pipeline(config).fedprllm()
+    return result.server, result.masks, honest
 
 
 def test_a_client_reporting_binade_159_cannot_erase_the_honest_statistics(
@@ -119,7 +116,7 @@ def test_a_client_reporting_binade_159_cannot_erase_the_honest_statistics(
         assert np.allclose(run.stats_totals[leader] - liar, honest_total, rtol=1e-12, atol=0)
         assert honest_total.max() > liar / 4  # the honest statistics are of the same scale
     # Measured influence on the masks: agreement with the mask of the two honest clients alone.
-    by_name = {layer.name: layer for layer in run.layers}
+    by_name = {layer.name: layer for layer in run.bench.layers}
     for leader in run.stats_exponents:
         e = run.stats_exponents[leader]["common"]
         honest_sum = sum(

@@ -13,12 +13,11 @@ import numpy as np
 import pytest
 
 from fedprllm_secure.cli import main
+from fedprllm_secure.pipeline import Pipeline
 from fedprllm_secure.privacy.noise_source import OS_CSPRNG, SEEDED
 from fedprllm_secure.privacy.settings import PrivacySettings
-from fedprllm_secure.progress import SilentProgress
 from fedprllm_secure.secure_sum.messages import decode
 from fedprllm_secure.secure_sum.packing import unpack_uint
-from fedprllm_secure.simulate import FederatedPruning, _Timer
 
 from ..test_pipeline import config_for
 
@@ -31,10 +30,10 @@ def _server_view(tiny_model_dir: Path, client_dir: Path, recorded: list, **overr
         privacy=PrivacySettings(rr_epsilon=1.0, dp_stats_epsilon=8.0, dp_clip=5.0),
         **overrides,
     )
-    run = FederatedPruning(config, SilentProgress(), _Timer())
-    run.run_fedprllm()
+    pipe = Pipeline(config)
+    result = pipe.fedprllm()
     session = recorded.pop()
-    lengths = {layer.name: layer.numel for layer in run.layers}
+    lengths = pipe.bench.lengths
     view = {}
     for message in session.bus.log.received:
         submission = decode(message.payload)
@@ -42,7 +41,7 @@ def _server_view(tiny_model_dir: Path, client_dir: Path, recorded: list, **overr
             submission.data, 1, lengths[submission.chunk_name]
         )
     view["session_id"] = session.config.session_id
-    view["noise_source"] = run.privacy_report()["noise_source"]
+    view["noise_source"] = result.privacy["noise_source"]
     return view
 
 
@@ -86,7 +85,7 @@ def test_results_json_says_where_the_noise_came_from(
         perplexities.append(results["perplexity"]["fedprllm"])
         sources.add(results["privacy"]["noise_source"])
         sources.add(results["randomness"]["noise_and_protocol_secrets"])
-        assert results["config"]["reproducible_noise"] is reproducible
+        assert results["config"]["privacy"]["reproducible_noise"] is reproducible
     assert sources == {SEEDED if reproducible else OS_CSPRNG}
     assert (perplexities[0] == perplexities[1]) is reproducible
 

@@ -1,0 +1,290 @@
+"""A whole federated pruning run: `run(config) -> results` (what results.json holds).
+
+    samples per client -> local masks or statistics -> secure sum -> global mask -> perplexity
+
+plus the baselines (dense, centralized on the pooled samples, local-only averaged over clients).
+`Pipeline` is the reusable form: one model (`Workbench`) and one federation, several methods or
+variants of the pruning / protocol / privacy settings (the experiments use it).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from statistics import mean
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import __version__
+from ..client.calibrate import local_masks
+from ..config import RunConfig
+from ..errors import ConfigError
+from ..privacy.noise_source import describe, secret_source
+from ..progress import Progress, SilentProgress
+from ..secure_sum import registry
+from .federation import Federation, NodeCommand
+from .inprocess import InProcessFederation
+from .layout import unpack_masks
+from .strategies import Server, strategy_for
+from .texts import client_texts, eval_text
+from .timer import Timer
+from .workbench import Workbench
+
+Masks = dict[str, np.ndarray]
+
+
+@dataclass
+class FedResult:
+    """One fedprllm run: the global masks (and scales) and what the run reports about it."""
+
+    masks: Masks
+    scales: Masks | None
+    protocol: dict[str, Any]
+    privacy: dict[str, Any]
+    server: Server
+
+
+class Pipeline:
+    """One model and one federation; methods run on them, the model left dense after each.
+
+    `bench` (a loaded `Workbench`, dense) and `federation` may be shared or supplied; by default
+    the model of `config` is loaded and an `InProcessFederation` holds one node per client text.
+    """
+
+    def __init__(
+        self,
+        config: RunConfig,
+        progress: Progress | None = None,
+        bench: Workbench | None = None,
+        federation: Federation | None = None,
+        timer: Timer | None = None,
+    ) -> None:
+        self.progress = progress or SilentProgress()
+        self.timer = timer or Timer()
+        with self.timer.phase("load_model"):
+            self.bench = bench or Workbench(config.model, config.device)
+        with self.timer.phase("prepare_data"):
+            texts = client_texts(config.data, config.seed)
+            if config.data.client_data:
+                config = replace(config, data=replace(config.data, clients=len(texts)))
+            d = config.data
+            self.bench.use_eval_text(eval_text(d), d.eval_seqlen or d.seqlen, d.eval_windows)
+            self.source = secret_source(config.seed, config.privacy.reproducible_noise, "simulate")
+            self.federation = federation or InProcessFederation.build(
+                self.bench, texts, self.source
+            )
+            self.config = config
+            self.described = {
+                c: dict(answer.settings)
+                for c, answer in self._command(
+                    "describe", {"samples_per_client": d.samples_per_client, "seqlen": d.seqlen}
+                ).items()
+            }
+
+    def _command(self, kind: str, settings: dict[str, Any]) -> dict[int, Any]:
+        command = NodeCommand(kind, settings)
+        return self.federation.command(
+            kind,
+            {c: command for c in self.federation.alive()},
+            self.config.federation.calibrate_timeout_s,
+        )
+
+    def variant(self, config: RunConfig | None) -> RunConfig:
+        """`config` (default: the pipeline's), checked to keep this pipeline's model and data."""
+        if config is None:
+            return self.config
+        config.validate()
+        if config.data.client_data:
+            config = replace(config, data=replace(config.data, clients=self.config.data.clients))
+        same = ("model", "device", "seed", "data")
+        if any(getattr(config, k) != getattr(self.config, k) for k in same):
+            raise ConfigError("a variant keeps the pipeline's model, device, seed and data")
+        return config
+
+    def evaluate(
+        self,
+        label: str,
+        masks: Masks | None = None,
+        scales: Masks | None = None,
+        save_to: Path | None = None,
+    ) -> tuple[float, dict[str, Any]]:
+        """(perplexity, sparsity) of the model pruned by `masks` (saved to `save_to` while
+        pruned); the model is dense again after."""
+        bench = self.bench
+        try:
+            if masks is not None:
+                bench.apply(masks, scales)
+            with self.timer.phase(f"eval_{label}"):
+                stage = self.progress.stage(f"perplexity ({label})", len(bench.windows))
+                with stage as advance:
+                    ppl = bench.perplexity(advance)
+            if save_to is not None:
+                with self.timer.phase("save_model"):
+                    bench.save(save_to)
+            return ppl, bench.sparsity()
+        finally:
+            bench.restore()
+
+    def fedprllm(self, config: RunConfig | None = None) -> FedResult:
+        """Global masks of FedPrLLM under `config` (a variant of the pipeline's); one new
+        calibration of every client (masks are reused by a node when identical)."""
+        config = self.variant(config)
+        self.federation.simulate_drops(config.federation.drop)
+        server = Server(config, self.bench, self.federation, self.timer, self.progress)
+        server.described = self.described
+        try:
+            masks, scales = strategy_for(config)(server)
+        finally:
+            self.bench.restore()
+        return FedResult(masks, scales, protocol_report(server), self._privacy(server), server)
+
+    def _privacy(self, server: Server) -> dict[str, Any]:
+        config = server.config
+        first = min(self.federation.alive(), default=None)
+        answers = {} if first is None else self.federation.command(
+            "report", {first: NodeCommand("report")}, config.federation.round_timeout_s
+        )  # fmt: skip
+        statistics = answers[first].settings.get("statistics_dp") if first in answers else None
+        return config.privacy.report(
+            protocol=config.protocol.name,
+            protocol_secure=registry.get(config.protocol.name).secure,
+            weights=self.bench.weights,
+            contributors=min(server.contributors, default=0),
+            statistics=statistics,
+            noise_source=describe(config.privacy.reproducible_noise),
+        )
+
+    def centralized(self, config: RunConfig | None = None) -> Masks:
+        """Masks of the pruner on every client's samples pooled (a simulation baseline)."""
+        config = self.variant(config)
+        p = config.pruning
+        pooled = None
+        if p.pruner != "magnitude":
+            answers = self._command("samples", {})
+            pooled = torch.cat([torch.from_numpy(answers[c].arrays["tokens"])
+                                for c in sorted(answers)])  # fmt: skip
+        with self.timer.phase("calibration_centralized"):
+            blocks = self.bench.blocks
+            with self.progress.stage("calibrate centralized", blocks) as advance:
+                masks, _ = local_masks(
+                    self.bench.model, pooled, p.sparsity, p.pruner, p.calibration, p.batch_size,
+                    on_block=lambda _i, _n: advance(),
+                )  # fmt: skip
+        return {name: mask.numpy() for name, mask in masks.items()}
+
+    def local(self, config: RunConfig | None = None) -> list[Masks]:
+        """Every client's own local masks (calibrated now, or reused by the node)."""
+        config = self.variant(config)
+        server = Server(config, self.bench, self.federation, self.timer, self.progress)
+        server.calibrate("masks")
+        answers = self._command("local-masks", {})
+        return [unpack_masks(answers[c].arrays, self.bench.shapes) for c in sorted(answers)]
+
+
+def protocol_report(server: Server) -> dict[str, Any]:
+    """results.json `protocol`: who contributed, who dropped, what the uploads cost."""
+    config, session = server.config, server.session
+    if session is None:
+        return {}
+    traffic = session.traffic
+    per_client = traffic.uplink_bytes
+    return {
+        "name": config.protocol.name,
+        "secure": registry.get(config.protocol.name).secure,
+        "options": dict(config.protocol.options),
+        "aggregations": len(server.contributors),
+        "contributors": list(server.last_contributors),
+        "contributors_per_aggregation": list(server.contributors),
+        "dropped": sorted(traffic.dropped),
+        "uplink_bytes_per_client": {str(c): n for c, n in sorted(per_client.items())},
+        "uplink_bytes_per_client_round": {
+            str(c): traffic.uplink_bytes_by_round.get(c, {}) for c in server.federation.clients
+        },
+        "uplink_bytes_per_weight": round(mean(per_client.values()) / server.bench.weights, 4)
+        if per_client
+        else None,
+        "server_received": {
+            "messages": traffic.received_messages,
+            "bytes": traffic.received_bytes,
+            "message_types": list(traffic.message_types),
+        },
+    }
+
+
+def run(
+    config: RunConfig,
+    progress: Progress | None = None,
+    save_model_to: Path | None = None,
+    bench: Workbench | None = None,
+) -> dict[str, Any]:
+    """Run every method of `config.pruning.methods`; return the results (JSON-ready).
+
+    With `save_model_to`, the model pruned by the first listed non-local method is saved there.
+    `bench` reuses a loaded model (dense) instead of loading `config.model`.
+    """
+    config.validate()
+    methods = config.pruning.methods
+    saved_method = next((m for m in methods if m != "local"), None)
+    if save_model_to is not None and saved_method is None:
+        raise ConfigError("save_model_to needs pruning.methods fedprllm or centralized")
+    started = time.perf_counter()
+    pipe = Pipeline(config, progress, bench)
+    perplexities: dict[str, Any] = {"dense": pipe.evaluate("dense")[0]}
+    sparsity: dict[str, Any] = {}
+    fed: FedResult | None = None
+    for method in methods:
+        if method == "local":
+            local = []
+            for client, masks in enumerate(pipe.local()):
+                ppl, sparsity["local"] = pipe.evaluate(f"local {client}", masks)
+                local.append(ppl)
+            perplexities["local"] = local
+            perplexities["local_mean"] = mean(local)
+            continue
+        if method == "fedprllm":
+            fed = pipe.fedprllm()
+            masks, scales = fed.masks, fed.scales
+        else:
+            masks, scales = pipe.centralized(), None
+        save_to = save_model_to if method == saved_method else None
+        perplexities[method], sparsity[method] = pipe.evaluate(method, masks, scales, save_to)
+    return _results(pipe, perplexities, sparsity, fed, save_model_to, started)
+
+
+def _results(
+    pipe: Pipeline,
+    perplexities: dict[str, Any],
+    sparsity: dict[str, Any],
+    fed: FedResult | None,
+    save_model_to: Path | None,
+    started: float,
+) -> dict[str, Any]:
+    config, bench = pipe.config, pipe.bench
+    keys = ("name", "documents", "topics", "tokens")
+    return {
+        "fedprllm_secure_version": __version__,
+        "config": asdict(config),
+        "model": {
+            "name": config.model,
+            "device": bench.device,
+            "prunable_layers": len(bench.layers),
+            "prunable_weights": bench.weights,
+        },
+        "data": {
+            "clients": [{k: pipe.described[c][k] for k in keys} for c in sorted(pipe.described)],
+            "eval": {"windows": len(bench.windows), "window_tokens": int(bench.windows[0].numel())},
+        },
+        "perplexity": perplexities,
+        "sparsity": sparsity,
+        "protocol": (fed.protocol or None) if fed else None,
+        "privacy": fed.privacy if fed else None,
+        "randomness": {
+            "noise_and_protocol_secrets": describe(config.privacy.reproducible_noise),
+            "data_splits_and_tie_breaking": f"seeded by --seed {config.seed}",
+        },
+        "saved_model": str(save_model_to) if save_model_to else None,
+        "timings_s": {**pipe.timer.timings, "total": round(time.perf_counter() - started, 3)},
+    }

@@ -1,0 +1,107 @@
+"""The model of a run, loaded once: prunable layers, dense snapshot, evaluation windows.
+
+Shared by the server step (global masks, evaluation), by in-process client nodes (they calibrate
+on it and leave it dense), by `audit` and by the experiments (one workbench for many runs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import data
+from ..evaluate import eval_windows, perplexity
+from ..model import LoadedModel, PrunableLayer, decoder_blocks, load_model, prunable_layers
+from ..progress import Advance
+from ..server.apply import apply_masks, restore_weights, snapshot_weights, sparsity_report
+
+Masks = Mapping[str, np.ndarray | torch.Tensor]
+
+
+class Workbench:
+    """One loaded model and its dense weights; `windows` are set by `use_eval_text`."""
+
+    def __init__(self, model: str, device: str = "auto") -> None:
+        self.loaded: LoadedModel = load_model(model, device)
+        self.model = self.loaded.model
+        self.tokenizer = self.loaded.tokenizer
+        self.layers: list[PrunableLayer] = prunable_layers(self.model)
+        self.shapes = {layer.name: tuple(layer.module.weight.shape) for layer in self.layers}
+        self.lengths = {layer.name: layer.numel for layer in self.layers}
+        self.index = {layer.name: i for i, layer in enumerate(self.layers)}
+        self.blocks = len(decoder_blocks(self.model))
+        self.dense = snapshot_weights(self.layers)
+        self.windows: list[torch.Tensor] = []
+
+    @property
+    def weights(self) -> int:
+        return sum(self.lengths.values())
+
+    @property
+    def device(self) -> str:
+        return str(self.loaded.device)
+
+    def use_eval_text(self, text: str, seqlen: int, count: int) -> None:
+        """Evaluate on at most `count` windows of `seqlen` tokens of `text`."""
+        self.windows = eval_windows(data.tokenize(self.tokenizer, text), seqlen, count)
+
+    def block_layers(self, block: int) -> list[PrunableLayer]:
+        return [layer for layer in self.layers if layer.block == block]
+
+    def apply(self, masks: Masks, scales: Mapping[str, np.ndarray] | None = None) -> None:
+        """Prune the model in place (every layer of `masks` must be prunable); `restore` undoes."""
+        apply_masks(self.layers, masks, scales)
+
+    def restore(self) -> None:
+        restore_weights(self.layers, self.dense)
+
+    def sparsity(self) -> dict[str, Any]:
+        overall, per_layer = sparsity_report(self.layers)
+        return {
+            "overall": round(overall, 6),
+            "per_layer": {k: round(v, 6) for k, v in per_layer.items()},
+        }
+
+    def perplexity(self, advance: Advance | None = None) -> float:
+        """Perplexity of the model as it is now over the evaluation windows."""
+        return perplexity(self.model, self.windows, advance or (lambda: None))
+
+    def evaluate(
+        self,
+        masks: Masks | None = None,
+        scales: Mapping[str, np.ndarray] | None = None,
+        advance: Advance | None = None,
+    ) -> tuple[float, dict[str, Any]]:
+        """(perplexity, sparsity report) of the model pruned by `masks`; dense again after."""
+        try:
+            if masks is not None:
+                self.apply(masks, scales)
+            return self.perplexity(advance), self.sparsity()
+        finally:
+            self.restore()
+
+    @contextmanager
+    def pruned(
+        self,
+        layers: list[PrunableLayer],
+        masks: Masks,
+        scales: Mapping[str, np.ndarray] | None = None,
+    ) -> Iterator[None]:
+        """`layers` pruned by `masks` (and scaled) for the block only; their weights after."""
+        saved = {layer.name: layer.module.weight.data.clone() for layer in layers}
+        try:
+            apply_masks(layers, masks, scales)
+            yield
+        finally:
+            for layer in layers:
+                layer.module.weight.data.copy_(saved[layer.name])
+
+    def save(self, folder: Path) -> None:
+        """Save the model as it is now (e.g. pruned) with its tokenizer, `from_pretrained` style."""
+        self.model.save_pretrained(folder)  # type: ignore[operator]
+        self.tokenizer.save_pretrained(folder)  # type: ignore[attr-defined]
