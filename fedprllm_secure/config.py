@@ -3,7 +3,7 @@
 Frozen and nested by concern (data / pruning / protocol / privacy / federation). A field is named
 by its dotted path (`pruning.sparsity`); library errors name that path, and the CLI maps each path
 to its flag in one table. Build one with `RunConfig(...)`, `dataclasses.replace`, or from a TOML
-file with overrides (`load_config`, `with_overrides`), then `validate()` once.
+file with overrides (`config_io.load_config`, `config_io.with_overrides`), then `validate()` once.
 """
 
 from __future__ import annotations
