@@ -7,7 +7,7 @@ Runs the one-shot masks mode (Wanda, sequential calibration, layer group, plaint
 the same seed and corpus split: (1) `flwr run` against a SuperLink in simulation mode, N virtual
 SuperNodes on Ray (one CPU each), virtual node i calibrating on partition i of the corpus
 (`integrations.flower.deploy.run_simulation_engine`); (2) in process (`simulate`'s pipeline), in a
-child process. Both with one thread per client (OMP_NUM_THREADS=1, as Ray gives a 1-CPU actor), so
+child process (`pipeline.Pipeline`). Both with one thread per client (OMP_NUM_THREADS=1, as Ray gives a 1-CPU actor), so
 the floating-point sums run in the same order. Writes wall time and peak memory of each, and
 whether the global masks are equal, to experiments/results/flower_simulation_64x2.json.
 
@@ -93,16 +93,17 @@ def run_flower(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
 def inprocess_child(args: argparse.Namespace, masks_out: Path) -> None:
     """The in-process run (simulate's pipeline): global masks to `masks_out`, stats on stdout."""
-    from fedprllm_secure.progress import SilentProgress
-    from fedprllm_secure.simulate import FederatedPruning, SimulationConfig, _Timer
+    from fedprllm_secure.config import DataConfig, PruningConfig, RunConfig
+    from fedprllm_secure.pipeline import Pipeline
 
     started = time.perf_counter()
-    config = SimulationConfig(
-        model=args.model, corpus=args.corpus, clients=args.clients, samples_per_client=args.samples,
-        seqlen=args.seqlen, sparsity=args.sparsity, split="iid", seed=args.seed, device="cpu",
-        eval_windows=1,
+    config = RunConfig(
+        model=args.model, device="cpu", seed=args.seed,
+        data=DataConfig(corpus=args.corpus, clients=args.clients, split="iid",
+                        samples_per_client=args.samples, seqlen=args.seqlen, eval_windows=1),
+        pruning=PruningConfig(sparsity=args.sparsity),
     )  # fmt: skip
-    masks, _ = FederatedPruning(config, SilentProgress(), _Timer()).run_fedprllm()
+    masks = Pipeline(config).fedprllm().masks
     np.savez_compressed(masks_out, **masks)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     wall = time.perf_counter() - started
