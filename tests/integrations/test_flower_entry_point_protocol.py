@@ -27,18 +27,19 @@ from pathlib import Path
 from fedprllm_secure.secure_sum import registry
 from fedprllm_secure.integrations.flower import client_app as ca, records as R, trust as T
 from fedprllm_secure.integrations.flower.local import LocalGrid
-from fedprllm_secure.integrations.flower.server_app import PruningSettings, prune_with_flower
+from fedprllm_secure.integrations.flower.server_app import prune_with_flower
 
 model, clients, keys = sys.argv[1:4]
 entries = ("alice.txt", "bob.jsonl", "carol")
 nodes = [{"model": model, "data": str(Path(clients) / e)} for e in entries]
 pinned = T.pinned_node_configs(keys, nodes, protocols=["toy-sum"])
 grid = LocalGrid(ca.app, {1000 + i: c for i, c in enumerate(pinned)})
-common = dict(num_nodes=3, samples_per_client=2, seqlen=32, round_timeout_s=30)
-toy, _ = prune_with_flower(grid, PruningSettings(protocol="toy-sum", **common), model)
+common = {"num-nodes": 3, "samples-per-client": 2, "seqlen": 32, "round-timeout-s": 30}
+toy, _ = prune_with_flower(grid, {**common, "protocol": "toy-sum"}, model)
 plain_grid = LocalGrid(ca.app, {2000 + i: c for i, c in enumerate(nodes)})
-plain, _ = prune_with_flower(plain_grid, PruningSettings(protocol="plaintext", **common), model)
-secrets = [len(R.array_blob(c.state.array_records[ca.SECRET]["secret"])) for c in grid.contexts.values()]
+plain, _ = prune_with_flower(plain_grid, {**common, "protocol": "plaintext"}, model)
+states = [c.state for c in grid.contexts.values()]
+secrets = [len(R.array_blob(s.array_records[ca.SECRET]["secret"])) for s in states]
 print(json.dumps({
     "module": registry.get("toy-sum").make_server.__module__,
     "contributors": toy.contributors,

@@ -15,13 +15,9 @@ from fedprllm_secure.integrations.flower import records as R  # noqa: E402
 from fedprllm_secure.integrations.flower import trust as T  # noqa: E402
 from fedprllm_secure.integrations.flower.client_app import app as client_app  # noqa: E402
 from fedprllm_secure.integrations.flower.local import LocalGrid  # noqa: E402
-from fedprllm_secure.integrations.flower.server_app import (  # noqa: E402
-    PruningSettings,
-    prune_with_flower,
-)
-from fedprllm_secure.progress import SilentProgress  # noqa: E402
+from fedprllm_secure.integrations.flower.server_app import prune_with_flower  # noqa: E402
+from fedprllm_secure.pipeline import Pipeline  # noqa: E402
 from fedprllm_secure.secure_sum import registry  # noqa: E402
-from fedprllm_secure.simulate import FederatedPruning, _Timer  # noqa: E402
 
 from ..conftest import add_fourth_client  # noqa: E402
 from ..test_pipeline import config_for  # noqa: E402
@@ -29,18 +25,21 @@ from ..test_pipeline import config_for  # noqa: E402
 pytestmark = pytest.mark.flower
 
 ENTRIES = ("alice.txt", "bob.jsonl", "carol")
+RUN_KEYS = {"options": "protocol-options", "group": "pruning.group"}
 
 
 def simulated_masks(model: Path, clients: Path, **overrides) -> dict[str, np.ndarray]:
-    config = config_for(model, clients, **overrides)
-    masks, _ = FederatedPruning(config, SilentProgress(), _Timer()).run_fedprllm()
-    return masks
+    """The in-process pipeline's global masks (`simulate`), same seed."""
+    return Pipeline(config_for(model, clients, **overrides)).fedprllm().masks
 
 
-def settings(**overrides) -> PruningSettings:
-    base = dict(num_nodes=3, samples_per_client=2, seqlen=32, round_timeout_s=30)
-    base.update(overrides)
-    return PruningSettings(**base)
+def settings(**overrides) -> dict:
+    """A Flower run config: keyword names as in the earlier settings (num_nodes, min_cohort,
+    ...), or RunConfig paths passed as a dict."""
+    base = {"num-nodes": 3, "samples-per-client": 2, "seqlen": 32, "round-timeout-s": 30}
+    for key, value in overrides.items():
+        base[RUN_KEYS.get(key, key.replace("_", "-"))] = value
+    return base
 
 
 def grid_for(
@@ -82,9 +81,9 @@ def test_small_chunks_row_group_and_send_and_receive(
 ) -> None:
     expected = simulated_masks(tiny_model_dir, client_dir, group="row", protocol="additive")
     grid = grid_for(tiny_model_dir, client_dir, keys)
-    s = settings(protocol="additive", group="row", chunk_entries=3000, poll_interval_s=0)
+    s = settings(protocol="additive", group="row", poll_interval_s=0)
     result, _ = prune_with_flower(grid, s, str(tiny_model_dir))
-    assert result.rounds > 5  # several masked-input chunks
+    assert result.rounds > 5  # several masked-input chunks (one per layer)
     for name, mask in expected.items():
         assert np.array_equal(result.masks[name], mask), name
 
@@ -140,7 +139,7 @@ def test_a_node_lost_in_the_masked_stream_ends_the_run_and_no_new_session_gets_i
         return node in dead
 
     grid = grid_for(tiny_model_dir, client_dir, keys, drop=drop)
-    s = settings(protocol="additive", chunk_entries=3000, round_timeout_s=2)
+    s = settings(protocol="additive", round_timeout_s=2)
     with pytest.raises(FedPrError) as error:
         prune_with_flower(grid, s, str(tiny_model_dir))
     message = str(error.value)

@@ -316,7 +316,8 @@ def start_federation(
     from .trust import pinned_node_configs
 
     configs: list[dict[str, Any]] = [
-        {"model": str(Path(model).resolve()), "data": str(Path(path).resolve())} for path in data
+        {"model": str(Path(model).resolve()), "data": str(Path(path).resolve()), "partition-id": i}
+        for i, path in enumerate(data)
     ]
     if ledger_dir is not None:
         for i, config in enumerate(configs):
@@ -359,7 +360,7 @@ def submit_run(
 ) -> dict[str, Any]:
     """`flwr run` the app on a started federation; wait (at most `timeout` s) for its result.
 
-    Returns OUT/result.json; raises DeploymentError with the run's own error (OUT/error.txt),
+    Returns OUT/results.json; raises DeploymentError with the run's own error (OUT/error.txt),
     a dead process's log, or the SuperLink log's tail on timeout. `on_progress(deployment,
     progress)` is called while waiting (tests use it to kill a node mid-round).
     `federation_config`: the simulation engine's settings (`flwr run --federation-config`, e.g.
@@ -373,7 +374,7 @@ def submit_run(
     config.update(run_config or {})
     app_dir = write_app_dir(Path(tempfile.mkdtemp(prefix="app-", dir=deployment.workdir)), config)
     out.mkdir(parents=True, exist_ok=True)
-    for stale in ("result.json", "error.txt", "progress.json"):
+    for stale in ("results.json", "error.txt", "progress.json"):
         (out / stale).unlink(missing_ok=True)
     deadline = time.monotonic() + timeout
     args = ["run", str(app_dir), "local", "--format", "json"]
@@ -385,8 +386,8 @@ def submit_run(
     if failure is not None:
         raise DeploymentError(f"flwr run failed: {failure}")
     while time.monotonic() < deadline:
-        if (out / "result.json").is_file():
-            return dict(json.loads((out / "result.json").read_text()))
+        if (out / "results.json").is_file():
+            return dict(json.loads((out / "results.json").read_text()))
         if (out / "error.txt").is_file():
             raise DeploymentError(one_line((out / "error.txt").read_text()))
         # A SuperNode dying is a dropout: the ServerApp leaves it out at its round deadline.

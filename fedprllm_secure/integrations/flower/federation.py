@@ -36,7 +36,7 @@ from ...randomness import RandomSource, SystemRandomSource
 from ...secure_sum import registry
 from ...secure_sum.api import AggregateResult, AggregationSpec, ClientId, SessionConfig
 from ...secure_sum.driver import drive
-from ...secure_sum.messages import decode, encode, round_of
+from ...secure_sum.messages import decode, encode, round_of, tag_of
 from . import records as R
 from .enrollment import prepare_options, publish
 from .trust import encode_enrollment
@@ -122,6 +122,10 @@ class FlowerFederation(Federation):
         self.timings: dict[str, float] = {}
         self.uplink: dict[ClientId, int] = {}  # protocol bytes each client sent, all sessions
         self.rounds = 0  # protocol rounds, all sessions
+        self.layout: str | None = None  # the server's layout fingerprint: answers must match it
+        self.authority_candidates: list[ClientId] = []  # pinned as key authority by their trust
+        self.sessions: list[FlowerSession] = []
+        self.min_cohort = 1  # a session needs this many clients still in (NodeFailure else)
 
     # --- exchanges ------------------------------------------------------------------------------
 
@@ -164,9 +168,21 @@ class FlowerFederation(Federation):
     def command(
         self, stage: str, commands: Mapping[ClientId, NodeCommand], timeout_s: float
     ) -> dict[ClientId, NodeAnswer]:
-        messages = {c: (R.COMMAND, R.command_content(cmd)) for c, cmd in commands.items()}
+        messages = {c: (R.COMMAND, R.command_content(cmd, c)) for c, cmd in commands.items()}
         replies = self.exchange(stage, messages, timeout_s)
-        return {c: R.answer_of(reply.content) for c, reply in replies.items()}
+        answers = {}
+        for c, reply in replies.items():
+            answer, host = R.answer_of(reply.content)
+            if host.get("authority") and c not in self.authority_candidates:
+                self.authority_candidates.append(c)
+            layout = answer.settings.get("layout")
+            if self.layout is not None and layout is not None and layout != self.layout:
+                self.failures.setdefault(
+                    c, f"{stage}: its model's prunable layout differs from the server's"
+                )
+                continue
+            answers[c] = answer
+        return answers
 
     def reasons(self, clients: Iterable[ClientId] | None = None) -> str:
         """Every (or these) left-out client's reason, on one line."""
@@ -206,6 +222,8 @@ class FlowerFederation(Federation):
     ) -> FlowerSession:
         """Enroll `roster` (every node must answer: a roster is fixed once published)."""
         info = registry.get(protocol)
+        self.need(roster, "calibration", self.min_cohort)
+        options = self.with_authority(protocol, roster, options)
         draft = SessionConfig(
             self.rng.random_bytes(32), roster, prepare_options(protocol, roster, options)
         )
@@ -225,9 +243,22 @@ class FlowerFederation(Federation):
         publics, attestations = self.relay(replies)
         config = publish(protocol, draft, publics)
         server = info.make_server(config, self.rng)
-        return FlowerSession(
-            self, protocol, config, server, encode_enrollment(publics, attestations)
-        )
+        enrollment = encode_enrollment(publics, attestations)
+        session = FlowerSession(self, protocol, config, server, enrollment)
+        self.sessions.append(session)
+        return session
+
+    def with_authority(
+        self, protocol: str, roster: tuple[ClientId, ...], options: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """`options`, and where the protocol names a key authority (option "authority") by
+        default, the one node whose trust file pins it as authority."""
+        options = dict(options)
+        candidates = [c for c in self.authority_candidates if c in roster]
+        if len(candidates) == 1 and "authority" not in options:
+            if "authority" in prepare_options(protocol, roster, options):
+                options["authority"] = candidates[0]
+        return options
 
 
 class FlowerSession(SecureSumSession):
@@ -248,6 +279,7 @@ class FlowerSession(SecureSumSession):
         self.enrollment = enrollment  # rides with each node's first protocol message
         self.started: set[ClientId] = set()
         self.traffic = SessionTraffic()
+        self.results: list[AggregateResult] = []  # every aggregation's (unreleased) result
 
     def _deliver(self, outgoing: Mapping[ClientId, Any]) -> dict[ClientId, Any]:
         fed = self.federation
@@ -262,12 +294,19 @@ class FlowerSession(SecureSumSession):
             messages[c] = (R.PROTOCOL, R.content({}, blobs))
         answered = fed.exchange(f"protocol-{fed.rounds}", messages, fed.round_timeout_s)
         decoded = {}
+        t = self.traffic
         for c, reply in answered.items():
             blob = R.blobs_of(reply.content).get("message")
             if blob is not None:
                 fed.uplink[c] = fed.uplink.get(c, 0) + len(blob)
-                self.traffic.uplink_bytes[c] = self.traffic.uplink_bytes.get(c, 0) + len(blob)
+                t.uplink_bytes[c] = t.uplink_bytes.get(c, 0) + len(blob)
+                by_round = t.uplink_bytes_by_round.setdefault(c, {})
+                name = round_of(outgoing[c])
+                by_round[name] = by_round.get(name, 0) + len(blob)
                 decoded[c] = decode(blob)
+                t.received_messages += 1
+                t.received_bytes += len(blob)
+                t.message_types = tuple(sorted({*t.message_types, tag_of(decoded[c])}))
         self.traffic.dropped |= set(outgoing) - set(answered)
         self._last = (dict(outgoing), set(decoded))
         return decoded
@@ -301,4 +340,5 @@ class FlowerSession(SecureSumSession):
         )
         if not result.contributors:
             raise NodeFailure(f"no client contributed to the sum. {fed.reasons()}".strip())
+        self.results.append(result)
         return result

@@ -125,9 +125,10 @@ def _unpacked(records: RecordDict) -> tuple[dict[str, Any], dict[str, np.ndarray
     return settings, arrays, head
 
 
-def command_content(command: NodeCommand) -> RecordDict:
-    """A NodeCommand as a RecordDict (settings as JSON, arrays as numpy Arrays)."""
-    return _packed(command.settings, command.arrays, kind=command.kind)
+def command_content(command: NodeCommand, client_id: int) -> RecordDict:
+    """A NodeCommand to client `client_id` as a RecordDict (settings as JSON, arrays as numpy
+    Arrays)."""
+    return _packed(command.settings, command.arrays, kind=command.kind, **{"client-id": client_id})
 
 
 def command_of(records: RecordDict) -> NodeCommand:
@@ -135,10 +136,12 @@ def command_of(records: RecordDict) -> NodeCommand:
     return NodeCommand(str(head.get("kind", "")), settings, arrays)
 
 
-def answer_content(answer: NodeAnswer) -> RecordDict:
-    return _packed(answer.settings, answer.arrays)
+def answer_content(answer: NodeAnswer, **host: Any) -> RecordDict:
+    """A NodeAnswer as a RecordDict; `host`: what the Flower node adds (its identity key)."""
+    return _packed(answer.settings, answer.arrays, **host)
 
 
-def answer_of(records: RecordDict) -> NodeAnswer:
-    settings, arrays, _ = _unpacked(records)
-    return NodeAnswer(settings, arrays)
+def answer_of(records: RecordDict) -> tuple[NodeAnswer, dict[str, Any]]:
+    """(the NodeAnswer, what the Flower node added)."""
+    settings, arrays, host = _unpacked(records)
+    return NodeAnswer(settings, arrays), host
