@@ -15,9 +15,9 @@ import pytest
 pytest.importorskip("flwr", reason="flwr is not installed (pip install '.[flower]')")
 pytest.importorskip("ray", reason="ray is not installed (pip install '.[flower]')")
 
+from fedprllm_secure.config import DataConfig, RunConfig  # noqa: E402
 from fedprllm_secure.integrations.flower.deploy import run_simulation_engine  # noqa: E402
-from fedprllm_secure.progress import SilentProgress  # noqa: E402
-from fedprllm_secure.simulate import FederatedPruning, SimulationConfig, _Timer  # noqa: E402
+from fedprllm_secure.pipeline import Pipeline  # noqa: E402
 
 pytestmark = [
     pytest.mark.flower,
@@ -39,11 +39,11 @@ def test_virtual_nodes_on_their_corpus_partitions_prune_like_simulate(
         timeout=300, workdir=tmp_path / "work",
     )  # fmt: skip
     assert result["contributors"] == list(range(nodes)) and not result["failures"]
-    config = SimulationConfig(
-        model=str(tiny_model_dir), clients=nodes, samples_per_client=2, seqlen=32,
-        split="iid", seed=3, device="cpu", eval_windows=1,
+    config = RunConfig(
+        model=str(tiny_model_dir), device="cpu", seed=3,
+        data=DataConfig(clients=nodes, samples_per_client=2, seqlen=32, split="iid", eval_windows=1),
     )  # fmt: skip
-    expected, _ = FederatedPruning(config, SilentProgress(), _Timer()).run_fedprllm()
+    expected = Pipeline(config).fedprllm().masks
     masks = np.load(tmp_path / "out" / "masks.npz")
     assert sorted(masks.files) == sorted(expected)
     for name, mask in expected.items():

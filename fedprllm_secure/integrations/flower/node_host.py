@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -82,17 +83,24 @@ def node_documents(context: Context) -> tuple[list[str], str, str]:
     if context.node_config.get("data") or "partition-id" not in context.node_config:
         path = str(Path(node_setting(context, "data")).expanduser().resolve())
         return read_node_text(path), path, data_digest(path)
-    from ...data import heldout_split, load_corpus, split_clients
 
     run = context.run_config
     corpus = str(run.get("data.corpus", run.get("corpus", "wiki-topics")))
     split = str(run.get("data.split", run.get("split", "iid")))
     index = int(context.node_config["partition-id"])
     count = int(context.node_config["num-partitions"])
+    documents = _partition(corpus, split, int(run.get("seed", 0)), count)[index]
+    digest = hashlib.sha256("\x00".join(documents).encode("utf-8")).hexdigest()
+    return list(documents), f"corpus {corpus} partition {index}/{count}", digest
+
+
+@lru_cache(maxsize=4)
+def _partition(corpus: str, split: str, seed: int, count: int) -> list[tuple[str, ...]]:
+    """The documents of every partition (computed once per process)."""
+    from ...data import heldout_split, load_corpus, split_clients
+
     pool, _ = heldout_split(load_corpus(corpus))
-    client = split_clients(pool, count, split, int(run.get("seed", 0)))[index]
-    digest = hashlib.sha256("\x00".join(client.documents).encode("utf-8")).hexdigest()
-    return list(client.documents), f"corpus {corpus} partition {index}/{count}", digest
+    return [client.documents for client in split_clients(pool, count, split, seed)]
 
 
 @lru_cache(maxsize=2)
@@ -112,8 +120,22 @@ def node_source(context: Context, client_id: int, privacy: dict[str, Any] | None
     return secret_source(seed, reproducible, "simulate").child(f"node-{k}")
 
 
+# The node this process saved last, per Flower node: (version saved, node). A process that
+# handles a node's next message too reuses it; any other process restores it from the state.
+_LAST: dict[int, tuple[str, Any]] = {}
+
+
 def load(context: Context, client_id: int, command: NodeCommand | None = None) -> Any:
     """This node's ClientNode: restored from the state, or new (client `client_id`)."""
+    cached = _LAST.get(context.node_id)
+    fresh = command is not None and command.kind == "calibrate"  # its privacy sets the source
+    if cached is not None and not fresh and NODE_SETTINGS in context.state:
+        if cached[0] == str(context.state.config_records[NODE_SETTINGS].get("version")):
+            return cached[1]
+    return _restore(context, client_id, command)
+
+
+def _restore(context: Context, client_id: int, command: NodeCommand | None) -> Any:
     from ...data import ClientText
     from ...pipeline.client_step import ClientNode, NodeEnv
 
@@ -143,7 +165,9 @@ def load(context: Context, client_id: int, command: NodeCommand | None = None) -
 
 def store(context: Context, node: Any) -> None:
     settings, arrays = node.save()
-    context.state[NODE_SETTINGS] = ConfigRecord({"json": json.dumps(settings)})
+    version = os.urandom(8).hex()
+    context.state[NODE_SETTINGS] = ConfigRecord({"json": json.dumps(settings), "version": version})
+    _LAST[context.node_id] = (version, node)
     context.state[NODE_ARRAYS] = ArrayRecord(
         {k: Array(np.ascontiguousarray(v)) for k, v in arrays.items()}
     )
