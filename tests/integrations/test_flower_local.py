@@ -81,9 +81,9 @@ def test_small_chunks_row_group_and_send_and_receive(
 ) -> None:
     expected = simulated_masks(tiny_model_dir, client_dir, group="row", protocol="additive")
     grid = grid_for(tiny_model_dir, client_dir, keys)
-    s = settings(protocol="additive", group="row", poll_interval_s=0)
+    s = settings(protocol="additive", group="row", chunk_entries=3000, poll_interval_s=0)
     result, _ = prune_with_flower(grid, s, str(tiny_model_dir))
-    assert result.rounds > 5  # several masked-input chunks (one per layer)
+    assert result.rounds > 5  # several masked-input chunks
     for name, mask in expected.items():
         assert np.array_equal(result.masks[name], mask), name
 
@@ -139,7 +139,7 @@ def test_a_node_lost_in_the_masked_stream_ends_the_run_and_no_new_session_gets_i
         return node in dead
 
     grid = grid_for(tiny_model_dir, client_dir, keys, drop=drop)
-    s = settings(protocol="additive", round_timeout_s=2)
+    s = settings(protocol="additive", chunk_entries=3000, round_timeout_s=2)
     with pytest.raises(FedPrError) as error:
         prune_with_flower(grid, s, str(tiny_model_dir))
     message = str(error.value)

@@ -13,6 +13,7 @@ import pytest
 
 pytest.importorskip("flwr", reason="flwr is not installed (pip install '.[flower]')")
 
+from fedprllm_secure.errors import FedPrError  # noqa: E402
 from fedprllm_secure.integrations.flower.client_app import app as client_app  # noqa: E402
 from fedprllm_secure.integrations.flower.local import LocalGrid  # noqa: E402
 from fedprllm_secure.integrations.flower.server_app import prune_with_flower  # noqa: E402
@@ -49,7 +50,12 @@ MODES = {
 
 def flower_masks(model: Path, clients: Path, run: dict) -> dict[str, np.ndarray]:
     nodes = {
-        1000 + i: {"model": str(model), "data": str(clients / e), "partition-id": i}
+        1000 + i: {
+            "model": str(model),
+            "data": str(clients / e),
+            "partition-id": i,
+            "reproducible-noise": "allow",
+        }
         for i, e in enumerate(ENTRIES)
     }
     run = {**BASE, **run}
@@ -57,6 +63,16 @@ def flower_masks(model: Path, clients: Path, run: dict) -> dict[str, np.ndarray]
     result, _ = prune_with_flower(grid, run, str(model))
     assert result.contributors == [0, 1, 2] and not result.failures
     return result.masks
+
+
+def test_a_node_refuses_noise_the_server_could_recompute(
+    tiny_model_dir: Path, client_dir: Path
+) -> None:
+    nodes = {i: {"model": str(tiny_model_dir), "data": str(client_dir / e)}
+             for i, e in enumerate(ENTRIES)}  # fmt: skip
+    run = {**BASE, **MODES["rr-epsilon"][0]}
+    with pytest.raises(FedPrError, match="reproducible noise .* own CSPRNG"):
+        prune_with_flower(LocalGrid(client_app, nodes, run_config=run), run, str(tiny_model_dir))
 
 
 @pytest.mark.parametrize("mode", sorted(MODES))

@@ -39,6 +39,7 @@ from . import records as R
 from . import trust as T
 from .enrollment import node_enroll
 from .node_ledger import LedgerFile, default_ledger_dir
+from .wire_chunks import joined
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +136,9 @@ class _Inputs:
         self.file = _ledger(context) if session["guarded"] else None
 
     def __call__(self, index: int, chunk: ChunkSpec) -> np.ndarray:
+        return joined(self.one)(index, chunk)  # a wire chunk: the pipeline's chunks it joins
+
+    def one(self, index: int, chunk: ChunkSpec) -> np.ndarray:
         if self.file is not None:  # on disk before the bits leave: at most one release per chunk
             self.file.record(self.binding, index, [chunk.name])
         if MASKS in self.context.state and H.HOST not in self.context.state:

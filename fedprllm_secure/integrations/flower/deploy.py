@@ -305,6 +305,7 @@ def start_federation(
     data: Sequence[str],
     trust: Mapping[str, Any] | None = None,
     ledger_dir: Path | None = None,
+    node_config: Mapping[str, Any] | None = None,
 ) -> None:
     """A SuperLink and one SuperNode per `data` path (node config: the model and that text).
 
@@ -312,13 +313,15 @@ def start_federation(
     (WORKDIR/nodes/; `trust`: the trust file's min_cohort, min_threshold, protocols; node 0 is the
     ckks key authority), as an operator would distribute them. Ledgers: LEDGER_DIR/node-I, or
     each node's default (~/.cache/fedprllm-secure/flower-ledger), which outlives the deployment.
+    `node_config`: more node config for every node (tests: reproducible-noise='allow').
     """
     from .trust import pinned_node_configs
 
     configs: list[dict[str, Any]] = [
-        {"model": str(Path(model).resolve()), "data": str(Path(path).resolve()), "partition-id": i}
+        {"model": str(Path(model).resolve()), "data": str(Path(path).resolve()), "partition-id": i,
+         **dict(node_config or {})}
         for i, path in enumerate(data)
-    ]
+    ]  # fmt: skip
     if ledger_dir is not None:
         for i, config in enumerate(configs):
             config["ledger"] = str(Path(ledger_dir).resolve() / f"node-{i}")

@@ -10,7 +10,8 @@ it, or answers with an error, is left out and `failures` says why (first reason 
   (`ProtocolInfo` hooks, so any registered protocol works): the draft config goes to each node
   ("query.enroll"), which checks it against its trust file and answers with its (attested) public
   part; the server publishes the session config from them. `FlowerSession.aggregate(spec)` runs
-  `secure_sum.driver.drive` with one Grid exchange ("query.protocol") per round; the public parts
+  `secure_sum.driver.drive` with one Grid exchange ("query.protocol") per round, consecutive chunks
+  joined into wire chunks of about `chunk_entries` entries (`wire_chunks`); the public parts
   and attestations ride with each node's first protocol message, and each node builds the session
   config itself after its trust checks (`trust.published_config`).
 """
@@ -40,6 +41,7 @@ from ...secure_sum.messages import decode, encode, round_of, tag_of
 from . import records as R
 from .enrollment import prepare_options, publish
 from .trust import encode_enrollment
+from .wire_chunks import group, split
 
 
 class NodeFailure(FedPrError):
@@ -110,8 +112,10 @@ class FlowerFederation(Federation):
         poll_s: float = 0.1,
         progress: Callable[[str], None] | None = None,
         rng: RandomSource | None = None,
+        chunk_entries: int = 1 << 24,
     ) -> None:
         self.grid = grid
+        self.chunk_entries = chunk_entries  # consecutive chunks joined per wire chunk
         self.node_of: dict[ClientId, int] = dict(enumerate(node_ids))
         self.clients = tuple(self.node_of)
         self.failures: dict[ClientId, str] = {}
@@ -320,7 +324,7 @@ class FlowerSession(SecureSumSession):
             fed.uplink.setdefault(c, 0)
         self._last: tuple[dict[ClientId, Any], set[ClientId]] = ({}, set())
         try:
-            result = drive(self.server, spec, self._deliver)
+            result = split(drive(self.server, group(spec, fed.chunk_entries), self._deliver), spec)
         except ProtocolError as exc:
             outgoing, answered = self._last
             silent = sorted(set(outgoing) - answered)

@@ -8,8 +8,9 @@ time from what the node itself holds, never from the server:
   per process (`workbench`);
 * the text: node config `data`, or on the simulation engine partition `partition-id` of the run
   config's corpus (`node_documents`);
-* the randomness: the OS CSPRNG; only where the run asks for reproducible (not private) noise,
-  the run seed's child `node-<k>` as in process, k = node config `partition-id`, else the client id.
+* the randomness: the OS CSPRNG; only where the run asks for reproducible (not private) noise and
+  the node's own config allows it (`reproducible-noise='allow'`, tests), the run seed's child
+  `node-<k>` as in process, k = node config `partition-id`, else the client id.
 
 Commands a Flower node refuses: `samples` and `local-masks` (they hand over the node's text or its
 local masks: baselines of a simulation, never of a federation).
@@ -115,6 +116,12 @@ def node_source(context: Context, client_id: int, privacy: dict[str, Any] | None
     from ...privacy.noise_source import secret_source
 
     reproducible = bool((privacy or {}).get("reproducible_noise"))
+    if reproducible and str(context.node_config.get("reproducible-noise", "")) != "allow":
+        raise ProtocolError(
+            "the server asked for reproducible noise (drawn from the run's seed, which the server "
+            "knows): this node draws its randomized-response key and DP noise from its own CSPRNG "
+            "(node config reproducible-noise='allow' only for tests)"
+        )
     seed = int(context.run_config.get("seed", 0))
     k = int(context.node_config.get("partition-id", client_id))
     return secret_source(seed, reproducible, "simulate").child(f"node-{k}")

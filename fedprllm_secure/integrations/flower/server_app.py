@@ -77,8 +77,9 @@ def prune_on_flower(
 
     nodes = wait_for_nodes(grid, options.num_nodes, config.federation.node_wait_s)
     fed = FlowerFederation(
-        grid, nodes, config.federation.round_timeout_s, options.poll_interval_s, progress
-    )
+        grid, nodes, config.federation.round_timeout_s, options.poll_interval_s, progress,
+        chunk_entries=config.federation.chunk_entries,
+    )  # fmt: skip
     fed.min_cohort = cohort_of(config)
     timer = Timer()
     with timer.phase("load_model"):

@@ -39,7 +39,7 @@ FLAT = {
     "dp-stats-epsilon": "privacy.dp_stats_epsilon", "dp-delta": "privacy.dp_delta",
     "dp-clip": "privacy.dp_clip", "reproducible-noise": "privacy.reproducible_noise",
     "node-wait-s": "federation.node_wait_s", "calibrate-timeout-s": "federation.calibrate_timeout_s",
-    "round-timeout-s": "federation.round_timeout_s",
+    "round-timeout-s": "federation.round_timeout_s", "chunk-entries": "federation.chunk_entries",
 }  # fmt: skip
 FLOWER_KEYS = ("num-nodes", "poll-interval-s", "out", "save-model", "protocol-options")
 
