@@ -92,7 +92,13 @@ def run_flower(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
 
 def inprocess_child(args: argparse.Namespace, masks_out: Path) -> None:
-    """The in-process run (simulate's pipeline): global masks to `masks_out`, stats on stdout."""
+    """The in-process run (simulate's pipeline): global masks to `masks_out`, stats on stdout
+    and next to the masks (a finished run found there is reused: the in-process side may be run
+    ahead, alone, with `--inprocess-child WORK/inprocess-masks.npz`)."""
+    stats = masks_out.with_suffix(".json")
+    if masks_out.is_file() and stats.is_file():
+        print(stats.read_text().strip())
+        return
     from fedprllm_secure.config import DataConfig, PruningConfig, RunConfig
     from fedprllm_secure.pipeline import Pipeline
 
@@ -107,7 +113,8 @@ def inprocess_child(args: argparse.Namespace, masks_out: Path) -> None:
     np.savez_compressed(masks_out, **masks)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     wall = time.perf_counter() - started
-    print(json.dumps({"wall_s": round(wall, 1), "peak_rss_mb": round(peak / 2**20, 1)}))
+    stats.write_text(json.dumps({"wall_s": round(wall, 1), "peak_rss_mb": round(peak / 2**20, 1)}))
+    print(stats.read_text())
 
 
 def run_inprocess(args: argparse.Namespace, work: Path) -> dict[str, Any]:
