@@ -96,11 +96,16 @@ def inprocess_child(args: argparse.Namespace, masks_out: Path) -> None:
     and next to the masks (a finished run found there is reused: the in-process side may be run
     ahead, alone, with `--inprocess-child WORK/inprocess-masks.npz`)."""
     stats = masks_out.with_suffix(".json")
+    lock = masks_out.with_suffix(".pid")  # an in-process run ahead of this one, still running
+    while lock.is_file() and Path(f"/proc/{lock.read_text().strip()}").exists():
+        time.sleep(10)
     if masks_out.is_file() and stats.is_file():
         print(stats.read_text().strip())
         return
     from fedprllm_secure.config import DataConfig, PruningConfig, RunConfig
     from fedprllm_secure.pipeline import Pipeline
+
+    lock.write_text(str(os.getpid()))
 
     started = time.perf_counter()
     config = RunConfig(
@@ -114,6 +119,7 @@ def inprocess_child(args: argparse.Namespace, masks_out: Path) -> None:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     wall = time.perf_counter() - started
     stats.write_text(json.dumps({"wall_s": round(wall, 1), "peak_rss_mb": round(peak / 2**20, 1)}))
+    lock.unlink(missing_ok=True)
     print(stats.read_text())
 
 
