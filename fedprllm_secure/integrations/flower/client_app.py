@@ -1,20 +1,27 @@
-"""The ClientApp: one node's side of federated pruning with a secure-sum protocol.
+"""The ClientApp: one node's side of the pipeline, with a secure-sum protocol.
+
+Messages: `query.command` (a pipeline `NodeCommand` for this node's `ClientNode`, hosted by
+`node_host.py`), `query.enroll` (make this node's enrollment secret, answer with its attested
+public part), `query.protocol` (one protocol message for this node's protocol client).
 
 Node config (`flower-supernode --node-config "model='DIR' data='PATH' ..."`):
   model     the global model (checkpoint folder, .gguf, embedded name), the same as the server's
-  data      this node's calibration text: a .txt or .jsonl file, or a folder of them
+  data      this node's calibration text: a .txt or .jsonl file, or a folder of them (on the
+            simulation engine: partition `partition-id` of the run's corpus instead)
   device    optional: auto | cpu | cuda (default cpu)
   identity  this node's long-term Ed25519 key file (`fedprllm-secure node-key PATH`)
   trust     a trust file (what this node pins: `trust.py`), or 'server' to let the server
             distribute keys unchecked; without it only the insecure plaintext protocol runs
   ledger    folder of this node's contribution ledgers (default ~/.cache/fedprllm-secure/
-            flower-ledger): each layer of one calibration is released to one session, ever
+            flower-ledger): each chunk of one calibration is released to one session, ever
+  partition-id, reproducible-noise   tests only (node_host.py)
 
 Every action restores what it needs from `context.state` and saves it back before replying, since
-Flower runs each message in a fresh ClientApp process. `context.state` never leaves the node: the
-masks, the identity secret and the protocol client state (its keys and shares) stay there.
-Refusals the user can act on (no data, a layout mismatch, a protocol abort) come back as a reply
-with an "error" field; the server leaves that node out and says why.
+Flower may run each message in a fresh ClientApp process. `context.state` never leaves the node:
+the node's activations, masks and statistics, its RR key, the identity secret and the protocol
+client state (its keys and shares) stay there. Refusals the user can act on (no data, a layout
+mismatch, a protocol abort) come back as a reply with an "error" field; the server leaves that
+node out and says why.
 """
 
 from __future__ import annotations
@@ -43,13 +50,13 @@ from .wire_chunks import joined
 
 log = logging.getLogger(__name__)
 
+# benchmarks only (experiments/bench_flower_secagg.py): masks put into the state directly
 MASKS = "fedpr.masks"  # ArrayRecord: layer name -> packed mask bits (uint8)
 LAYOUT = "fedpr.layout"  # ConfigRecord: layer names and lengths, in mask-layout order
 SECRET = "fedpr.secret"  # ArrayRecord: this node's enrollment secret (never sent)
 CLIENT = "fedpr.client"  # ArrayRecord: the saved protocol client (secrets included; never sent)
 NODE = "fedpr.node"  # ConfigRecord: protocol name and this node's client id
 CLIENT_CLASS = "fedpr.client-class"  # ConfigRecord: "module:QualName" of the protocol client
-ROUND = "fedpr.round"  # ConfigRecord: fingerprint of this node's pruning round (model, text)
 DRAFT = "fedpr.draft"  # ArrayRecord: the draft session config this node enrolled in
 SESSION = "fedpr.session"  # ConfigRecord: the session binding (config digest), ledger on/off
 
