@@ -27,9 +27,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from fedprllm_secure.config import DataConfig, ProtocolConfig, PruningConfig, RunConfig  # noqa: E402
 from fedprllm_secure.outputs import write_json  # noqa: E402
-from fedprllm_secure.progress import SilentProgress  # noqa: E402
-from fedprllm_secure.simulate import FederatedPruning, SimulationConfig, _Timer  # noqa: E402
+from fedprllm_secure.pipeline import Pipeline, Workbench  # noqa: E402
 
 
 class Rows:
@@ -52,35 +52,38 @@ class Rows:
         return self.rows[key]
 
 
-def evaluate(run: FederatedPruning, label: str, masks: dict, scales: dict | None = None) -> float:
-    ppl, _ = run.evaluate_masks(label, masks, scales)
-    run.restore()
-    return ppl
+def evaluate(pipe: Pipeline, label: str, masks: dict | None, scales: dict | None = None) -> float:
+    return pipe.evaluate(label, masks, scales)[0]
 
 
-def fedprllm_row(run: FederatedPruning, **changes: Any) -> dict[str, Any]:
-    saved = run.config
-    run.config = replace(saved, **changes)
-    try:
-        masks, scales = run.run_fedprllm()
-        report = run.protocol_report
-        ppl = evaluate(run, "fedprllm", masks, scales)
-    finally:
-        run.config = saved
+def variant(config: RunConfig, drop: dict | None = None, **pruning: Any) -> RunConfig:
+    """`config` with other pruning settings (and a dropout plan)."""
+    config = replace(config, pruning=replace(config.pruning, **pruning))
+    if drop is not None:
+        config = replace(config, federation=replace(config.federation, drop=drop))
+    return config
+
+
+def fedprllm_row(pipe: Pipeline, **changes: Any) -> dict[str, Any]:
+    result = pipe.fedprllm(variant(pipe.config, **changes))
+    report = result.protocol
     return {
-        "ppl": ppl,
+        "ppl": evaluate(pipe, "fedprllm", result.masks, result.scales),
         "contributors": len(report["contributors"]),
         "upload_bytes_per_client": mean(report["uplink_bytes_per_client"].values()),
     }
 
 
-def local_row(run: FederatedPruning) -> dict[str, Any]:
-    values = [evaluate(run, f"local {c}", run.client_mask(c)) for c in range(len(run.clients))]
+def local_row(pipe: Pipeline) -> dict[str, Any]:
+    values = [evaluate(pipe, f"local {c}", masks) for c, masks in enumerate(pipe.local())]
     return {"ppl": mean(values), "per_client": values}
 
 
-def setting(rows: Rows, base: SimulationConfig, tag: str, variants: list[str]) -> None:
-    """Run every variant of one (split, clients, sparsity) setting, sharing the client masks."""
+def setting(
+    rows: Rows, bench: Callable[[], Workbench], base: RunConfig, tag: str, variants: list[str]
+) -> None:
+    """Run every variant of one (split, clients, sparsity) setting, sharing the client masks
+    (each node reuses its masks for identical calibration options) and the loaded model."""
 
     def key(variant: str) -> str:
         return f"{tag}/{variant}" if tag else variant
@@ -88,26 +91,26 @@ def setting(rows: Rows, base: SimulationConfig, tag: str, variants: list[str]) -
     pending = [v for v in variants if key(v) not in rows.rows]
     if not pending:
         return
-    run = FederatedPruning(base, SilentProgress(), _Timer())
-    dropped = {c: "input" for c in range(max(1, base.clients // 4))}
+    pipe = Pipeline(base, bench=bench())
+    dropped = {c: "input" for c in range(max(1, base.data.clients // 4))}
     recipes: dict[str, Callable[[], dict[str, Any]]] = {
-        "dense": lambda: {"ppl": run.evaluate("dense")},
-        "centralized": lambda: {"ppl": evaluate(run, "centralized", run.run_centralized())},
-        "local-only (mean)": lambda: local_row(run),
-        "fedprllm layer one-shot": lambda: fedprllm_row(run, group="layer"),
-        "fedprllm row one-shot": lambda: fedprllm_row(run, group="row"),
-        "fedprllm column one-shot": lambda: fedprllm_row(run, group="column"),
-        "fedprllm layer one-shot scaling": lambda: fedprllm_row(run, group="layer", scaling=True),
-        "fedprllm layer iterative": lambda: fedprllm_row(run, group="layer", mode="iterative"),
-        "fedprllm row iterative": lambda: fedprllm_row(run, group="row", mode="iterative"),
-        "fedprllm layer one-shot, 25% dropped": lambda: fedprllm_row(run, drop=dropped),
+        "dense": lambda: {"ppl": evaluate(pipe, "dense", None)},
+        "centralized": lambda: {"ppl": evaluate(pipe, "centralized", pipe.centralized())},
+        "local-only (mean)": lambda: local_row(pipe),
+        "fedprllm layer one-shot": lambda: fedprllm_row(pipe, group="layer"),
+        "fedprllm row one-shot": lambda: fedprllm_row(pipe, group="row"),
+        "fedprllm column one-shot": lambda: fedprllm_row(pipe, group="column"),
+        "fedprllm layer one-shot scaling": lambda: fedprllm_row(pipe, group="layer", scaling=True),
+        "fedprllm layer iterative": lambda: fedprllm_row(pipe, group="layer", mode="iterative"),
+        "fedprllm row iterative": lambda: fedprllm_row(pipe, group="row", mode="iterative"),
+        "fedprllm layer one-shot, 25% dropped": lambda: fedprllm_row(pipe, drop=dropped),
         "fedprllm stats one-shot": lambda: fedprllm_row(
-            run, aggregate="stats", calibration="one-shot"
+            pipe, aggregate="stats", calibration="one-shot"
         ),
-        "fedprllm stats sequential": lambda: fedprllm_row(run, aggregate="stats"),
+        "fedprllm stats sequential": lambda: fedprllm_row(pipe, aggregate="stats"),
     }
-    for variant in variants:
-        rows.get(key(variant), recipes[variant])
+    for variant_name in variants:
+        rows.get(key(variant_name), recipes[variant_name])
 
 
 PART_A = [
@@ -211,20 +214,31 @@ def main() -> None:
     rows = Rows(args.out / "rows.json")
     options = {"threshold": None} if args.protocol == "additive" else {}
 
-    def base(split: str, clients: int, sparsity: float) -> SimulationConfig:
-        return SimulationConfig(
+    def base(split: str, clients: int, sparsity: float) -> RunConfig:
+        return RunConfig(
             model=args.model,
-            protocol=args.protocol,
-            protocol_options={k: v for k, v in options.items() if v is not None},
-            clients=clients,
-            samples_per_client=max(1, args.budget // clients),
-            seqlen=args.seqlen,
-            sparsity=sparsity,
-            split=split,
-            seed=args.seed,
             device=args.device,
-            eval_windows=args.eval_windows,
+            seed=args.seed,
+            data=DataConfig(
+                clients=clients,
+                split=split,
+                samples_per_client=max(1, args.budget // clients),
+                seqlen=args.seqlen,
+                eval_windows=args.eval_windows,
+            ),
+            pruning=PruningConfig(sparsity=sparsity),
+            protocol=ProtocolConfig(
+                args.protocol, {k: v for k, v in options.items() if v is not None}
+            ),
         )
+
+    loaded: list[Workbench] = []
+
+    def bench() -> Workbench:
+        """One model for every setting (loaded at the first setting that runs)."""
+        if not loaded:
+            loaded.append(Workbench(args.model, args.device))
+        return loaded[0]
 
     timings: dict[str, float] = {}
     started = time.perf_counter()
@@ -235,9 +249,9 @@ def main() -> None:
             variants.append("fedprllm layer one-shot, 25% dropped")
         tag = f"iid-8-{sparsity}"
         if "dense" in variants:
-            setting(rows, base("iid", 8, sparsity), "", ["dense"])
+            setting(rows, bench, base("iid", 8, sparsity), "", ["dense"])
             variants.remove("dense")
-        setting(rows, base("iid", 8, sparsity), tag, variants)
+        setting(rows, bench, base("iid", 8, sparsity), tag, variants)
     timings["A (iid, 8 clients)"] = time.perf_counter() - started
     started = time.perf_counter()
     print("B. topic split at 50%", flush=True)
@@ -245,7 +259,7 @@ def main() -> None:
         variants = list(PART_B)
         if clients == 8:
             variants.append("fedprllm layer one-shot, 25% dropped")
-        setting(rows, base("topic", clients, 0.5), f"topic-{clients}-0.5", variants)
+        setting(rows, bench, base("topic", clients, 0.5), f"topic-{clients}-0.5", variants)
     timings["B+C (topic split, dropouts)"] = time.perf_counter() - started
     write_json(rows.path, rows.rows)
     table = markdown(rows, args)

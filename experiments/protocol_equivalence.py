@@ -16,9 +16,15 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from fedprllm_secure.config import (  # noqa: E402
+    DataConfig,
+    FederationConfig,
+    ProtocolConfig,
+    PruningConfig,
+    RunConfig,
+)
 from fedprllm_secure.outputs import write_json  # noqa: E402
-from fedprllm_secure.progress import SilentProgress  # noqa: E402
-from fedprllm_secure.simulate import FederatedPruning, SimulationConfig, _Timer  # noqa: E402
+from fedprllm_secure.pipeline import Pipeline  # noqa: E402
 
 VARIANTS = [
     ("plaintext", {}, "input"),
@@ -38,28 +44,30 @@ def main() -> None:
         "--out", type=Path, default=Path("experiments/results/protocol_equivalence.json")
     )
     args = parser.parse_args()
-    base = SimulationConfig(
-        model=args.model, clients=args.clients, samples_per_client=args.samples,
-        seqlen=args.seqlen, eval_windows=1, group="layer",
+    base = RunConfig(
+        model=args.model,
+        data=DataConfig(clients=args.clients, samples_per_client=args.samples,
+                        seqlen=args.seqlen, eval_windows=1),
+        pruning=PruningConfig(group="layer"),
     )  # fmt: skip
-    run = FederatedPruning(base, SilentProgress(), _Timer())
-    run.compute_client_masks()
+    pipe = Pipeline(base)  # every node calibrates once; its masks serve every variant
     dropped = {c: None for c in range(max(1, args.clients // 4))}
     results, reference = {}, {}
     for drop in (False, True):
         for protocol, options, round_name in VARIANTS:
             label = f"{protocol}{'/' + options['he_scheme'] if options else ''}{' dropped' if drop else ''}"
-            run.config = replace(
-                base, protocol=protocol, protocol_options=dict(options),
-                drop={c: round_name for c in dropped} if drop else {},
+            variant = replace(
+                base, protocol=ProtocolConfig(protocol, dict(options)),
+                federation=FederationConfig(drop={c: round_name for c in dropped} if drop else {}),
             )  # fmt: skip
             started = time.perf_counter()
-            masks, _ = run.run_fedprllm()
+            result = pipe.fedprllm(variant)
+            masks = result.masks
             seconds = time.perf_counter() - started
             key = "dropped" if drop else "all"
             reference.setdefault(key, masks)
             same = all(np.array_equal(masks[n], reference[key][n]) for n in masks)
-            report = run.protocol_report
+            report = result.protocol
             results[label] = {
                 "identical_to_plaintext": same,
                 "contributors": report["contributors"],

@@ -21,9 +21,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from fedprllm_secure.config import DataConfig, ProtocolConfig, PruningConfig, RunConfig  # noqa: E402
 from fedprllm_secure.outputs import write_json  # noqa: E402
-from fedprllm_secure.progress import SilentProgress  # noqa: E402
-from fedprllm_secure.simulate import FederatedPruning, SimulationConfig, _Timer  # noqa: E402
+from fedprllm_secure.pipeline import Pipeline  # noqa: E402
 
 
 def main() -> None:
@@ -39,27 +39,25 @@ def main() -> None:
     parser.add_argument("--calibration", default="sequential")
     parser.add_argument("--out", type=Path, default=Path("experiments/results/stats_vs_masks.json"))
     args = parser.parse_args()
-    config = SimulationConfig(
+    config = RunConfig(
         model=args.model,
-        protocol=args.protocol,
-        clients=args.clients,
-        samples_per_client=args.samples,
-        seqlen=args.seqlen,
-        eval_windows=args.eval_windows,
-        calibration=args.calibration,
-        aggregate="stats",
-        group="layer",
+        data=DataConfig(
+            clients=args.clients,
+            samples_per_client=args.samples,
+            seqlen=args.seqlen,
+            eval_windows=args.eval_windows,
+        ),
+        pruning=PruningConfig(calibration=args.calibration, aggregate="stats", group="layer"),
+        protocol=ProtocolConfig(args.protocol),
     )
-    run = FederatedPruning(config, SilentProgress(), _Timer())
+    pipe = Pipeline(config)
     rows: dict[str, dict] = {}
 
     def measure(label: str, compute) -> dict:  # type: ignore[no-untyped-def]
         started = time.perf_counter()
-        masks, scales = compute()
+        masks, scales, report = compute()
         seconds = time.perf_counter() - started
-        ppl, _ = run.evaluate_masks(label, masks, scales)
-        run.restore()
-        report = run.protocol_report if label != "centralized" else {}
+        ppl, _ = pipe.evaluate(label, masks, scales)
         upload = mean(report["uplink_bytes_per_client"].values()) if report else None
         rows[label] = {"ppl": ppl, "upload_bytes_per_client": upload, "seconds": round(seconds, 1)}
         print(
@@ -68,11 +66,18 @@ def main() -> None:
         )
         return masks
 
-    central = measure("centralized", lambda: (run.run_centralized(), None))
-    stats = measure("fedprllm stats", run.run_fedprllm)
+    def fedprllm(variant: RunConfig):  # type: ignore[no-untyped-def]
+        def compute():  # type: ignore[no-untyped-def]
+            result = pipe.fedprllm(variant)
+            return result.masks, result.scales, result.protocol
+
+        return compute
+
+    central = measure("centralized", lambda: (pipe.centralized(), None, {}))
+    stats = measure("fedprllm stats", fedprllm(config))
     identical = all(np.array_equal(stats[name], central[name]) for name in central)
-    run.config = replace(config, aggregate="masks")
-    measure("fedprllm masks (layer)", run.run_fedprllm)
+    masks_mode = replace(config, pruning=replace(config.pruning, aggregate="masks"))
+    measure("fedprllm masks (layer)", fedprllm(masks_mode))
     ratio = (
         rows["fedprllm masks (layer)"]["upload_bytes_per_client"]
         / rows["fedprllm stats"]["upload_bytes_per_client"]

@@ -226,9 +226,15 @@ def simulate(
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
     """Run a whole federated pruning round on this machine and write OUT/results.json."""
+    from .config import (
+        DataConfig,
+        FederationConfig,
+        ProtocolConfig,
+        PruningConfig,
+        RunConfig,
+        flag_message,
+    )
     from .outputs import atomic_output_dir, check_output_dir, write_json
-    from .config import DataConfig, FederationConfig, ProtocolConfig, PruningConfig, RunConfig
-    from .config import flag_message
     from .pipeline import run as run_pipeline
     from .privacy.settings import PrivacySettings
 

@@ -19,19 +19,19 @@ from typing import Any
 import numpy as np
 
 from .. import data
+from ..pipeline.layout import unpack
+from ..pipeline.workbench import Workbench
 from ..privacy.randomized_response import randomize_bits
 from ..randomness import RandomSource, random_below
 from .config import AuditConfig
 from .leakage import bits_of, client_view, nearest_centroid_attack
-from .masks import calibrate, unpack
-from .sessions import sum_bits
-from .workbench import Workbench
+from .sessions import calibrate, sum_bits
 
 
-def _topic_clients(bench: Workbench, config: AuditConfig) -> list[data.ClientText]:
+def _topic_clients(articles: list[data.Article], config: AuditConfig) -> list[data.ClientText]:
     """`shadows + targets` topic-pure clients for each of the `topics` largest topics."""
     leak = config.leakage
-    pool, _ = data.heldout_split(bench.articles)
+    pool, _ = data.heldout_split(articles)
     by_topic: dict[str, list[data.Article]] = {}
     for article in pool:
         by_topic.setdefault(article.topic, []).append(article)
@@ -87,14 +87,12 @@ def _server_views(
 class _Setup:
     """The topic-pure clients, their samples, who is shadow and who is target, the slice."""
 
-    def __init__(self, bench: Workbench, config: AuditConfig) -> None:
+    def __init__(self, bench: Workbench, articles: list[data.Article], config: AuditConfig) -> None:
         leak = config.leakage
         self.bench, self.config = bench, config
-        self.clients = _topic_clients(bench, config)
+        self.clients = _topic_clients(articles, config)
         self.samples = [
-            data.calibration_samples(
-                bench.loaded.tokenizer, c, leak.samples_per_client, config.seqlen
-            )
+            data.calibration_samples(bench.tokenizer, c, leak.samples_per_client, config.seqlen)
             for c in self.clients
         ]
         self.blocks = min(leak.blocks, bench.blocks)
@@ -144,9 +142,11 @@ class _Setup:
         }
 
 
-def run_leakage(bench: Workbench, config: AuditConfig, source: RandomSource) -> dict[str, Any]:
+def run_leakage(
+    bench: Workbench, articles: list[data.Article], config: AuditConfig, source: RandomSource
+) -> dict[str, Any]:
     """Views (a) plaintext and RR masks, (b) server views per protocol, (c) the aggregate."""
-    setup = _Setup(bench, config)
+    setup = _Setup(bench, articles, config)
     vectors = setup.vectors(None, source)
     shadow, targets = setup.shadow, setup.targets
     results: dict[str, Any] = {
@@ -181,10 +181,14 @@ def run_leakage(bench: Workbench, config: AuditConfig, source: RandomSource) -> 
 
 
 def run_leakage_dp(
-    bench: Workbench, config: AuditConfig, epsilon: float | None, source: RandomSource
+    bench: Workbench,
+    articles: list[data.Article],
+    config: AuditConfig,
+    epsilon: float | None,
+    source: RandomSource,
 ) -> dict[str, Any]:
     """View (a) when every client (shadows too) calibrates with DP statistics at `epsilon`."""
-    setup = _Setup(bench, config)
+    setup = _Setup(bench, articles, config)
     vectors = setup.vectors(epsilon, source)
     result = setup.attack([vectors[i] for i in setup.shadow], [vectors[i] for i in setup.targets])
     return {**result, "setup": setup.describe(int(vectors[0].size))}

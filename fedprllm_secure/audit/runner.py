@@ -15,20 +15,20 @@ import numpy as np
 
 from .. import data
 from ..client.calibrate import local_masks
+from ..pipeline.layout import Packed, unpack
+from ..pipeline.server_step import MaskRule, global_masks
+from ..pipeline.workbench import Workbench
 from ..privacy.noise_source import secret_source
 from ..privacy.randomized_response import draw_rr_key, randomized_provider
 from ..privacy.release import release_counts
 from ..progress import Progress, SilentProgress
 from ..randomness import RandomSource, SeededRandomSource
 from ..secure_sum.api import ChunkSpec
-from ..server.aggregate import global_mask
 from .config import AuditConfig
 from .leakage_run import run_leakage, run_leakage_dp
-from .masks import PackedMasks, calibrate, unpack
 from .plan import Point, plan
-from .sessions import sum_bits
+from .sessions import calibrate, sum_bits
 from .store import PointStore
-from .workbench import Workbench
 
 Provider = Callable[[int, ChunkSpec], np.ndarray]
 
@@ -47,21 +47,26 @@ def store_settings(config: AuditConfig) -> dict[str, Any]:
 class Setting:
     """The clients of one (client count, split): their samples and, lazily, their masks."""
 
-    def __init__(self, bench: Workbench, config: AuditConfig, clients: int, split: str) -> None:
+    def __init__(
+        self,
+        bench: Workbench,
+        articles: list[data.Article],
+        config: AuditConfig,
+        clients: int,
+        split: str,
+    ) -> None:
         self.bench, self.config = bench, config
-        pool, _ = data.heldout_split(bench.articles)
+        pool, _ = data.heldout_split(articles)
         self.clients = data.split_clients(pool, clients, split, config.seed)
         self.samples = [
-            data.calibration_samples(
-                bench.loaded.tokenizer, c, config.samples_per_client, config.seqlen
-            )
+            data.calibration_samples(bench.tokenizer, c, config.samples_per_client, config.seqlen)
             for c in self.clients
         ]
-        self._masks: dict[float | None, tuple[list[PackedMasks], list[Any]]] = {}
+        self._masks: dict[float | None, tuple[list[Packed], list[Any]]] = {}
 
     def masks(
         self, dp_epsilon: float | None, source: RandomSource
-    ) -> tuple[list[PackedMasks], list[Any]]:
+    ) -> tuple[list[Packed], list[Any]]:
         if dp_epsilon not in self._masks:
             packed, reports = [], []
             for index, samples in enumerate(self.samples):
@@ -79,7 +84,7 @@ class Setting:
         return self._masks[dp_epsilon]
 
 
-def _mask_provider(masks: PackedMasks) -> Provider:
+def _mask_provider(masks: Packed) -> Provider:
     """A client's input: the bits of its packed masks, chunk by chunk."""
     return lambda _index, chunk: unpack(masks[chunk.name], chunk.length)
 
@@ -91,47 +96,57 @@ class AuditRun:
         self.config = config
         self.source = source
         self._bench: Workbench | None = None
+        self.articles: list[data.Article] = []
         self._settings: dict[tuple[int, str], Setting] = {}
         self._reference: dict[tuple[int, str], dict[str, np.ndarray]] = {}
 
     @property
     def bench(self) -> Workbench:
+        """The model and the corpus, loaded once; evaluation on the corpus' held-out text."""
         if self._bench is None:
-            self._bench = Workbench(self.config)
+            config = self.config
+            bench = Workbench(config.model, config.device)
+            self.articles = data.load_corpus(config.corpus)
+            bench.use_eval_text(
+                data.heldout_text(self.articles), config.seqlen, config.eval_windows
+            )
+            self._bench = bench
         return self._bench
 
     def setting(self, point: Point) -> Setting:
         if point.setting not in self._settings:
-            self._settings[point.setting] = Setting(self.bench, self.config, *point.setting)
+            bench = self.bench
+            self._settings[point.setting] = Setting(
+                bench, self.articles, self.config, *point.setting
+            )
         return self._settings[point.setting]
 
     def _global_masks(self, counts: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return {
-            layer.name: global_mask(
-                counts[layer.name].reshape(self.bench.shapes[layer.name]),
-                self.config.sparsity,
-                self.config.group,
-                self.config.seed,
-                index,
-            )
-            for index, layer in enumerate(self.bench.layers)
-        }
+        rule = MaskRule(self.config.sparsity, self.config.group, self.config.seed)
+        bench = self.bench
+        return global_masks(rule, counts, bench.shapes, bench.index, contributors=0)[0]
+
+    def perplexity(self, masks: dict[str, np.ndarray] | None = None) -> float:
+        """Perplexity of the model pruned by `masks` (dense if None); weights restored after."""
+        return self.bench.evaluate(masks)[0]
 
     def measure(self, point: Point) -> dict[str, Any]:
         if point.kind == "dense":
-            return {"perplexity": self.bench.perplexity(), "weights": self.bench.weights}
+            return {"perplexity": self.perplexity(), "weights": self.bench.weights}
         if point.kind == "utility":
             return self._utility(point)
         if point.kind == "magnitude":
             masks, _ = local_masks(self.bench.model, None, self.config.sparsity, "magnitude")
-            return {"perplexity": self.bench.perplexity({k: v.numpy() for k, v in masks.items()})}
+            return {"perplexity": self.perplexity({k: v.numpy() for k, v in masks.items()})}
         if point.kind == "cost":
             return self._cost(point)
         if point.kind == "leakage-dp":
+            bench = self.bench
             return run_leakage_dp(
-                self.bench, self.config, point.epsilon, self.source.child("leakage")
+                bench, self.articles, self.config, point.epsilon, self.source.child("leakage")
             )
-        return run_leakage(self.bench, self.config, self.source.child("leakage"))
+        bench = self.bench
+        return run_leakage(bench, self.articles, self.config, self.source.child("leakage"))
 
     def _reference_masks(self, point: Point) -> dict[str, np.ndarray]:
         """The global mask without any noise (direct sums: every protocol is exact)."""
@@ -167,7 +182,7 @@ class AuditRun:
         counts = release_counts(result, rr, self.config.min_cohort)
         masks = self._global_masks(counts)
         outcome: dict[str, Any] = {
-            "perplexity": bench.perplexity(masks),
+            "perplexity": self.perplexity(masks),
             "contributors": len(result.contributors),
             "topics": [list(c.topics) for c in setting.clients],
         }
@@ -199,7 +214,7 @@ class AuditRun:
                 raw = stand_in.child(f"cost/{client}/{chunk.name}").random_bytes(
                     (chunk.length + 7) // 8
                 )
-                return np.unpackbits(np.frombuffer(raw, dtype=np.uint8), count=chunk.length)
+                return unpack(np.frombuffer(raw, dtype=np.uint8), chunk.length)
 
             return provider
 

@@ -1,14 +1,52 @@
-"""The audit's secure sums: one simulated session over every client's 0/1 vector."""
+"""The audit's client calibrations (packed masks, optional DP statistics) and its secure sums
+(one simulated session over every client's 0/1 vector)."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from typing import Any
 
+import torch
+
+from ..client.calibrate import local_masks
+from ..pipeline.layout import Packed, pack_masks
+from ..privacy.statistics import StatisticsBudget, StatisticsMechanism
 from ..randomness import RandomSource
 from ..secure_sum.api import AggregateResult, AggregationSpec, InputProvider
 from ..secure_sum.registry import get
 from ..secure_sum.session import SimulatedSession
+from .config import AuditConfig
+
+
+def calibrate(
+    model: torch.nn.Module,
+    samples: torch.Tensor,
+    config: AuditConfig,
+    *,
+    dp_epsilon: float | None = None,
+    releases: int = 1,
+    source: RandomSource | None = None,
+    max_blocks: int | None = None,
+) -> tuple[Packed, dict[str, Any] | None]:
+    """One client's packed masks, optionally with DP statistics (one release per block), and
+    with DP the mechanism's report; `max_blocks` stops after the first blocks."""
+    extra: dict[str, Any] = {}
+    mechanism = None
+    if dp_epsilon is not None:
+        if source is None:
+            raise ValueError("DP statistics need a random source")
+        budget = StatisticsBudget(
+            dp_epsilon, config.dp_delta, config.dp_clip, releases, config.accountant
+        )
+        mechanism = StatisticsMechanism(budget, source)
+        extra["stats_transform"] = mechanism
+    if max_blocks is not None:
+        extra["max_blocks"] = max_blocks
+    masks, _ = local_masks(
+        model, samples, config.sparsity, "wanda", config.calibration, config.batch_size, **extra
+    )
+    return pack_masks(masks), (mechanism.report() if mechanism else None)
 
 
 def sum_bits(

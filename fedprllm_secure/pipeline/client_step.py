@@ -43,7 +43,13 @@ Persistence between messages (a Flower ClientApp keeps it in `context.state`):
 `node.save() -> (settings, arrays)`, JSON-ready settings and a flat dict of numpy arrays, and
 `ClientNode.restore(env, (settings, arrays))`, with the same `NodeEnv` (model, text, source);
 the format is in `node_state.py`. A restored node answers every later command and feeds the
-same chunks (same RR bits, same ledger) as the node that was saved.
+same chunks (same RR bits, same ledger) as the node that was saved. Hosting one per message:
+
+    env = NodeEnv(Workbench(model, device), my_text, SystemRandomSource())
+    node = ClientNode.restore(env, saved) if saved else ClientNode(env, client_id)
+    answer = node.handle(NodeCommand(kind, settings, arrays))  # or: the protocol client reads
+    saved = node.save()                                        # node.provider, guarded by
+                                                               # node.ledger
 """
 
 from __future__ import annotations

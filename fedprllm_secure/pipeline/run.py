@@ -62,6 +62,7 @@ class Pipeline:
         federation: Federation | None = None,
         timer: Timer | None = None,
     ) -> None:
+        config.validate()
         self.progress = progress or SilentProgress()
         self.timer = timer or Timer()
         with self.timer.phase("load_model"):

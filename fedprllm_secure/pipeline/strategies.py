@@ -78,8 +78,11 @@ class Server:
             "batch_size": p.batch_size, "pruner": p.pruner, "calibration": p.calibration,
             "sparsity": p.sparsity, "walk": walk, "privacy": asdict(self.config.privacy),
         }  # fmt: skip
+        clients = len(self.federation.alive())
         with self.timer.phase("calibration_clients"):
-            self.command("calibrate", settings)
+            with self.progress.stage(f"calibrate {clients} clients", 1) as advance:
+                self.command("calibrate", settings)
+                advance()
 
     def open_session(self) -> SecureSumSession:
         protocol = self.config.protocol

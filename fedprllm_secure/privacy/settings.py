@@ -4,7 +4,7 @@
 2. client submission: `wrap_provider` (randomized response on the mask bits);
 3. server release: `release` (minimum cohort, then debiasing).
 
-`SimulationConfig.privacy` holds one of these; the flags of `simulate` fill it.
+`RunConfig.privacy` holds one of these; the flags of `simulate` fill it.
 """
 
 from __future__ import annotations

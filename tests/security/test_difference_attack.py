@@ -3,7 +3,7 @@
 A server aggregates a chunk once with everyone and once more with the victim dropped before it
 shares keys: the difference of the two sums is the victim's input. A client releases each chunk
 of a pruning round at most once, in any aggregation of any session of that round (one
-`ContributionLedger` per client and round, shared by every session: `PruningRound`), so the
+`ContributionLedger` per client and calibration, the `ClientNode`'s, shared by every session), so the
 second aggregation is refused by the clients. Randomized response is keyed by the chunk alone, so
 reading one chunk again (m times) gives the same noisy bits, not m independent copies.
 """
@@ -18,15 +18,14 @@ import pytest
 from fedprllm_secure.client.fixed_point import LIMB_BOUND
 from fedprllm_secure.errors import PrivacyError, ProtocolError
 from fedprllm_secure.pipeline import Pipeline
-from fedprllm_secure.privacy.pruning_round import PruningRound
 from fedprllm_secure.privacy.randomized_response import (
     draw_rr_key,
     flip_probability,
     randomized_provider,
 )
-from fedprllm_secure.privacy.settings import PrivacySettings
 from fedprllm_secure.randomness import SeededRandomSource
 from fedprllm_secure.secure_sum.api import AggregationSpec, ChunkSpec
+from fedprllm_secure.secure_sum.ledger import ContributionLedger
 from fedprllm_secure.secure_sum.session import SimulatedSession
 
 from ..conftest import add_fourth_client
@@ -49,18 +48,19 @@ def _spec(index: int) -> AggregationSpec:
     return AggregationSpec.from_lengths(index, {"layer": LENGTH}, bound=1)
 
 
-def _session(protocol: str, pruning_round: PruningRound, label: str) -> SimulatedSession:
+def _session(protocol: str, ledgers: dict[int, ContributionLedger], label: str) -> SimulatedSession:
     truth = _inputs()
     return SimulatedSession(
         protocol,
-        pruning_round.providers(lambda c, chunk: truth[c]),
+        {c: (lambda _index, _chunk, v=truth[c]: v) for c in range(CLIENTS)},
         SeededRandomSource(f"difference/{protocol}/{label}"),
-        ledgers=pruning_round.ledgers,
+        ledgers=ledgers,
     )
 
 
-def _round() -> PruningRound:
-    return PruningRound(range(CLIENTS), PrivacySettings(), SeededRandomSource("round"))
+def _round() -> dict[int, ContributionLedger]:
+    """Every client's ledger of one calibration (a pruning round)."""
+    return {c: ContributionLedger() for c in range(CLIENTS)}
 
 
 @pytest.mark.parametrize("protocol", ["additive", "ckks"])
