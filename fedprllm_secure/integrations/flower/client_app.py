@@ -74,8 +74,12 @@ def _guarded(
         try:
             return action(message, context)
         except FedPrError as exc:
+            H.forget(context)  # the node in memory may be half-changed: the state decides
             log.error("fedprllm-secure: %s", exc)
             return _reply(message, {R.ERROR: f"{type(exc).__name__}: {exc}"})
+        except Exception:
+            H.forget(context)
+            raise
 
     run.__name__ = action.__name__
     return run

@@ -142,6 +142,11 @@ def load(context: Context, client_id: int, command: NodeCommand | None = None) -
     return _restore(context, client_id, command)
 
 
+def forget(context: Context) -> None:
+    """Drop this process's copy of the node (after a failed message: the state is the truth)."""
+    _LAST.pop(context.node_id, None)
+
+
 def _restore(context: Context, client_id: int, command: NodeCommand | None) -> Any:
     from ...data import ClientText
     from ...pipeline.client_step import ClientNode, NodeEnv
