@@ -151,6 +151,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--sparsity", type=float, default=0.5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=RESULT)
+    parser.add_argument(
+        "--work", type=Path, default=None,
+        help="work folder (default: a new temporary one); an in-process result in it is reused",
+    )  # fmt: skip
     parser.add_argument("--inprocess-child", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.forward = [
@@ -167,15 +171,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.inprocess_child is not None:
         inprocess_child(args, args.inprocess_child)
         return 0
-    work = Path(tempfile.mkdtemp(prefix="flower-sim-engine-"))
+    work = args.work or Path(tempfile.mkdtemp(prefix="flower-sim-engine-"))
+    work.mkdir(parents=True, exist_ok=True)
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
+    ).stdout.strip()
     flower = run_flower(args, work)
     inprocess = run_inprocess(args, work)
     report = {
         "what": "one-shot masks (Wanda, sequential calibration, layer group, plaintext sum): "
         "Flower simulation engine vs in process, same seed and corpus split",
-        "settings": {k: v for k, v in vars(args).items() if k not in ("out", "forward")}
+        "settings": {k: v for k, v in vars(args).items() if k not in ("out", "forward", "work")}
         | {"inprocess_child": None, "threads_per_client": 1, "ray_cpus_per_node": 1},
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "commit": commit,
         "flower_simulation_engine": flower,
         "in_process": inprocess,
         "global_masks": compare(Path(flower["masks"]), Path(inprocess["masks"])),
