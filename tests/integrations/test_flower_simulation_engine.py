@@ -15,7 +15,7 @@ import pytest
 pytest.importorskip("flwr", reason="flwr is not installed (pip install '.[flower]')")
 pytest.importorskip("ray", reason="ray is not installed (pip install '.[flower]')")
 
-from fedprllm_secure.config import DataConfig, RunConfig  # noqa: E402
+from fedprllm_secure.config import DataConfig, PruningConfig, RunConfig  # noqa: E402
 from fedprllm_secure.integrations.flower.deploy import run_simulation_engine  # noqa: E402
 from fedprllm_secure.pipeline import Pipeline  # noqa: E402
 
@@ -30,18 +30,22 @@ pytestmark = [
 RUN = {"samples-per-client": 2, "seqlen": 32, "split": "iid", "seed": 3, "node-wait-s": 120}
 
 
+@pytest.mark.parametrize("mode", ["one-shot", "iterative"])
 def test_virtual_nodes_on_their_corpus_partitions_prune_like_simulate(
-    tiny_model_dir: Path, tmp_path: Path
+    tiny_model_dir: Path, tmp_path: Path, mode: str
 ) -> None:
+    """One-shot masks, and iterative masks (each node's block walk saved between messages)."""
     nodes = 4
     result = run_simulation_engine(
-        str(tiny_model_dir), nodes, tmp_path / "out", {**RUN, "protocol": "plaintext"},
+        str(tiny_model_dir), nodes, tmp_path / "out",
+        {**RUN, "protocol": "plaintext", "pruning.mode": mode},
         timeout=300, workdir=tmp_path / "work",
     )  # fmt: skip
     assert result["contributors"] == list(range(nodes)) and not result["failures"]
     config = RunConfig(
         model=str(tiny_model_dir), device="cpu", seed=3,
         data=DataConfig(clients=nodes, samples_per_client=2, seqlen=32, split="iid", eval_windows=1),
+        pruning=PruningConfig(mode=mode),
     )  # fmt: skip
     expected = Pipeline(config).fedprllm().masks
     masks = np.load(tmp_path / "out" / "masks.npz")
