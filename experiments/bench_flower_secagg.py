@@ -129,13 +129,11 @@ def run_additive_flower(n: int, d: int) -> dict[str, Any]:
 
     from fedprllm_secure.integrations.flower import client_app as ca
     from fedprllm_secure.integrations.flower import trust as T
+    from fedprllm_secure.integrations.flower.federation import FlowerFederation
     from fedprllm_secure.integrations.flower.local import LocalGrid
     from fedprllm_secure.integrations.flower.records import Array
-    from fedprllm_secure.integrations.flower.server_app import (
-        FlowerPruning,
-        PruningSettings,
-        chunked_spec,
-    )
+    from fedprllm_secure.secure_sum import registry
+    from fedprllm_secure.secure_sum.api import AggregationSpec
 
     # each node pinned as an operator would set it up (identity key, trust file, ledger folder)
     folder = tempfile.mkdtemp(prefix="bench-flower-nodes-")
@@ -146,11 +144,11 @@ def run_additive_flower(n: int, d: int) -> dict[str, Any]:
         state = grid.contexts[node].state
         state[ca.MASKS] = ArrayRecord({"bench": Array(np.packbits(client_bits(c, d)))})
         state[ca.LAYOUT] = ConfigRecord({"names": ["bench"], "lengths": [d]})
-    settings = PruningSettings(protocol="additive", num_nodes=n, round_timeout_s=600)
-    run = FlowerPruning(grid, settings, ["bench"], [d])
-    run.node_of = dict(enumerate(sorted(grid.contexts)))
+    fed = FlowerFederation(grid, sorted(grid.contexts), round_timeout_s=600)
+    options = registry.get("additive").with_cohort({}, 3)
     started = time.perf_counter()
-    result = run.secure_sum(tuple(range(n)), chunked_spec(0, [d], settings.chunk_entries))
+    session = fed.open_session("additive", options, tuple(range(n)))
+    result = session.aggregate(AggregationSpec.from_lengths(0, {"bench": d}, bound=1))
     seconds = time.perf_counter() - started
     total = np.concatenate([result.sums[chunk.name] for chunk in result.spec.chunks])
     exact = bool(np.array_equal(total.astype(np.int64), expected_sum(n, d)))

@@ -50,7 +50,7 @@ def deploy(
         list[str], typer.Option(metavar="PATH", help="One SuperNode's text (repeat per node).")
     ] = [],  # noqa: B006
     out_dir: Annotated[
-        Path, typer.Option("--out", help="Folder for the run's result.json.")
+        Path, typer.Option("--out", help="Folder for the run's results.json.")
     ] = Path("runs/flower"),
     run_config: Annotated[
         list[str],

@@ -13,6 +13,7 @@ flwr is not installed.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import signal
@@ -27,7 +28,6 @@ import pytest
 pytest.importorskip("flwr", reason="flwr is not installed (pip install '.[flower]')")
 
 from fedprllm_secure.cli import main  # noqa: E402
-from fedprllm_secure.config import DataConfig, RunConfig  # noqa: E402
 from fedprllm_secure.integrations.flower import deploy  # noqa: E402
 from fedprllm_secure.integrations.flower.deploy import (  # noqa: E402
     NODE_MAX_WAIT_S,
@@ -42,6 +42,8 @@ from fedprllm_secure.integrations.flower.deploy import (  # noqa: E402
 from fedprllm_secure.pipeline import Pipeline  # noqa: E402
 
 from ..conftest import save_tiny, write_client_dir  # noqa: E402
+from ..test_pipeline import config_for  # noqa: E402
+from .test_flower_modes import MODES  # noqa: E402
 
 pytestmark = [
     pytest.mark.flower,
@@ -53,7 +55,8 @@ pytestmark = [
 
 ENTRIES = ("alice.txt", "bob.jsonl", "carol")
 RUN = {"samples-per-client": 2, "seqlen": 32, "node-wait-s": 60, "calibrate-timeout-s": 120}
-RUN_TIMEOUT = 150
+# a run of ~10 messages, each a fresh ClientApp process per node; a loaded machine can override
+RUN_TIMEOUT = float(os.environ.get("FEDPRLLM_FLOWER_RUN_TIMEOUT", 300))
 
 
 def _group_gone(pid: int) -> bool:
@@ -68,21 +71,22 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+class Simulated:
+    """The in-process pipeline on the same model and texts (same seed)."""
+
+    def __init__(self, files: Path) -> None:
+        self.pipeline = Pipeline(config_for(files / "model", files / "clients"))
+
+    def run_fedprllm(self) -> tuple[dict[str, np.ndarray], None]:
+        return self.pipeline.fedprllm().masks, None
+
+    def client_mask(self, client: int) -> dict[str, np.ndarray]:
+        return self.pipeline.local()[client]
+
+
 @pytest.fixture(scope="module")
-def simulated(files: Path) -> Pipeline:
-    config = RunConfig(
-        model=str(files / "model"),
-        device="cpu",
-        seed=0,
-        data=DataConfig(
-            client_data=str(files / "clients"),
-            eval_text=str(files / "eval.txt"),
-            samples_per_client=2,
-            seqlen=32,
-            eval_windows=1,
-        ),
-    )
-    return Pipeline(config)
+def simulated(files: Path) -> Simulated:
+    return Simulated(files)
 
 
 @pytest.fixture(scope="module")
@@ -100,8 +104,13 @@ def federation(files: Path, ledgers: Path, tmp_path_factory: pytest.TempPathFact
             deployment,
             str(files / "model"),
             [str(files / "clients" / e) for e in ENTRIES],
-            trust={"min_cohort": 2, "min_threshold": 2, "protocols": ["additive", "ckks"]},
+            trust={
+                "min_cohort": 2,
+                "min_threshold": 2,
+                "protocols": ["plaintext", "additive", "ckks"],
+            },
             ledger_dir=ledgers,
+            node_config={"reproducible-noise": "allow"},  # the mode tests compare noise
         )
         yield deployment
     finally:
@@ -125,17 +134,39 @@ def _data_of_clients(deployment: Deployment, result: dict) -> dict[int, int]:
 
 
 def test_deployment_prunes_like_simulate(
-    federation: Deployment, files: Path, simulated: Pipeline, tmp_path: Path
+    federation: Deployment, files: Path, simulated: Simulated, tmp_path: Path
 ) -> None:
     result = submit_run(
         federation, str(files / "model"), 3, tmp_path / "out",
         {**RUN, "protocol": "additive", "seed": 0, "round-timeout-s": 60}, RUN_TIMEOUT,
     )  # fmt: skip
     assert result["contributors"] == [0, 1, 2] and not result["failures"]
-    expected = simulated.fedprllm().masks
+    expected, _ = simulated.run_fedprllm()
     masks = np.load(tmp_path / "out" / "masks.npz")
     assert sorted(masks.files) == sorted(expected)
     for name, mask in expected.items():
+        assert np.array_equal(masks[name], mask), name
+
+
+@pytest.mark.parametrize("mode", sorted(MODES))
+def test_every_mode_on_the_deployment_equals_the_in_process_pipeline(
+    federation: Deployment, files: Path, tmp_path: Path, mode: str
+) -> None:
+    """Iterative masks, stats one-shot and sequential, randomized response, DP statistics: the
+    global masks of 3 SuperNodes equal the in-process pipeline's (same seed; the noise drawn from
+    the seed, each node taking the child of its partition id, as the in-process client of that
+    text)."""
+    flower_run, inprocess = MODES[mode]
+    expected = Pipeline(config_for(files / "model", files / "clients", **inprocess)).fedprllm()
+    result = submit_run(
+        federation, str(files / "model"), 3, tmp_path / "out",
+        {**RUN, "protocol": "plaintext", "seed": 0, "round-timeout-s": 60, **flower_run},
+        RUN_TIMEOUT,
+    )  # fmt: skip
+    assert result["contributors"] == [0, 1, 2] and not result["failures"]
+    masks = np.load(tmp_path / "out" / "masks.npz")
+    assert sorted(masks.files) == sorted(expected.masks)
+    for name, mask in expected.masks.items():
         assert np.array_equal(masks[name], mask), name
 
 
@@ -161,7 +192,7 @@ def test_a_second_run_on_the_same_nodes_is_refused_by_their_ledgers(
 def test_a_supernode_killed_mid_round_leaves_a_sum_over_the_survivors(
     federation: Deployment,
     files: Path,
-    simulated: Pipeline,
+    simulated: Simulated,
     ledgers: Path,
     tmp_path: Path,
 ) -> None:
@@ -194,9 +225,10 @@ def test_a_supernode_killed_mid_round_leaves_a_sum_over_the_survivors(
     rounds = {k: t for k, t in result["timings_s"].items() if k.startswith("protocol-")}
     assert rounds and max(rounds.values()) < round_timeout + 5, rounds  # the deadline holds
     counts = np.load(tmp_path / "out" / "counts.npz")
-    local = simulated.local()
     for name in counts.files:
-        expected = sum(local[entries[c]][name].astype(np.int64) for c in result["contributors"])
+        expected = sum(
+            simulated.client_mask(entries[c])[name].astype(np.int64) for c in result["contributors"]
+        )
         assert np.array_equal(counts[name], expected), name
 
 
@@ -242,7 +274,7 @@ def test_the_deploy_cli_prints_one_line_errors(
 
 
 def test_a_node_without_data_is_left_out_of_a_deployment(
-    files: Path, simulated: Pipeline, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    files: Path, simulated: Simulated, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     empty = tmp_path / "empty.txt"
     empty.write_text("  \n")
@@ -254,10 +286,10 @@ def test_a_node_without_data_is_left_out_of_a_deployment(
     result = json.loads(out)
     assert len(result["contributors"]) == 1
     assert [why for why in result["failures"].values()] == [
-        f"calibrate: DataError: node data {empty.resolve()} holds no text (.txt or .jsonl)"
+        f"describe: DataError: node data {empty.resolve()} holds no text (.txt or .jsonl)"
     ]
     counts = np.load(tmp_path / "out" / "counts.npz")
-    for name, mask in simulated.local()[0].items():  # alice's mask alone
+    for name, mask in simulated.client_mask(0).items():  # alice's mask alone
         assert np.array_equal(counts[name], mask.astype(np.int64)), name
 
     code, out, err = _cli(

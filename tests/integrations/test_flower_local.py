@@ -15,10 +15,7 @@ from fedprllm_secure.integrations.flower import records as R  # noqa: E402
 from fedprllm_secure.integrations.flower import trust as T  # noqa: E402
 from fedprllm_secure.integrations.flower.client_app import app as client_app  # noqa: E402
 from fedprllm_secure.integrations.flower.local import LocalGrid  # noqa: E402
-from fedprllm_secure.integrations.flower.server_app import (  # noqa: E402
-    PruningSettings,
-    prune_with_flower,
-)
+from fedprllm_secure.integrations.flower.server_app import prune_with_flower  # noqa: E402
 from fedprllm_secure.pipeline import Pipeline  # noqa: E402
 from fedprllm_secure.secure_sum import registry  # noqa: E402
 
@@ -28,17 +25,21 @@ from ..test_pipeline import config_for  # noqa: E402
 pytestmark = pytest.mark.flower
 
 ENTRIES = ("alice.txt", "bob.jsonl", "carol")
+RUN_KEYS = {"options": "protocol-options", "group": "pruning.group"}
 
 
 def simulated_masks(model: Path, clients: Path, **overrides) -> dict[str, np.ndarray]:
-    config = config_for(model, clients, **overrides)
-    return Pipeline(config).fedprllm().masks
+    """The in-process pipeline's global masks (`simulate`), same seed."""
+    return Pipeline(config_for(model, clients, **overrides)).fedprllm().masks
 
 
-def settings(**overrides) -> PruningSettings:
-    base = dict(num_nodes=3, samples_per_client=2, seqlen=32, round_timeout_s=30)
-    base.update(overrides)
-    return PruningSettings(**base)
+def settings(**overrides) -> dict:
+    """A Flower run config: keyword names as in the earlier settings (num_nodes, min_cohort,
+    ...), or RunConfig paths passed as a dict."""
+    base = {"num-nodes": 3, "samples-per-client": 2, "seqlen": 32, "round-timeout-s": 30}
+    for key, value in overrides.items():
+        base[RUN_KEYS.get(key, key.replace("_", "-"))] = value
+    return base
 
 
 def grid_for(

@@ -17,11 +17,9 @@ from fedprllm_secure.integrations.flower import client_app as ca  # noqa: E402
 from fedprllm_secure.integrations.flower import records as R  # noqa: E402
 from fedprllm_secure.integrations.flower import trust as T  # noqa: E402
 from fedprllm_secure.integrations.flower.enrollment import node_enroll  # noqa: E402
+from fedprllm_secure.integrations.flower.federation import FlowerFederation  # noqa: E402
 from fedprllm_secure.integrations.flower.local import LocalGrid  # noqa: E402
-from fedprllm_secure.integrations.flower.server_app import (  # noqa: E402
-    FlowerPruning,
-    prune_with_flower,
-)
+from fedprllm_secure.integrations.flower.server_app import prune_with_flower  # noqa: E402
 from fedprllm_secure.randomness import SystemRandomSource  # noqa: E402
 
 from .test_flower_local import assert_nothing_masked, grid_for, settings  # noqa: E402
@@ -42,7 +40,7 @@ def attack(grid: LocalGrid, model: Path, **overrides) -> str:
 def test_a_substituted_additive_identity_key_is_refused(
     tiny_model_dir: Path, client_dir: Path, keys: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    honest_relay = FlowerPruning.relay
+    honest_relay = FlowerFederation.relay
     server_key = Ed25519PrivateKey.generate()
 
     def relay(self, replies):  # the server plays client 1 with a key of its own
@@ -53,13 +51,13 @@ def test_a_substituted_additive_identity_key_is_refused(
         attestations[1] = T.attest(server_key, "additive", draft, 1, forged)
         return publics, attestations
 
-    monkeypatch.setattr(FlowerPruning, "relay", relay)
+    monkeypatch.setattr(FlowerFederation, "relay", relay)
     grid = grid_for(tiny_model_dir, client_dir, keys)
     message = attack(grid, tiny_model_dir, protocol="additive")
     assert "not one of the node keys pinned in the trust file" in message
 
 
-def _node_state(run: FlowerPruning, client: int):
+def _node_state(run: FlowerFederation, client: int):
     grid = run.grid
     assert isinstance(grid, LocalGrid)
     return grid.contexts[run.node_of[client]].state.array_records[ca.DRAFT]
@@ -68,7 +66,7 @@ def _node_state(run: FlowerPruning, client: int):
 def test_a_ckks_public_context_of_the_servers_own_is_refused(
     tiny_model_dir: Path, client_dir: Path, keys: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    honest_relay = FlowerPruning.relay
+    honest_relay = FlowerFederation.relay
 
     def relay(self, replies):  # the server's own context (it holds the secret key)
         publics, attestations = honest_relay(self, replies)
@@ -77,7 +75,7 @@ def test_a_ckks_public_context_of_the_servers_own_is_refused(
         publics[authority] = node_enroll("ckks", draft, authority, SystemRandomSource())[1]
         return publics, attestations
 
-    monkeypatch.setattr(FlowerPruning, "relay", relay)
+    monkeypatch.setattr(FlowerFederation, "relay", relay)
     grid = grid_for(tiny_model_dir, client_dir, keys)
     message = attack(grid, tiny_model_dir, protocol="ckks")
     assert "public part is not signed by its identity key" in message

@@ -23,7 +23,7 @@ from fedprllm_secure.integrations.flower.node_ledger import (
     data_digest,
     round_fingerprint,
 )
-from fedprllm_secure.integrations.flower.settings import PruningSettings
+from fedprllm_secure.integrations.flower.settings import cohort_of, flower_run_config
 from fedprllm_secure.randomness import SeededRandomSource
 from fedprllm_secure.secure_sum import registry
 from fedprllm_secure.secure_sum.api import SessionConfig, config_digest
@@ -275,14 +275,28 @@ def test_the_pruning_round_is_the_model_and_the_text_not_the_servers_settings(
 def test_secure_protocols_need_a_cohort_of_three_by_default() -> None:
     for protocol in ("additive", "ckks"):
         with pytest.raises(ConfigError, match="num-nodes 2 is below the minimum cohort 3"):
-            PruningSettings.from_run_config({"protocol": protocol, "num-nodes": 2})
-        settings = PruningSettings.from_run_config({"protocol": protocol})
-        assert (settings.num_nodes, settings.cohort) == (3, 3)
-    assert PruningSettings.from_run_config({"num-nodes": 1}).cohort == 1  # plaintext
-    lowered = PruningSettings.from_run_config(
-        {"protocol": "additive", "num-nodes": 2, "min-clients": 2}
-    )
-    assert lowered.cohort == 2
+            flower_run_config({"protocol": protocol, "num-nodes": 2})
+        config, options = flower_run_config({"protocol.name": protocol})
+        assert (options.num_nodes, cohort_of(config)) == (3, 3)
+    config, options = flower_run_config({"num-nodes": 1})  # plaintext
+    assert cohort_of(config) == 1
+    lowered, _ = flower_run_config({"protocol": "additive", "num-nodes": 2, "min-clients": 2})
+    assert cohort_of(lowered) == 2
+
+
+def test_the_run_config_takes_field_paths_and_names_a_bad_key() -> None:
+    config, _ = flower_run_config(
+        {"pruning.sparsity": 0.6, "mode": "iterative", "privacy.rr_epsilon": 2.0,
+         "protocol-options": '{"threshold": 3}', "seed": 4}
+    )  # fmt: skip
+    assert (config.pruning.sparsity, config.pruning.mode, config.seed) == (0.6, "iterative", 4)
+    assert config.privacy.rr_epsilon == 2.0 and config.protocol.options == {"threshold": 3}
+    with pytest.raises(ConfigError, match="pruning.sparsity"):
+        flower_run_config({"pruning.sparsity": 1.5})
+    with pytest.raises(ConfigError, match="unknown setting 'pruning.nope'"):
+        flower_run_config({"pruning.nope": 1})
+    with pytest.raises(ConfigError, match="fedprllm only"):
+        flower_run_config({"pruning.methods": ["fedprllm", "centralized"]})
 
 
 def test_the_node_key_command_creates_a_key_once_and_prints_its_public_key(

@@ -1,20 +1,27 @@
-"""The ClientApp: one node's side of federated pruning with a secure-sum protocol.
+"""The ClientApp: one node's side of the pipeline, with a secure-sum protocol.
+
+Messages: `query.command` (a pipeline `NodeCommand` for this node's `ClientNode`, hosted by
+`node_host.py`), `query.enroll` (make this node's enrollment secret, answer with its attested
+public part), `query.protocol` (one protocol message for this node's protocol client).
 
 Node config (`flower-supernode --node-config "model='DIR' data='PATH' ..."`):
   model     the global model (checkpoint folder, .gguf, embedded name), the same as the server's
-  data      this node's calibration text: a .txt or .jsonl file, or a folder of them
+  data      this node's calibration text: a .txt or .jsonl file, or a folder of them (on the
+            simulation engine: partition `partition-id` of the run's corpus instead)
   device    optional: auto | cpu | cuda (default cpu)
   identity  this node's long-term Ed25519 key file (`fedprllm-secure node-key PATH`)
   trust     a trust file (what this node pins: `trust.py`), or 'server' to let the server
             distribute keys unchecked; without it only the insecure plaintext protocol runs
   ledger    folder of this node's contribution ledgers (default ~/.cache/fedprllm-secure/
-            flower-ledger): each layer of one calibration is released to one session, ever
+            flower-ledger): each chunk of one calibration is released to one session, ever
+  partition-id, reproducible-noise   tests only (node_host.py)
 
 Every action restores what it needs from `context.state` and saves it back before replying, since
-Flower runs each message in a fresh ClientApp process. `context.state` never leaves the node: the
-masks, the identity secret and the protocol client state (its keys and shares) stay there.
-Refusals the user can act on (no data, a layout mismatch, a protocol abort) come back as a reply
-with an "error" field; the server leaves that node out and says why.
+Flower may run each message in a fresh ClientApp process. `context.state` never leaves the node:
+the node's activations, masks and statistics, its RR key, the identity secret and the protocol
+client state (its keys and shares) stay there. Refusals the user can act on (no data, a layout
+mismatch, a protocol abort) come back as a reply with an "error" field; the server leaves that
+node out and says why.
 """
 
 from __future__ import annotations
@@ -23,32 +30,33 @@ import hashlib
 import importlib
 import logging
 from collections.abc import Callable
-from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message
 from flwr.clientapp import ClientApp
 
-from ...errors import DataError, FedPrError, ProtocolError
+from ...errors import FedPrError, ProtocolError
 from ...randomness import SystemRandomSource
 from ...secure_sum import registry
 from ...secure_sum.api import ChunkSpec, ClientProtocol, config_digest
 from ...secure_sum.messages import decode, encode
+from . import node_host as H
 from . import records as R
 from . import trust as T
 from .enrollment import node_enroll
-from .node_ledger import LedgerFile, data_digest, default_ledger_dir, round_fingerprint
+from .node_ledger import LedgerFile, default_ledger_dir
+from .wire_chunks import joined
 
 log = logging.getLogger(__name__)
 
+# benchmarks only (experiments/bench_flower_secagg.py): masks put into the state directly
 MASKS = "fedpr.masks"  # ArrayRecord: layer name -> packed mask bits (uint8)
 LAYOUT = "fedpr.layout"  # ConfigRecord: layer names and lengths, in mask-layout order
 SECRET = "fedpr.secret"  # ArrayRecord: this node's enrollment secret (never sent)
 CLIENT = "fedpr.client"  # ArrayRecord: the saved protocol client (secrets included; never sent)
 NODE = "fedpr.node"  # ConfigRecord: protocol name and this node's client id
 CLIENT_CLASS = "fedpr.client-class"  # ConfigRecord: "module:QualName" of the protocol client
-ROUND = "fedpr.round"  # ConfigRecord: fingerprint of this node's pruning round (model, text)
 DRAFT = "fedpr.draft"  # ArrayRecord: the draft session config this node enrolled in
 SESSION = "fedpr.session"  # ConfigRecord: the session binding (config digest), ledger on/off
 
@@ -66,102 +74,41 @@ def _guarded(
         try:
             return action(message, context)
         except FedPrError as exc:
+            H.forget(context)  # the node in memory may be half-changed: the state decides
             log.error("fedprllm-secure: %s", exc)
             return _reply(message, {R.ERROR: f"{type(exc).__name__}: {exc}"})
+        except Exception:
+            H.forget(context)
+            raise
 
     run.__name__ = action.__name__
     return run
 
 
-def read_node_text(path: str) -> list[str]:
-    """This node's documents, read like one entry of `simulate --client-data`."""
-    from ...data import _read_text_file
-
-    root = Path(path).expanduser()
-    if root.is_dir():
-        files = sorted(p for p in root.rglob("*") if p.suffix in (".txt", ".jsonl"))
-    elif root.is_file():
-        files = [root]
-    else:
-        raise DataError(f"node data not found: {path} (set node config data='PATH')")
-    documents = [doc for file in files for doc in _read_text_file(file)]
-    if not documents:
-        raise DataError(f"node data {path} holds no text (.txt or .jsonl)")
-    return documents
-
-
-def _node_setting(context: Context, key: str) -> str:
-    value = context.node_config.get(key)
-    if not isinstance(value, str) or not value:
-        raise DataError(
-            f"this node has no {key!r} in its node config (--node-config \"{key}='...'\")"
-        )
-    return value
-
-
-@app.query("calibrate")
+@app.query("command")
 @_guarded
-def calibrate(message: Message, context: Context) -> Message:
-    """Load the model and this node's text, compute the local masks, keep them in the state."""
-    import torch
+def command(message: Message, context: Context) -> Message:
+    """One pipeline command (`NodeCommand`) to this node's `ClientNode`, restored from and saved
+    back to the state; answered with its `NodeAnswer` (plus this node's pinned identity)."""
+    received = R.command_of(message.content)
+    client_id = int(R.settings_of(message.content)["client-id"])
+    H.refuse(received)
+    node = H.load(context, client_id, received)
+    answer = node.handle(received)
+    H.store(context, node)
+    if received.kind == "calibrate":
+        H.note_round(context, node, client_id)
+    return Message(R.answer_content(answer, **_identity(context)), reply_to=message)
 
-    from ...client.calibrate import local_masks
-    from ...data import ClientText, calibration_samples
-    from ...model import load_model, prunable_layers
 
-    settings = R.settings_of(message.content)
-    model_spec = _node_setting(context, "model")
-    device = str(context.node_config.get("device", "cpu"))
-    loaded = load_model(model_spec, device)
-    pruner = str(settings["pruner"])
-    samples = None
-    if pruner != "magnitude":
-        documents = read_node_text(_node_setting(context, "data"))
-        samples = calibration_samples(
-            loaded.tokenizer,
-            ClientText(f"node-{context.node_id}", tuple(documents)),
-            int(settings["samples-per-client"]),
-            int(settings["seqlen"]),
-        )
-    torch.manual_seed(0)
-    masks, _stats = local_masks(
-        loaded.model,
-        samples,
-        float(settings["sparsity"]),
-        pruner,
-        str(settings["calibration"]),
-        int(settings["batch-size"]),
-    )
-    layers = prunable_layers(loaded.model)
-    names = [layer.name for layer in layers]
-    lengths = [layer.numel for layer in layers]
-    context.state[MASKS] = ArrayRecord(
-        {
-            name: R.Array(np.packbits(masks[name].reshape(-1).numpy().astype(np.uint8)))
-            for name in names
-        }
-    )
-    context.state[LAYOUT] = ConfigRecord({"names": names, "lengths": lengths})
-    fingerprint = hashlib.sha256(repr(list(zip(names, lengths, strict=True))).encode()).hexdigest()
-    data = context.node_config.get("data")
-    data_path = str(Path(str(data)).expanduser().resolve()) if data else None
-    model_id = (
-        str(Path(model_spec).expanduser().resolve()) if Path(model_spec).exists() else model_spec
-    )
-    context.state[ROUND] = ConfigRecord(
-        {
-            "fingerprint": round_fingerprint(model_id, fingerprint, data_digest(data_path)),
-            "what": f"model {model_id}, data {data_path or 'none'}",
-        }
-    )
-    answer: dict = {"layout": fingerprint, "layers": len(names)}
+def _identity(context: Context) -> dict[str, Any]:
+    """This node's identity key (hex) and whether its trust file pins it as the key authority."""
     identity = context.node_config.get("identity")
-    if identity:
-        own = T.public_key(T.load_identity(str(identity)))
-        answer["identity"] = own.hex()
-        policy = T.load_trust(_trust_setting(context))
-        answer["ckks-authority"] = bool(policy is not None and policy.ckks_authority == own)
-    return _reply(message, answer)
+    if not identity:
+        return {}
+    own = T.public_key(T.load_identity(str(identity)))
+    policy = T.load_trust(_trust_setting(context))
+    return {"identity": own.hex(), "authority": bool(policy and policy.ckks_authority == own)}
 
 
 def _trust_setting(context: Context) -> str | None:
@@ -170,46 +117,67 @@ def _trust_setting(context: Context) -> str | None:
 
 
 def _ledger(context: Context) -> LedgerFile:
-    """This node's ledger file for the pruning round its masks come from."""
-    if MASKS not in context.state or LAYOUT not in context.state:
-        raise ProtocolError("this node has no masks yet (calibration did not run here)")
+    """This node's ledger file for the pruning round of its current calibration."""
     directory = context.node_config.get("ledger") or default_ledger_dir()
-    if ROUND in context.state:
-        round_ = context.state.config_records[ROUND]
-        return LedgerFile(str(directory), str(round_["fingerprint"]), str(round_["what"]))
-    # masks put into the state without `calibrate` (benchmarks): the masks are the round
-    digest = hashlib.sha256()
-    for name, array in sorted(context.state.array_records[MASKS].items()):
-        digest.update(name.encode() + b"\x00" + bytes(array.data))
-    return LedgerFile(str(directory), digest.hexdigest(), "masks set in the node state")
+    if H.HOST in context.state:
+        host = context.state.config_records[H.HOST]
+        return LedgerFile(str(directory), str(host["fingerprint"]), str(host["what"]))
+    if MASKS in context.state:  # masks put into the state without a calibration (benchmarks)
+        digest = hashlib.sha256()
+        for name, array in sorted(context.state.array_records[MASKS].items()):
+            digest.update(name.encode() + b"\x00" + bytes(array.data))
+        return LedgerFile(str(directory), digest.hexdigest(), "masks set in the node state")
+    raise ProtocolError("this node has not calibrated")
 
 
-def _inputs(context: Context) -> Callable[[int, ChunkSpec], np.ndarray]:
-    """The InputProvider over this node's saved masks; chunk "layers:A:B" = layers A..B-1."""
-    if MASKS not in context.state or LAYOUT not in context.state:
-        raise ProtocolError("this node has no masks yet (calibration did not run here)")
+def _layers(context: Context) -> list[str]:
+    record = context.state.config_records[H.HOST if H.HOST in context.state else LAYOUT]
+    return [str(n) for n in cast(list, record["layers" if H.HOST in context.state else "names"])]
+
+
+class _Inputs:
+    """The protocol client's InputProvider: this node's `ClientNode.provider` (restored on first
+    use, saved after the message), guarded by the calibration's ledger and, under a secure
+    protocol, by the ledger file on disk (each chunk on disk before its values leave)."""
+
+    def __init__(self, context: Context) -> None:
+        self.context, self.node = context, None
+        session = context.state.config_records[SESSION]
+        self.binding = bytes.fromhex(str(session["binding"]))
+        self.file = _ledger(context) if session["guarded"] else None
+
+    def __call__(self, index: int, chunk: ChunkSpec) -> np.ndarray:
+        return joined(self.one)(index, chunk)  # a wire chunk: the pipeline's chunks it joins
+
+    def one(self, index: int, chunk: ChunkSpec) -> np.ndarray:
+        if self.file is not None:  # on disk before the bits leave: at most one release per chunk
+            self.file.record(self.binding, index, [chunk.name])
+        if MASKS in self.context.state and H.HOST not in self.context.state:
+            return _saved_masks(self.context, chunk)
+        if self.node is None:
+            client_id = int(cast(int, self.context.state.config_records[NODE]["client-id"]))
+            self.node = H.load(self.context, client_id)
+        return self.node.ledger.guard(self.node.provider, self.binding)(index, chunk)
+
+    def save(self) -> None:
+        if self.node is not None:
+            H.store(self.context, self.node)
+
+
+def _saved_masks(context: Context, chunk: ChunkSpec) -> np.ndarray:
+    """A benchmark's masks from the state: chunk = a layer name or "layers:A:B"."""
     layout = context.state.config_records[LAYOUT]
-    names = [str(n) for n in cast(list, layout["names"])]
-    lengths = [int(n) for n in cast(list, layout["lengths"])]
+    names, lengths = list(cast(list, layout["names"])), list(cast(list, layout["lengths"]))
+    if chunk.name.startswith("layers:"):
+        first, last = (int(v) for v in chunk.name.split(":")[1:])
+    elif chunk.name in names:
+        first = names.index(chunk.name)
+        last = first + 1
+    else:
+        raise ProtocolError(f"unknown chunk {chunk.name!r}")
     masks = context.state.array_records[MASKS]
-    session = context.state.config_records.get(SESSION)
-    ledger = _ledger(context) if session is not None and session["guarded"] else None
-
-    def provider(index: int, chunk: ChunkSpec) -> np.ndarray:
-        try:
-            kind, first, last = chunk.name.split(":")
-            a, b = int(first), int(last)
-        except ValueError:
-            raise ProtocolError(f"unknown chunk {chunk.name!r}") from None
-        if kind != "layers" or not 0 <= a < b <= len(names):
-            raise ProtocolError(f"unknown chunk {chunk.name!r}")
-        if ledger is not None:  # on disk before the bits leave: at most one release per layer
-            assert session is not None
-            ledger.record(bytes.fromhex(str(session["binding"])), index, names[a:b])
-        parts = [np.unpackbits(masks[names[i]].numpy(), count=lengths[i]) for i in range(a, b)]
-        return np.concatenate(parts)
-
-    return provider
+    parts = [np.unpackbits(masks[names[i]].numpy(), count=lengths[i]) for i in range(first, last)]
+    return np.concatenate(parts)
 
 
 @app.query("enroll")
@@ -256,7 +224,7 @@ def enroll(message: Message, context: Context) -> Message:
     return _reply(message, {"client-id": client_id}, {k: v for k, v in answer.items() if v})
 
 
-def start_session(context: Context, enrollment: bytes) -> ClientProtocol:
+def start_session(context: Context, enrollment: bytes) -> tuple[ClientProtocol, _Inputs]:
     """Build this node's protocol client (first protocol message).
 
     The session config is built here, from the draft this node enrolled in and the public parts
@@ -281,20 +249,19 @@ def start_session(context: Context, enrollment: bytes) -> ClientProtocol:
     )
     info = registry.get(protocol)
     if info.secure:
-        ledger = _ledger(context)
-        names = cast(list, context.state.config_records[LAYOUT]["names"])
-        ledger.check_fresh(str(n) for n in names)
+        _ledger(context).check_fresh(_layers(context))
     context.state[SESSION] = ConfigRecord(
         {"binding": config_digest(config).hex(), "guarded": info.secure}
     )
-    client = info.make_client(config, client_id, SystemRandomSource(), _inputs(context), secret)
+    inputs = _Inputs(context)
+    client = info.make_client(config, client_id, SystemRandomSource(), inputs, secret)
     kind = type(client)
     if kind.to_state is ClientProtocol.to_state:
         raise ProtocolError(
             f"protocol {protocol!r} cannot run on Flower: its client has no to_state/from_state"
         )
     context.state[CLIENT_CLASS] = ConfigRecord({"path": f"{kind.__module__}:{kind.__qualname__}"})
-    return client
+    return client, inputs
 
 
 @app.query("protocol")
@@ -303,11 +270,12 @@ def protocol(message: Message, context: Context) -> Message:
     """Restore the protocol client, answer one protocol message, save the client again."""
     blobs = R.blobs_of(message.content)
     if "enrollment" in blobs:
-        client = start_session(context, blobs["enrollment"])
+        client, inputs = start_session(context, blobs["enrollment"])
     elif CLIENT in context.state and CLIENT_CLASS in context.state:
         saved = R.array_blob(context.state.array_records[CLIENT]["state"])
         client_cls = _client_class(str(context.state.config_records[CLIENT_CLASS]["path"]))
-        client = client_cls.from_state(saved, _inputs(context), SystemRandomSource())
+        inputs = _Inputs(context)
+        client = client_cls.from_state(saved, inputs, SystemRandomSource())
     else:
         raise ProtocolError("this node has no protocol session")
     wire = blobs["message"]
@@ -315,6 +283,7 @@ def protocol(message: Message, context: Context) -> Message:
         reply = client.handle(decode(wire))
     finally:
         context.state[CLIENT] = ArrayRecord({"state": R.blob_array(client.to_state())})
+        inputs.save()  # the node's ledger now holds what it released
     answer = {"message": encode(reply)} if reply is not None else None
     return _reply(message, {"state": client.state}, answer)
 

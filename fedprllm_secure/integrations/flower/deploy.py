@@ -182,7 +182,10 @@ class Deployment:
         self.processes.append((name, process))
         return process
 
-    def start_superlink(self) -> None:
+    def start_superlink(self, simulation: bool = False) -> None:
+        """A SuperLink on a free port; with `simulation`, in simulation mode: Flower's simulation
+        engine (Ray) then runs the ServerApp and `num-supernodes` virtual SuperNodes of each run
+        (`submit_run(..., federation_config=...)`) and no SuperNode is started."""
         # flwr 1.42 serves the Fleet, Control and Runtime APIs over HTTP on one port.
         port = free_port()
         self.superlink_fleet = self.superlink_control = f"127.0.0.1:{port}"
@@ -192,6 +195,7 @@ class Deployment:
             [
                 "flower-superlink", "--insecure", "--host", "127.0.0.1", "--port", str(port),
                 "--disable-runtime-dependency-installation",
+                *(["--simulation"] if simulation else []),
             ],
         )  # fmt: skip
         self.wait_for_port(port, 60, "superlink")
@@ -302,6 +306,7 @@ def start_federation(
     data: Sequence[str],
     trust: Mapping[str, Any] | None = None,
     ledger_dir: Path | None = None,
+    node_config: Mapping[str, Any] | None = None,
 ) -> None:
     """A SuperLink and one SuperNode per `data` path (node config: the model and that text).
 
@@ -309,12 +314,15 @@ def start_federation(
     (WORKDIR/nodes/; `trust`: the trust file's min_cohort, min_threshold, protocols; node 0 is the
     ckks key authority), as an operator would distribute them. Ledgers: LEDGER_DIR/node-I, or
     each node's default (~/.cache/fedprllm-secure/flower-ledger), which outlives the deployment.
+    `node_config`: more node config for every node (tests: reproducible-noise='allow').
     """
     from .trust import pinned_node_configs
 
     configs: list[dict[str, Any]] = [
-        {"model": str(Path(model).resolve()), "data": str(Path(path).resolve())} for path in data
-    ]
+        {"model": str(Path(model).resolve()), "data": str(Path(path).resolve()), "partition-id": i,
+         **dict(node_config or {})}
+        for i, path in enumerate(data)
+    ]  # fmt: skip
     if ledger_dir is not None:
         for i, config in enumerate(configs):
             config["ledger"] = str(Path(ledger_dir).resolve() / f"node-{i}")
@@ -352,29 +360,38 @@ def submit_run(
     run_config: Mapping[str, Any] | None = None,
     timeout: float = 600.0,
     on_progress: Any = None,
+    federation_config: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """`flwr run` the app on a started federation; wait (at most `timeout` s) for its result.
 
-    Returns OUT/result.json; raises DeploymentError with the run's own error (OUT/error.txt),
+    Returns OUT/results.json; raises DeploymentError with the run's own error (OUT/error.txt),
     a dead process's log, or the SuperLink log's tail on timeout. `on_progress(deployment,
     progress)` is called while waiting (tests use it to kill a node mid-round).
+    `federation_config`: the simulation engine's settings (`flwr run --federation-config`, e.g.
+    {"num-supernodes": 64, "client-resources-num-cpus": 1}) for a SuperLink in simulation mode.
     """
     out = Path(out).resolve()
-    config: dict[str, Any] = {"model": str(Path(model).resolve()), "out": str(out)}
+    path = Path(model).expanduser()
+    model = str(path.resolve()) if path.exists() else model  # else an embedded model's name
+    config: dict[str, Any] = {"model": model, "out": str(out)}
     config["num-nodes"] = num_nodes
     config.update(run_config or {})
     app_dir = write_app_dir(Path(tempfile.mkdtemp(prefix="app-", dir=deployment.workdir)), config)
     out.mkdir(parents=True, exist_ok=True)
-    for stale in ("result.json", "error.txt", "progress.json"):
+    for stale in ("results.json", "error.txt", "progress.json"):
         (out / stale).unlink(missing_ok=True)
     deadline = time.monotonic() + timeout
-    started = deployment.flwr(["run", str(app_dir), "local", "--format", "json"], timeout=120)
+    args = ["run", str(app_dir), "local", "--format", "json"]
+    if federation_config:
+        pairs = " ".join(f"{k}={_toml_value(v)}" for k, v in federation_config.items())
+        args += ["--federation-config", pairs]
+    started = deployment.flwr(args, timeout=120)
     failure = flwr_failure(started)
     if failure is not None:
         raise DeploymentError(f"flwr run failed: {failure}")
     while time.monotonic() < deadline:
-        if (out / "result.json").is_file():
-            return dict(json.loads((out / "result.json").read_text()))
+        if (out / "results.json").is_file():
+            return dict(json.loads((out / "results.json").read_text()))
         if (out / "error.txt").is_file():
             raise DeploymentError(one_line((out / "error.txt").read_text()))
         # A SuperNode dying is a dropout: the ServerApp leaves it out at its round deadline.
@@ -424,6 +441,32 @@ def run_deployment(
     with Deployment(workdir) as deployment:
         start_federation(deployment, model, data, trust_for(run_config or {}), ledger_dir)
         return submit_run(deployment, model, len(data), out, run_config, timeout)
+
+
+def run_simulation_engine(
+    model: str,
+    num_supernodes: int,
+    out: Path,
+    run_config: Mapping[str, Any] | None = None,
+    timeout: float = 3600.0,
+    workdir: Path | None = None,
+    cpus_per_node: int = 1,
+) -> dict[str, Any]:
+    """The app on Flower's simulation engine: a SuperLink in simulation mode, `num_supernodes`
+    virtual SuperNodes on Ray (`cpus_per_node` CPUs each), node i calibrating on partition i of
+    the run config's corpus; every process started here is stopped afterwards."""
+    workdir = Path(workdir or tempfile.mkdtemp(prefix="fedprllm-flower-sim-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    federation = {
+        "num-supernodes": int(num_supernodes),
+        "client-resources-num-cpus": int(cpus_per_node),
+    }
+    with Deployment(workdir) as deployment:
+        deployment.start_superlink(simulation=True)
+        return submit_run(
+            deployment, model, num_supernodes, out, run_config, timeout,
+            federation_config=federation,
+        )  # fmt: skip
 
 
 def _progress(out: Path) -> dict[str, Any]:

@@ -10,9 +10,11 @@ content of its calibration text), under the node config `ledger='DIR'` (default
 
 The settings the server chooses (sparsity, sample count, batch size, chunking) are deliberately
 not part of the fingerprint: a server could otherwise collect a near-identical mask again by
-changing one of them. Layers, not the server's chunk names, are recorded, so regrouping layers
-into other chunks does not get around it. A layer is recorded (file written, under a lock) before
-its bits are handed to the protocol.
+changing one of them. The pipeline's chunks (a layer's mask, a statistic's exponent histogram or
+fixed-point limb), not the server's wire grouping (`wire_chunks.py`), are recorded, so regrouping
+them does not get around it; a session is refused from its start if any layer of the calibration
+was released. A chunk is recorded (file written, under a lock) before its values are handed to the
+protocol.
 
 Pure: no flwr import.
 """

@@ -6,12 +6,14 @@ one uint8 Array, so Flower splits a large one into pieces; small settings travel
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
 from ...errors import ProtocolError
+from ...pipeline.federation import NodeAnswer, NodeCommand
 from ...secure_sum.api import SessionConfig, decode_state, encode_state
 
 try:
@@ -22,11 +24,12 @@ except ModuleNotFoundError as exc:  # pragma: no cover - depends on the optional
     raise ModuleNotFoundError(FLOWER_EXTRA_HINT, name=exc.name) from exc
 
 SETTINGS = "fedpr.settings"  # ConfigRecord: what the server asks, or a reply's small fields
+ARRAYS = "fedpr.arrays"  # ArrayRecord: a command's or answer's named numpy arrays
 PAYLOAD = "fedpr.payload"  # ArrayRecord: named byte blobs (protocol messages, session config)
 ERROR = "error"  # key in a reply's SETTINGS: the client refused, with a reason for the user
 
 # message types (Flower routes "query.<action>" to the matching @app.query("<action>"))
-CALIBRATE = "query.calibrate"
+COMMAND = "query.command"  # every pipeline NodeCommand (its kind is in the content)
 ENROLL = "query.enroll"
 PROTOCOL = "query.protocol"
 
@@ -92,3 +95,53 @@ def decode_config(data: bytes) -> SessionConfig:
     if not isinstance(config, SessionConfig):
         raise ProtocolError("the session config from the server is malformed")
     return config
+
+
+# --- pipeline commands: NodeCommand / NodeAnswer <-> RecordDict ---------------------------------
+
+
+def _packed(
+    settings: Mapping[str, Any], arrays: Mapping[str, np.ndarray], **extra: Any
+) -> RecordDict:
+    records: dict[str, Any] = {
+        SETTINGS: ConfigRecord({**extra, "json": json.dumps(dict(settings), sort_keys=True)})
+    }
+    if arrays:
+        records[ARRAYS] = ArrayRecord(
+            {name: Array(np.ascontiguousarray(value)) for name, value in arrays.items()}
+        )
+    return RecordDict(records)
+
+
+def _unpacked(records: RecordDict) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, Any]]:
+    head = settings_of(records)
+    try:
+        settings = json.loads(str(head.pop("json", "{}")))
+    except ValueError as exc:
+        raise ProtocolError(f"a pipeline message's settings are not JSON: {exc}") from exc
+    arrays = {}
+    if ARRAYS in records:
+        arrays = {name: a.numpy() for name, a in records.array_records[ARRAYS].items()}
+    return settings, arrays, head
+
+
+def command_content(command: NodeCommand, client_id: int) -> RecordDict:
+    """A NodeCommand to client `client_id` as a RecordDict (settings as JSON, arrays as numpy
+    Arrays)."""
+    return _packed(command.settings, command.arrays, kind=command.kind, **{"client-id": client_id})
+
+
+def command_of(records: RecordDict) -> NodeCommand:
+    settings, arrays, head = _unpacked(records)
+    return NodeCommand(str(head.get("kind", "")), settings, arrays)
+
+
+def answer_content(answer: NodeAnswer, **host: Any) -> RecordDict:
+    """A NodeAnswer as a RecordDict; `host`: what the Flower node adds (its identity key)."""
+    return _packed(answer.settings, answer.arrays, **host)
+
+
+def answer_of(records: RecordDict) -> tuple[NodeAnswer, dict[str, Any]]:
+    """(the NodeAnswer, what the Flower node added)."""
+    settings, arrays, host = _unpacked(records)
+    return NodeAnswer(settings, arrays), host

@@ -1,0 +1,214 @@
+"""The pipeline's `ClientNode` hosted in a Flower node's `context.state`.
+
+A ClientApp process may live for one message only, so every message restores the node from the
+state (`load`), lets it act, and saves it back (`store`). The node's environment is rebuilt each
+time from what the node itself holds, never from the server:
+
+* the model: node config `model` (else, on the simulation engine, the run config's), loaded once
+  per process (`workbench`);
+* the text: node config `data`, or on the simulation engine partition `partition-id` of the run
+  config's corpus (`node_documents`);
+* the randomness: the OS CSPRNG; only where the run asks for reproducible (not private) noise and
+  the node's own config allows it (`reproducible-noise='allow'`, tests), the run seed's child
+  `node-<k>` as in process, k = node config `partition-id`, else the client id.
+
+Commands a Flower node refuses: `samples` and `local-masks` (they hand over the node's text or its
+local masks: baselines of a simulation, never of a federation).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context
+
+from ...errors import DataError, ProtocolError
+from ...pipeline.federation import NodeCommand
+
+NODE_SETTINGS = "fedpr.node-settings"  # ConfigRecord {"json": the saved ClientNode's settings}
+NODE_ARRAYS = "fedpr.node-arrays"  # ArrayRecord: the saved ClientNode's arrays (secrets too)
+HOST = "fedpr.host"  # ConfigRecord: client id, round fingerprint and layer names (ledger file)
+REFUSED = ("samples", "local-masks")
+
+
+def node_setting(context: Context, key: str) -> str:
+    value = context.node_config.get(key)
+    if not isinstance(value, str) or not value:
+        raise DataError(
+            f"this node has no {key!r} in its node config (--node-config \"{key}='...'\")"
+        )
+    return value
+
+
+def read_node_text(path: str) -> list[str]:
+    """This node's documents, read like one entry of `simulate --client-data`."""
+    from ...data import _read_text_file
+
+    root = Path(path).expanduser()
+    if root.is_dir():
+        files = sorted(p for p in root.rglob("*") if p.suffix in (".txt", ".jsonl"))
+    elif root.is_file():
+        files = [root]
+    else:
+        raise DataError(f"node data not found: {path} (set node config data='PATH')")
+    documents = [doc for file in files for doc in _read_text_file(file)]
+    if not documents:
+        raise DataError(f"node data {path} holds no text (.txt or .jsonl)")
+    return documents
+
+
+def node_model(context: Context) -> str:
+    """The global model: node config `model`, else (simulation engine) the run config's."""
+    value = context.node_config.get("model") or context.run_config.get("model")
+    if not isinstance(value, str) or not value:
+        raise DataError(
+            "this node has no 'model' in its node config (--node-config \"model='...'\")"
+        )
+    return value
+
+
+def node_documents(context: Context) -> tuple[list[str], str, str]:
+    """(documents, what they are, content digest) of this node's calibration text.
+
+    Node config `data` (a deployment), else, on Flower's simulation engine, partition
+    `partition-id` of `num-partitions` of the run config's corpus, split exactly as `simulate`
+    splits it (`data.split_clients(pool, num-partitions, split, seed)`)."""
+    from .node_ledger import data_digest
+
+    if context.node_config.get("data") or "partition-id" not in context.node_config:
+        path = str(Path(node_setting(context, "data")).expanduser().resolve())
+        return read_node_text(path), path, data_digest(path)
+
+    run = context.run_config
+    corpus = str(run.get("data.corpus", run.get("corpus", "wiki-topics")))
+    split = str(run.get("data.split", run.get("split", "iid")))
+    index = int(context.node_config["partition-id"])
+    count = int(context.node_config["num-partitions"])
+    documents = _partition(corpus, split, int(run.get("seed", 0)), count)[index]
+    digest = hashlib.sha256("\x00".join(documents).encode("utf-8")).hexdigest()
+    return list(documents), f"corpus {corpus} partition {index}/{count}", digest
+
+
+@lru_cache(maxsize=4)
+def _partition(corpus: str, split: str, seed: int, count: int) -> list[tuple[str, ...]]:
+    """The documents of every partition (computed once per process)."""
+    from ...data import heldout_split, load_corpus, split_clients
+
+    pool, _ = heldout_split(load_corpus(corpus))
+    return [client.documents for client in split_clients(pool, count, split, seed)]
+
+
+@lru_cache(maxsize=2)
+def workbench(model: str, device: str) -> Any:
+    """The model of this process (nodes sharing a process share it: a node leaves it dense)."""
+    from ...pipeline.workbench import Workbench
+
+    return Workbench(model, device)
+
+
+def node_source(context: Context, client_id: int, privacy: dict[str, Any] | None) -> Any:
+    from ...privacy.noise_source import secret_source
+
+    reproducible = bool((privacy or {}).get("reproducible_noise"))
+    if reproducible and str(context.node_config.get("reproducible-noise", "")) != "allow":
+        raise ProtocolError(
+            "the server asked for reproducible noise (drawn from the run's seed, which the server "
+            "knows): this node draws its randomized-response key and DP noise from its own CSPRNG "
+            "(node config reproducible-noise='allow' only for tests)"
+        )
+    seed = int(context.run_config.get("seed", 0))
+    k = int(context.node_config.get("partition-id", client_id))
+    return secret_source(seed, reproducible, "simulate").child(f"node-{k}")
+
+
+# The node this process saved last, per Flower node: (version saved, node). A process that
+# handles a node's next message too reuses it; any other process restores it from the state.
+_LAST: dict[int, tuple[str, Any]] = {}
+
+
+def load(context: Context, client_id: int, command: NodeCommand | None = None) -> Any:
+    """This node's ClientNode: restored from the state, or new (client `client_id`)."""
+    cached = _LAST.get(context.node_id)
+    fresh = command is not None and command.kind == "calibrate"  # its privacy sets the source
+    if cached is not None and not fresh and NODE_SETTINGS in context.state:
+        if cached[0] == str(context.state.config_records[NODE_SETTINGS].get("version")):
+            return cached[1]
+    return _restore(context, client_id, command)
+
+
+def forget(context: Context) -> None:
+    """Drop this process's copy of the node (after a failed message: the state is the truth)."""
+    _LAST.pop(context.node_id, None)
+
+
+def _restore(context: Context, client_id: int, command: NodeCommand | None) -> Any:
+    from ...data import ClientText
+    from ...pipeline.client_step import ClientNode, NodeEnv
+
+    model = node_model(context)
+    bench = workbench(model, str(context.node_config.get("device", "cpu")))
+    documents, what, _ = node_documents(context)
+    text = ClientText(f"node-{context.node_id}", tuple(documents))
+    saved = None
+    if NODE_SETTINGS in context.state:
+        settings = json.loads(str(context.state.config_records[NODE_SETTINGS]["json"]))
+        arrays = {k: a.numpy() for k, a in context.state.array_records[NODE_ARRAYS].items()}
+        saved = (settings, arrays)
+    privacy = None
+    if command is not None and command.kind == "calibrate":
+        privacy = dict(command.settings.get("privacy") or {})
+    elif saved is not None and saved[0].get("calibration"):
+        privacy = saved[0]["calibration"]["privacy"]
+    env = NodeEnv(bench, text, node_source(context, client_id, privacy))
+    if saved is None:
+        return ClientNode(env, client_id)
+    if int(saved[0]["client_id"]) != client_id:
+        raise ProtocolError(
+            f"this node is client {saved[0]['client_id']} of its run, the server says {client_id}"
+        )
+    return ClientNode.restore(env, saved)
+
+
+def store(context: Context, node: Any) -> None:
+    settings, arrays = node.save()
+    version = os.urandom(8).hex()
+    context.state[NODE_SETTINGS] = ConfigRecord({"json": json.dumps(settings), "version": version})
+    _LAST[context.node_id] = (version, node)
+    context.state[NODE_ARRAYS] = ArrayRecord(
+        {k: Array(np.ascontiguousarray(v)) for k, v in arrays.items()}
+    )
+
+
+def note_round(context: Context, node: Any, client_id: int) -> None:
+    """After a calibration: the pruning round its ledger file is kept under (the model the node
+    loads, its layout, the content of its text; never the server's settings)."""
+    from ...pipeline.layout import fingerprint
+    from .node_ledger import round_fingerprint
+
+    model = node_model(context)
+    path = Path(model).expanduser()
+    model_id = str(path.resolve()) if path.exists() else model
+    _, what, digest = node_documents(context)
+    bench = node.env.bench
+    context.state[HOST] = ConfigRecord(
+        {
+            "client-id": client_id,
+            "fingerprint": round_fingerprint(model_id, fingerprint(bench.lengths), digest),
+            "what": f"model {model_id}, data {what}",
+            "layers": [layer.name for layer in bench.layers],
+        }
+    )
+
+
+def refuse(command: NodeCommand) -> None:
+    if command.kind in REFUSED:
+        raise ProtocolError(
+            f"a Flower node does not answer {command.kind!r}: it would hand over its text or "
+            "its local masks (a simulation baseline only)"
+        )

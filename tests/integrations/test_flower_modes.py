@@ -1,0 +1,90 @@
+"""Every mode and privacy mechanism of `simulate` on Flower (LocalGrid, in one process): the global
+masks equal the in-process pipeline's with the same seed. Randomized response and DP statistics
+draw their noise from the seed here (privacy.reproducible_noise, not private), so that both runs
+draw the same; each Flower node takes the seed's child of its data index (node config
+partition-id), as the in-process client of that text does."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("flwr", reason="flwr is not installed (pip install '.[flower]')")
+
+from fedprllm_secure.errors import FedPrError  # noqa: E402
+from fedprllm_secure.integrations.flower.client_app import app as client_app  # noqa: E402
+from fedprllm_secure.integrations.flower.local import LocalGrid  # noqa: E402
+from fedprllm_secure.integrations.flower.server_app import prune_with_flower  # noqa: E402
+from fedprllm_secure.pipeline import Pipeline  # noqa: E402
+from fedprllm_secure.privacy.settings import PrivacySettings  # noqa: E402
+
+from ..test_pipeline import config_for  # noqa: E402
+
+pytestmark = pytest.mark.flower
+
+ENTRIES = ("alice.txt", "bob.jsonl", "carol")
+BASE = {"num-nodes": 3, "samples-per-client": 2, "seqlen": 32, "round-timeout-s": 30}
+
+# mode -> (Flower run config, the same for the in-process pipeline's config_for)
+MODES = {
+    "iterative": ({"pruning.mode": "iterative"}, {"mode": "iterative"}),
+    "stats-one-shot": (
+        {"pruning.aggregate": "stats", "pruning.calibration": "one-shot"},
+        {"aggregate": "stats", "calibration": "one-shot"},
+    ),
+    "stats-sequential": ({"pruning.aggregate": "stats"}, {"aggregate": "stats"}),
+    "rr-epsilon": (
+        {"privacy.rr_epsilon": 1.0, "privacy.reproducible_noise": True, "pruning.group": "row"},
+        {"privacy": PrivacySettings(rr_epsilon=1.0, reproducible_noise=True), "group": "row"},
+    ),
+    "dp-stats-epsilon": (
+        {"pruning.aggregate": "stats", "privacy.dp_stats_epsilon": 0.5,
+         "privacy.dp_clip": 5.0, "privacy.reproducible_noise": True},
+        {"aggregate": "stats",
+         "privacy": PrivacySettings(dp_stats_epsilon=0.5, dp_clip=5.0, reproducible_noise=True)},
+    ),
+}  # fmt: skip
+
+
+def flower_masks(model: Path, clients: Path, run: dict) -> dict[str, np.ndarray]:
+    nodes = {
+        1000 + i: {
+            "model": str(model),
+            "data": str(clients / e),
+            "partition-id": i,
+            "reproducible-noise": "allow",
+        }
+        for i, e in enumerate(ENTRIES)
+    }
+    run = {**BASE, **run}
+    grid = LocalGrid(client_app, nodes, run_config=run)  # what Flower hands each node's context
+    result, _ = prune_with_flower(grid, run, str(model))
+    assert result.contributors == [0, 1, 2] and not result.failures
+    return result.masks
+
+
+def test_a_node_refuses_noise_the_server_could_recompute(
+    tiny_model_dir: Path, client_dir: Path
+) -> None:
+    nodes = {i: {"model": str(tiny_model_dir), "data": str(client_dir / e)}
+             for i, e in enumerate(ENTRIES)}  # fmt: skip
+    run = {**BASE, **MODES["rr-epsilon"][0]}
+    with pytest.raises(FedPrError, match="reproducible noise .* own CSPRNG"):
+        prune_with_flower(LocalGrid(client_app, nodes, run_config=run), run, str(tiny_model_dir))
+
+
+@pytest.mark.parametrize("mode", sorted(MODES))
+def test_every_mode_on_flower_equals_the_in_process_pipeline(
+    tiny_model_dir: Path, client_dir: Path, mode: str
+) -> None:
+    flower_run, inprocess = MODES[mode]
+    expected = Pipeline(config_for(tiny_model_dir, client_dir, **inprocess)).fedprllm().masks
+    masks = flower_masks(tiny_model_dir, client_dir, flower_run)
+    assert sorted(masks) == sorted(expected)
+    for name, mask in expected.items():
+        assert np.array_equal(masks[name], mask), name
+    if "reproducible" in str(flower_run):  # the noise is the seed's, not one fixed draw
+        other = flower_masks(tiny_model_dir, client_dir, {**flower_run, "seed": 1})
+        assert any(not np.array_equal(other[n], masks[n]) for n in masks)
