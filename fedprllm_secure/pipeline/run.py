@@ -140,23 +140,7 @@ class Pipeline:
             masks, scales = strategy_for(config)(server)
         finally:
             self.bench.restore()
-        return FedResult(masks, scales, protocol_report(server), self._privacy(server), server)
-
-    def _privacy(self, server: Server) -> dict[str, Any]:
-        config = server.config
-        first = min(self.federation.alive(), default=None)
-        answers = {} if first is None else self.federation.command(
-            "report", {first: NodeCommand("report")}, config.federation.round_timeout_s
-        )  # fmt: skip
-        statistics = answers[first].settings.get("statistics_dp") if first in answers else None
-        return config.privacy.report(
-            protocol=config.protocol.name,
-            protocol_secure=registry.get(config.protocol.name).secure,
-            weights=self.bench.weights,
-            contributors=min(server.contributors, default=0),
-            statistics=statistics,
-            noise_source=describe(config.privacy.reproducible_noise),
-        )
+        return FedResult(masks, scales, protocol_report(server), privacy_summary(server), server)
 
     def centralized(self, config: RunConfig | None = None) -> Masks:
         """Masks of the pruner on every client's samples pooled (a simulation baseline)."""
@@ -183,6 +167,27 @@ class Pipeline:
         server.calibrate("masks")
         answers = self._command("local-masks", {})
         return [unpack_masks(answers[c].arrays, self.bench.shapes) for c in sorted(answers)]
+
+
+def privacy_summary(server: Server) -> dict[str, Any]:
+    """results.json `privacy` of a run on `server`: the settings' report, with the DP statistics
+    mechanism's report of the first node still in (asked for only when the run has one)."""
+    config, federation = server.config, server.federation
+    first = min(federation.alive(), default=None)
+    statistics = None
+    if first is not None and config.privacy.dp_stats_epsilon is not None:
+        answers = federation.command(
+            "report", {first: NodeCommand("report")}, config.federation.round_timeout_s
+        )
+        statistics = answers[first].settings.get("statistics_dp") if first in answers else None
+    return config.privacy.report(
+        protocol=config.protocol.name,
+        protocol_secure=registry.get(config.protocol.name).secure,
+        weights=server.bench.weights,
+        contributors=min(server.contributors, default=0),
+        statistics=statistics,
+        noise_source=describe(config.privacy.reproducible_noise),
+    )
 
 
 def protocol_report(server: Server) -> dict[str, Any]:

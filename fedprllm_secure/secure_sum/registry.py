@@ -43,6 +43,11 @@ def nothing_to_publish(config: SessionConfig, publics: Mapping[ClientId, bytes])
     return config
 
 
+def no_trust_facts(config: SessionConfig) -> Mapping[str, Any]:
+    """Default `trust_facts`: nothing for a node's trust policy to check."""
+    return {}
+
+
 @dataclass(frozen=True)
 class ProtocolInfo:
     """How to build both sides of a protocol. `secure` is False for the insecure reference.
@@ -70,6 +75,13 @@ class ProtocolInfo:
       the secret is what `make_client` receives as `identity`;
     * `publish(draft, publics)`: the session config built from the draft and every node's public
       part (ProtocolError on a malformed part).
+
+    `trust_facts(draft)` reports what a node's pinned trust policy checks in a draft session
+    config (ConfigError on a bad draft); the keys a node knows are "threshold" and
+    "default_threshold" (the draft's share threshold, and the least one accepted when the policy
+    pins none; the node refuses `threshold` below its minimum) and "authority" (the client id
+    that holds the session's decryption key, or None; the node refuses unless its attested
+    identity key is the pinned authority key). Default: no facts.
     """
 
     name: str
@@ -91,6 +103,7 @@ class ProtocolInfo:
         no_node_secret
     )
     publish: Callable[[SessionConfig, Mapping[ClientId, bytes]], SessionConfig] = nothing_to_publish
+    trust_facts: Callable[[SessionConfig], Mapping[str, Any]] = no_trust_facts
 
     def with_cohort(self, options: dict, min_cohort: int) -> dict:
         """`options` plus the cohort option set to `min_cohort`, unless given explicitly."""

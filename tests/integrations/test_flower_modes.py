@@ -16,7 +16,10 @@ pytest.importorskip("flwr", reason="flwr is not installed (pip install '.[flower
 from fedprllm_secure.errors import FedPrError  # noqa: E402
 from fedprllm_secure.integrations.flower.client_app import app as client_app  # noqa: E402
 from fedprllm_secure.integrations.flower.local import LocalGrid  # noqa: E402
-from fedprllm_secure.integrations.flower.server_app import prune_with_flower  # noqa: E402
+from fedprllm_secure.integrations.flower.server_app import (  # noqa: E402
+    FlowerResult,
+    prune_with_flower,
+)
 from fedprllm_secure.pipeline import Pipeline  # noqa: E402
 from fedprllm_secure.privacy.settings import PrivacySettings  # noqa: E402
 
@@ -48,7 +51,7 @@ MODES = {
 }  # fmt: skip
 
 
-def flower_masks(model: Path, clients: Path, run: dict) -> dict[str, np.ndarray]:
+def flower_result(model: Path, clients: Path, run: dict) -> FlowerResult:
     nodes = {
         1000 + i: {
             "model": str(model),
@@ -62,7 +65,7 @@ def flower_masks(model: Path, clients: Path, run: dict) -> dict[str, np.ndarray]
     grid = LocalGrid(client_app, nodes, run_config=run)  # what Flower hands each node's context
     result, _ = prune_with_flower(grid, run, str(model))
     assert result.contributors == [0, 1, 2] and not result.failures
-    return result.masks
+    return result
 
 
 def test_a_node_refuses_noise_the_server_could_recompute(
@@ -80,11 +83,14 @@ def test_every_mode_on_flower_equals_the_in_process_pipeline(
     tiny_model_dir: Path, client_dir: Path, mode: str
 ) -> None:
     flower_run, inprocess = MODES[mode]
-    expected = Pipeline(config_for(tiny_model_dir, client_dir, **inprocess)).fedprllm().masks
-    masks = flower_masks(tiny_model_dir, client_dir, flower_run)
+    reference = Pipeline(config_for(tiny_model_dir, client_dir, **inprocess)).fedprllm()
+    expected = reference.masks
+    result = flower_result(tiny_model_dir, client_dir, flower_run)
+    masks = result.masks
+    assert result.privacy == reference.privacy  # one privacy_summary, DP report included
     assert sorted(masks) == sorted(expected)
     for name, mask in expected.items():
         assert np.array_equal(masks[name], mask), name
     if "reproducible" in str(flower_run):  # the noise is the seed's, not one fixed draw
-        other = flower_masks(tiny_model_dir, client_dir, {**flower_run, "seed": 1})
+        other = flower_result(tiny_model_dir, client_dir, {**flower_run, "seed": 1}).masks
         assert any(not np.array_equal(other[n], masks[n]) for n in masks)

@@ -165,6 +165,42 @@ def test_a_lowered_additive_threshold_is_refused(additive: Federation) -> None:
         T.check_draft(dataclasses.replace(additive.policy, min_threshold=3), "additive", low, 0)
 
 
+def test_any_protocol_reporting_trust_facts_gets_the_threshold_and_authority_checks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # a third-party protocol (no name known to trust.py) reports its facts from the draft
+    facts = ("threshold", "default_threshold", "authority")
+    probe = dataclasses.replace(
+        registry.get("plaintext"), name="probe", secure=True, cohort_option=None,
+        trust_facts=lambda draft: {k: draft.options[k] for k in facts if k in draft.options},
+    )  # fmt: skip
+    monkeypatch.setitem(registry._PROTOCOLS, "probe", probe)
+    keys = {c: Ed25519PrivateKey.generate() for c in ROSTER}
+    policy = T.TrustPolicy(
+        nodes=frozenset(T.public_key(k) for k in keys.values()),
+        ckks_authority=T.public_key(keys[0]),
+        protocols=("probe",),
+        source="trust.json",
+    )
+    T.check_draft(policy, "probe", SessionConfig(b"p" * 32, ROSTER, {}), 0)  # no facts: no check
+    low = SessionConfig(b"p" * 32, ROSTER, {"threshold": 2, "default_threshold": 3})
+    with pytest.raises(T.TrustRefusal, match="probe threshold 2 is below the minimum 3"):
+        T.check_draft(policy, "probe", low, 0)
+    T.check_draft(dataclasses.replace(policy, min_threshold=2), "probe", low, 0)
+
+    publics = {c: b"part-%d" % c for c in ROSTER}
+
+    def check(authority: int) -> None:
+        draft = SessionConfig(b"p" * 32, ROSTER, {"authority": authority})
+        attested = {c: T.attest(keys[c], "probe", draft, c, publics[c]) for c in ROSTER}
+        own = (T.public_key(keys[1]), publics[1])
+        T.check_attestations(policy, "probe", draft, 1, own, publics, attested)
+
+    check(0)  # the pinned authority
+    with pytest.raises(T.TrustRefusal, match=r"probe key authority \(client 2\) is not the node"):
+        check(2)
+
+
 def test_a_lowered_cohort_is_refused(ckks: Federation) -> None:
     for protocol in registry.available():
         option = registry.get(protocol).cohort_option

@@ -36,7 +36,6 @@ from ... import __version__
 from ...config import RunConfig
 from ...errors import ConfigError
 from ...pipeline.federation import NodeCommand
-from ...secure_sum import registry
 from .federation import FlowerFederation, NodeFailure, exchange, wait_for_nodes
 from .settings import FlowerOptions, cohort_of, flower_run_config
 
@@ -69,7 +68,7 @@ def prune_on_flower(
     """Run the strategy of `config` over the first `options.num_nodes` nodes of `grid`; the
     result and the server's Workbench (left dense)."""
     from ...pipeline.layout import fingerprint
-    from ...pipeline.run import protocol_report
+    from ...pipeline.run import privacy_summary, protocol_report
     from ...pipeline.strategies import Server, strategy_for
     from ...pipeline.timer import Timer
     from ...pipeline.workbench import Workbench
@@ -110,7 +109,7 @@ def prune_on_flower(
         rounds=fed.rounds,
         timings_s={**fed.timings, **timer.timings},
         protocol=protocol_report(server),
-        privacy=_privacy(config, fed, server, bench.weights),
+        privacy=privacy_summary(server),
     ), bench
 
 
@@ -122,27 +121,6 @@ def _counts(
         return {}
     sums = fed.sessions[-1].results[-1].sums
     return {name: sums[name].reshape(shape) for name, shape in shapes.items() if name in sums}
-
-
-def _privacy(config: RunConfig, fed: FlowerFederation, server: Any, weights: int) -> dict[str, Any]:
-    """results.json `privacy` (the DP report of the first node still in, as `simulate`)."""
-    from ...privacy.noise_source import describe
-
-    first = min(fed.alive(), default=None)
-    statistics = None
-    if first is not None and config.privacy.dp_stats_epsilon is not None:
-        answers = fed.command(
-            "report", {first: NodeCommand("report")}, config.federation.round_timeout_s
-        )
-        statistics = answers[first].settings.get("statistics_dp") if first in answers else None
-    return config.privacy.report(
-        protocol=config.protocol.name,
-        protocol_secure=registry.get(config.protocol.name).secure,
-        weights=weights,
-        contributors=min(server.contributors, default=0),
-        statistics=statistics,
-        noise_source=describe(config.privacy.reproducible_noise),
-    )
 
 
 def prune_with_flower(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from ..registry import ProtocolInfo, register
 from .client import AdditiveClient
-from .enrollment import enroll, node_enroll, prepare_options, publish
+from .enrollment import enroll, node_enroll, prepare_options, publish, trust_facts
 from .server import AdditiveServer
 
 __all__ = ["AdditiveClient", "AdditiveServer", "INFO", "enroll"]
@@ -28,6 +28,7 @@ INFO = register(
         prepare_options=prepare_options,
         node_enroll=node_enroll,
         publish=publish,
+        trust_facts=trust_facts,
         # every client refuses to sign or unmask a survivor list shorter than this
         cohort_option="min_contributors",
         input_rounds=("masked-input",),  # a client stopping mid-stream aborts the session

@@ -12,7 +12,7 @@ from typing import Any
 from ...errors import ProtocolError
 from ...randomness import RandomSource
 from ..api import ClientId, SessionConfig
-from .params import read_params
+from .params import default_threshold, read_params
 from .primitives import new_ed25519, public_bytes
 
 IDENTITY_KEYS = "identity_public_keys"
@@ -23,6 +23,13 @@ def prepare_options(roster: tuple[ClientId, ...], options: Mapping[str, Any]) ->
     """The options, checked against the roster (a bad threshold or graph fails before any key)."""
     read_params(SessionConfig(_CHECK_ID, roster, dict(options)), need_identities=False)
     return dict(options)
+
+
+def trust_facts(config: SessionConfig) -> dict[str, Any]:
+    """The draft's share threshold and the default one for its graph (what a node's trust policy
+    compares with its pinned minimum threshold)."""
+    params = read_params(config, need_identities=False)
+    return {"threshold": params.threshold, "default_threshold": default_threshold(params.neighbors)}
 
 
 def node_enroll(

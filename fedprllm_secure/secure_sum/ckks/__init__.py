@@ -16,7 +16,14 @@ from __future__ import annotations
 from ..registry import ProtocolInfo, register
 from .authority import AuthorityLink, KeyAuthority
 from .client import CkksClient
-from .enrollment import enroll, make_server, node_enroll, prepare_options, publish
+from .enrollment import (
+    enroll,
+    make_server,
+    node_enroll,
+    prepare_options,
+    publish,
+    trust_facts,
+)
 from .server import CkksServer
 
 INFO = register(
@@ -33,6 +40,7 @@ INFO = register(
         prepare_options=prepare_options,
         node_enroll=node_enroll,
         publish=publish,
+        trust_facts=trust_facts,
         cohort_option="min_contributors",
     )
 )

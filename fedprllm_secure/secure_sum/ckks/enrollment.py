@@ -109,6 +109,12 @@ def node_enroll(
     )
 
 
+def trust_facts(config: SessionConfig) -> dict[str, Any]:
+    """The client that holds the session's secret key (None: a separate authority): a node's
+    trust policy requires its attested identity to be the pinned authority key."""
+    return {"authority": parse(config).authority}
+
+
 def publish(config: SessionConfig, publics: Mapping[ClientId, bytes]) -> SessionConfig:
     """The draft with every identity key and the authority's pad key and public context."""
     options = dict(config.options)
