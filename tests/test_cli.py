@@ -211,24 +211,10 @@ def test_errors_from_the_run_exit_1_and_config_errors_name_flags(
 
 
 def _patch_the_run(monkeypatch: pytest.MonkeyPatch, fake: Any) -> None:
-    """Replace the library's run (`pipeline.run`, or before it `simulate.run_simulation`)."""
-    import importlib
-    import types
+    """Replace the library's run (`pipeline.run`, what `simulate` calls)."""
+    import fedprllm_secure.pipeline as pipeline
 
-    for module, name in (
-        ("fedprllm_secure.pipeline", "run"),
-        ("fedprllm_secure.simulate", "run_simulation"),
-    ):
-        try:
-            target = importlib.import_module(module)
-        except ImportError:
-            continue
-        if callable(getattr(target, name, None)) and not isinstance(
-            getattr(target, name), types.ModuleType
-        ):
-            monkeypatch.setattr(target, name, fake)
-            return
-    raise AssertionError("no library run to replace")
+    monkeypatch.setattr(pipeline, "run", fake)
 
 
 def test_ctrl_c_exits_130_with_one_line_and_leaves_no_folder(
@@ -289,14 +275,10 @@ def test_flag_defaults_are_the_config_defaults() -> None:
 def test_choices_are_the_librarys() -> None:
     from fedprllm_secure.client.calibrate import CALIBRATIONS
     from fedprllm_secure.client.scores import PRUNERS
+    from fedprllm_secure.config import AGGREGATES, METHODS, MODES
     from fedprllm_secure.data import SPLITS
     from fedprllm_secure.privacy.accounting import available
     from fedprllm_secure.server.aggregate import GROUPS
-
-    try:  # the lists move from simulate.py to config.py with the pipeline
-        from fedprllm_secure.config import AGGREGATES, METHODS, MODES  # type: ignore[attr-defined]
-    except ImportError:
-        from fedprllm_secure.simulate import AGGREGATES, METHODS, MODES
 
     def values(enum: type[Enum]) -> tuple[str, ...]:
         return tuple(member.value for member in enum)

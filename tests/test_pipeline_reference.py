@@ -1,6 +1,6 @@
 """Every strategy on the in-process federation gives what `simulate` gave before the pipeline
 existed: tests/pipeline_reference.json holds the results.json of tiny runs recorded with the old
-`simulate.run_simulation` (main a97225c), global-mask digests included."""
+the former `simulate.run_simulation` (main a97225c), global-mask digests included."""
 
 from __future__ import annotations
 
