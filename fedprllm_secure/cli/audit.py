@@ -126,7 +126,7 @@ def audit(
     from ..audit.config import AuditConfig
     from ..audit.report import write_report
     from ..audit.runner import run_audit, store_settings
-    from ..audit.store import PointStore
+    from ..audit.store import PointStore, check_audit_folder
 
     overrides = {
         "protocols": _names(protocols),
@@ -151,12 +151,14 @@ def audit(
     if config_file is not None and not config_file.expanduser().is_file():
         raise ConfigError(f"--config file not found: {config_file}")
     config = AuditConfig.load(config_file, overrides)
-    folder = out_dir.expanduser()
+    folder, settings = out_dir.expanduser(), store_settings(config)
     if folder.exists() and not folder.is_dir():
         raise ConfigError(f"--out {folder} exists and is not a folder")
-    if overwrite and (folder / "points").is_dir():
+    if not overwrite:  # before any work: only a resumable audit of the same settings
+        check_audit_folder(folder, settings)
+    elif (folder / "points").is_dir():
         shutil.rmtree(folder / "points")
-    store = PointStore(folder / "points", store_settings(config))
+    store = PointStore(folder / "points", settings)
     results = run_audit(config, store, RichProgress(progress))
     written = write_report(folder, config, results)
     out.print(f"audit: {len(results)} points; report in {folder / 'report.md'}")

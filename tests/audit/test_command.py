@@ -61,3 +61,52 @@ def test_audit_writes_a_report_and_resumes(
     assert before == after
     rows = (out / "results.csv").read_text().splitlines()
     assert rows[0].startswith("id,kind") and len(rows) == 1 + len(before) - 1  # no leakage row
+
+
+def _fake_sweep(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
+    """Replace the sweep (no model): it stores one point, or finds it stored; the report is one
+    file. Returns what each run found in its store before measuring."""
+    import fedprllm_secure.audit.report as report
+    import fedprllm_secure.audit.runner as runner
+
+    found: list[dict] = []
+
+    def run_audit(config, store, progress):  # noqa: ANN001, ANN202
+        found.append(store.all())
+        if store.load("p1") is None:
+            store.save("p1", {"kind": "utility"})
+        return store.all()
+
+    def write_report(folder: Path, config, results):  # noqa: ANN001, ANN202
+        (folder / "report.md").write_text("report\n")
+        return [folder / "report.md"]
+
+    monkeypatch.setattr(runner, "run_audit", run_audit)
+    monkeypatch.setattr(report, "write_report", write_report)
+    return found
+
+
+def test_out_must_be_empty_or_a_resumable_audit_of_the_same_settings(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    found = _fake_sweep(monkeypatch)
+    run = tmp_path / "run"  # a `simulate` run folder
+    run.mkdir()
+    (run / "results.json").write_text('{"perplexity": {}}\n')
+    before = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in run.iterdir()}
+    assert main(["audit", "--out", str(run), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is not an audit folder" in err[0] and str(run) in err[0], err
+    assert {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in run.iterdir()} == before
+    assert found == []  # refused before any work
+
+    report = tmp_path / "report"
+    args = ["audit", "--out", str(report), "--no-progress"]
+    assert main(args) == 0 and found == [{}]
+    assert main(args) == 0 and found[-1] == {"p1": {"kind": "utility"}}  # resumed
+    assert main([*args, "--sparsity", "0.6"]) == 2  # other settings: refused, untouched
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "holds an audit with other settings (p1.json)" in err[-1], err
+    assert len(found) == 2
+    assert main([*args, "--sparsity", "0.6", "--overwrite"]) == 0 and found[-1] == {}
+    assert main([*args, "--sparsity", "0.6"]) == 0 and found[-1] == {"p1": {"kind": "utility"}}
