@@ -24,13 +24,38 @@ def check_output_dir(out: Path, overwrite: bool) -> None:
         raise ConfigError(f"--out {out} already holds results; pass --overwrite to replace them")
 
 
+def unwritable(out: Path, exc: OSError) -> ConfigError:
+    """The one-line error for an --out folder that cannot be created or written."""
+    if isinstance(exc, (FileExistsError, NotADirectoryError)):
+        reason = "part of the path is a file, not a folder"
+    else:
+        reason = exc.strerror or type(exc).__name__
+    return ConfigError(f"--out {out} cannot be written: {reason}")
+
+
+def make_output_dir(folder: Path, out: Path | None = None) -> Path:
+    """Create `folder` (and its parents); an OSError becomes a one-line ConfigError naming
+    `out` (default: `folder`), the --out the user gave."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise unwritable(out or folder, exc) from None
+    return folder
+
+
 @contextmanager
 def atomic_output_dir(out: Path, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a staging folder; on success it replaces `out`, on failure it is removed."""
+    """Yield a staging folder; on success it replaces `out`, on failure it is removed.
+
+    An `out` whose folder cannot be created (read-only, /proc, ...) is a ConfigError, raised
+    before the caller's work starts."""
     out = out.expanduser().resolve()
     check_output_dir(out, overwrite)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
+    make_output_dir(out.parent, out)
+    try:
+        staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
+    except OSError as exc:
+        raise unwritable(out, exc) from None
     try:
         yield staging
         if out.exists():

@@ -333,3 +333,51 @@ def test_simulate_help_is_readable_at_80_columns() -> None:
     assert "--version" in top and all(
         f" {name} " in top for name in ("simulate", "audit", "flower")
     )
+
+
+def _unwritable(kind: str, tmp_path: Path) -> Path:
+    """An --out path this process cannot create (skips where it can, e.g. a read-only folder
+    under root)."""
+    if kind == "read-only":
+        locked = tmp_path / "locked"
+        locked.mkdir()
+        locked.chmod(0o500)
+        out = locked / "run"
+    elif kind == "under-a-file":  # NotADirectoryError, even under root
+        (tmp_path / "file").write_text("x")
+        out = tmp_path / "file" / "run"
+    else:
+        out = Path(kind)
+    try:
+        out.mkdir()
+    except OSError:
+        return out
+    out.rmdir()
+    pytest.skip(f"{out} is writable here")
+
+
+@pytest.mark.parametrize("kind", ["read-only", "under-a-file", "/proc/x", "/sys/x"])
+@pytest.mark.parametrize("command", ["simulate", "audit"])
+def test_an_unwritable_out_is_one_line(
+    command: str,
+    kind: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import fedprllm_secure.audit.runner as runner
+
+    def no_work(*_args: Any, **_kwargs: Any) -> None:
+        raise AssertionError("the run started")
+
+    _patch_the_run(monkeypatch, no_work)
+    monkeypatch.setattr(runner, "run_audit", no_work)
+    out = _unwritable(kind, tmp_path)
+    try:
+        code = main([command, "--out", str(out), "--no-progress"])
+    finally:
+        if (tmp_path / "locked").exists():
+            (tmp_path / "locked").chmod(0o700)  # so that pytest can remove it
+    err = capsys.readouterr().err.splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert err[0].startswith(f"error: --out {out}") and "cannot be written" in err[0], err

@@ -127,6 +127,7 @@ def audit(
     from ..audit.report import write_report
     from ..audit.runner import run_audit, store_settings
     from ..audit.store import PointStore, check_audit_folder
+    from ..outputs import make_output_dir
 
     overrides = {
         "protocols": _names(protocols),
@@ -158,7 +159,8 @@ def audit(
         check_audit_folder(folder, settings)
     elif (folder / "points").is_dir():
         shutil.rmtree(folder / "points")
-    store = PointStore(folder / "points", settings)
+    make_output_dir(folder)  # an unwritable --out: one line, before any work
+    store = PointStore(make_output_dir(folder / "points", folder), settings)
     results = run_audit(config, store, RichProgress(progress))
     written = write_report(folder, config, results)
     out.print(f"audit: {len(results)} points; report in {folder / 'report.md'}")
