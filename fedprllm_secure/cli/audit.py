@@ -112,7 +112,9 @@ def audit(
     overwrite: Annotated[
         bool,
         typer.Option(
-            help="Discard finished points in --out instead of resuming.", rich_help_panel=OUTPUT
+            help="Discard finished points in --out instead of resuming (and accept an --out "
+            "that is not an audit folder).",
+            rich_help_panel=OUTPUT,
         ),
     ] = False,
     progress: Annotated[
