@@ -210,7 +210,9 @@ def test_a_supernode_killed_mid_round_leaves_a_sum_over_the_survivors(
     # submit_run must treat the death as a dropout (the ServerApp's business), not a failure.
     # ckks: a sum over 2 of 3 survivors is released (min cohort 2); additive would need a quorum
     # of 3 survivor-list signatures at n = 3, so it aborts instead (tested in process).
-    round_timeout = 10
+    # Each protocol message starts a fresh ClientApp process that restores the node (model and
+    # text included) before it answers: 10 s was too tight on 2 loaded cores.
+    round_timeout = 30
     result = submit_run(
         federation, str(files / "model"), 3, tmp_path / "out",
         {**RUN, "protocol": "ckks", "min-cohort": 2, "round-timeout-s": round_timeout},
