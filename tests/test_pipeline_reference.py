@@ -51,7 +51,9 @@ def _same(expected: Any, actual: Any, path: str = "") -> None:
         for key in expected:
             _same(expected[key], actual[key], f"{path}/{key}")
     elif isinstance(expected, float):
-        assert actual == pytest.approx(expected, rel=1e-9), path
+        # Masks, counts and scales are compared exactly (digests); a perplexity is a float32
+        # model's output, which moves in the 7th digit between CPUs (AVX2 / AVX-512 kernels).
+        assert actual == pytest.approx(expected, rel=1e-5), path
     else:
         assert actual == expected, path
 
