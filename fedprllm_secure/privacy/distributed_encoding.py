@@ -157,13 +157,15 @@ def encode_noisy(integers: np.ndarray, noise_share: np.ndarray, encoding: Encodi
     return np.mod(integers + noise_share, 1 << encoding.modulus_bits).astype(np.uint64)
 
 
-def decode_sum(residue_sum: np.ndarray, encoding: Encoding) -> np.ndarray:
-    """The float sum (statistic units) from the exact integer sum of every client's residues.
-
-    Reduces mod 2^b, lifts into [low, low + 2^b), divides by gamma.
-    """
+def lift_sum(residue_sum: np.ndarray, encoding: Encoding) -> np.ndarray:
+    """The noisy integer sum (int64): the exact sum of every client's residues reduced mod 2^b
+    and lifted into [low, low + 2^b)."""
     modulus = np.uint64(1 << encoding.modulus_bits)
     total = np.asarray(residue_sum, dtype=np.uint64) % modulus
     shifted = (total + np.uint64(-encoding.low % (1 << encoding.modulus_bits))) % modulus
-    lifted = shifted.astype(np.int64) + encoding.low
-    return lifted.astype(np.float64) / encoding.gamma
+    return shifted.astype(np.int64) + encoding.low
+
+
+def decode_sum(residue_sum: np.ndarray, encoding: Encoding) -> np.ndarray:
+    """The noisy sum in statistic units (float64): `lift_sum` divided by gamma."""
+    return lift_sum(residue_sum, encoding).astype(np.float64) / encoding.gamma
