@@ -50,8 +50,11 @@ def local_error(windows: list[np.ndarray], epsilon: float, releases: int, source
     sigma = accounting.get("rdp").noise_multiplier(epsilon, DELTA, releases)
     std = sigma * math.sqrt(2.0) * CLIP
     noise = sum(std * standard_normal(source.child(str(i)), DIMENSION) for i in range(len(windows)))
-    return {"noise_multiplier": sigma, "analytic_sum_std": std * math.sqrt(len(windows)),
-            "measured_sum_std": float(np.std(noise))}
+    return {
+        "noise_multiplier": sigma,
+        "analytic_sum_std": std * math.sqrt(len(windows)),
+        "measured_sum_std": float(np.std(noise)),
+    }
 
 
 def distributed_error(
@@ -69,18 +72,24 @@ def distributed_error(
         residues.append(de.encode_noisy(ints, noise.sample(own, DIMENSION), enc))
         truth += de.clip_windows(client, CLIP).sum(axis=0)
     decoded = de.decode_sum(np.sum(np.stack(residues), axis=0), enc)
-    return {"share_variance": noise.share_variance, "epsilon_certified": noise.epsilon(),
-            "analytic_sum_std": noise.sum_std(n) / enc.gamma,
-            "measured_sum_std": float(np.std(decoded - truth)),
-            "modulus_bits": enc.modulus_bits, "gamma": enc.gamma}
+    return {
+        "share_variance": noise.share_variance,
+        "epsilon_certified": noise.epsilon(),
+        "analytic_sum_std": noise.sum_std(n) / enc.gamma,
+        "measured_sum_std": float(np.std(decoded - truth)),
+        "modulus_bits": enc.modulus_bits,
+        "gamma": enc.gamma,
+    }
 
 
 def main() -> int:
     rng = np.random.default_rng(2026)
     source = SeededRandomSource("experiments/ddp_noise_scale")
     rows = []
-    print(f"{'n':>3} {'rel':>3} {'eps':>4} {'mech':>8} {'m_min':>5} {'local sd':>9} "
-          f"{'dist sd':>9} {'ratio':>6} {'sqrt n':>6} {'bits':>4} {'s':>5}")
+    print(
+        f"{'n':>3} {'rel':>3} {'eps':>4} {'mech':>8} {'m_min':>5} {'local sd':>9} "
+        f"{'dist sd':>9} {'ratio':>6} {'sqrt n':>6} {'bits':>4} {'s':>5}"
+    )
     for clients in (8, 64):
         windows = client_windows(rng, clients)
         for releases in (30, 1):
@@ -89,22 +98,48 @@ def main() -> int:
                 for mechanism in dda.MECHANISMS:
                     for survivors in (clients, clients * 3 // 4):
                         start = time.perf_counter()
-                        dist = distributed_error(windows, mechanism, epsilon, releases, survivors,
-                                                 source.child(f"{mechanism}/{survivors}"))
+                        dist = distributed_error(
+                            windows,
+                            mechanism,
+                            epsilon,
+                            releases,
+                            survivors,
+                            source.child(f"{mechanism}/{survivors}"),
+                        )
                         ratio = local["measured_sum_std"] / dist["measured_sum_std"]
-                        rows.append({"clients": clients, "releases": releases, "epsilon": epsilon,
-                                     "delta": DELTA, "mechanism": mechanism,
-                                     "min_survivors": survivors, "local": local,
-                                     "distributed": dist, "measured_ratio": ratio,
-                                     "seconds": time.perf_counter() - start})
-                        print(f"{clients:>3} {releases:>3} {epsilon:>4g} {mechanism:>8} "
-                              f"{survivors:>5} {local['measured_sum_std']:>9.3f} "
-                              f"{dist['measured_sum_std']:>9.3f} {ratio:>6.2f} "
-                              f"{math.sqrt(clients):>6.2f} {dist['modulus_bits']:>4} "
-                              f"{rows[-1]['seconds']:>5.1f}", flush=True)
-    write_json(RESULT, {"command": "python experiments/ddp_noise_scale.py",
-                        "dimension": DIMENSION, "windows_per_client": WINDOWS, "clip": CLIP,
-                        "adjacency": "replace one calibration window", "rows": rows})
+                        rows.append(
+                            {
+                                "clients": clients,
+                                "releases": releases,
+                                "epsilon": epsilon,
+                                "delta": DELTA,
+                                "mechanism": mechanism,
+                                "min_survivors": survivors,
+                                "local": local,
+                                "distributed": dist,
+                                "measured_ratio": ratio,
+                                "seconds": time.perf_counter() - start,
+                            }
+                        )
+                        print(
+                            f"{clients:>3} {releases:>3} {epsilon:>4g} {mechanism:>8} "
+                            f"{survivors:>5} {local['measured_sum_std']:>9.3f} "
+                            f"{dist['measured_sum_std']:>9.3f} {ratio:>6.2f} "
+                            f"{math.sqrt(clients):>6.2f} {dist['modulus_bits']:>4} "
+                            f"{rows[-1]['seconds']:>5.1f}",
+                            flush=True,
+                        )
+    write_json(
+        RESULT,
+        {
+            "command": "python experiments/ddp_noise_scale.py",
+            "dimension": DIMENSION,
+            "windows_per_client": WINDOWS,
+            "clip": CLIP,
+            "adjacency": "replace one calibration window",
+            "rows": rows,
+        },
+    )
     return 0
 
 

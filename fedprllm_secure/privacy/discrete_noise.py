@@ -11,9 +11,9 @@ for; see `privacy.noise_source`), never from numpy's global state or the run's `
   Vectorised over the pending candidates with int64 arithmetic (Python integers for the one
   square that may exceed 64 bits); `s^2 <= MAX_EXACT_VARIANCE` keeps every comparison in int64.
 * `skellam(source, mu, count)`: Poisson(mu / 2) - Poisson(mu / 2), variance mu. Sums of
-  independent Skellams are Skellam. Drawn with numpy's Poisson sampler on a `Philox` bit
-  generator keyed, per call, by 256 bits from `source` (via `SeedSequence`): the key is fresh CSPRNG
-  output, never derived from the run seed unless the source is seeded. Numpy's large-mean Poisson
+  independent Skellams are Skellam. Drawn with numpy's Poisson sampler on a Philox-4x64 bit
+  generator whose 128-bit key `SeedSequence` derives from 256 fresh bits of `source` per call: the
+  key is CSPRNG output, never derived from the run seed unless the source is seeded. Numpy's large-mean Poisson
   sampler (PTRS) decides acceptance in floating point, so the pmf holds up to double rounding;
   the output is an integer, so no low-order float bits are released.
 """
@@ -71,7 +71,9 @@ def bernoulli(source: RandomSource, num: np.ndarray, den: np.ndarray) -> np.ndar
     return uniform_below(source, den) < num
 
 
-def bernoulli_exp_neg_fraction(source: RandomSource, num: np.ndarray, den: np.ndarray) -> np.ndarray:
+def bernoulli_exp_neg_fraction(
+    source: RandomSource, num: np.ndarray, den: np.ndarray
+) -> np.ndarray:
     """Bernoulli(exp(-num / den)) for 0 <= num <= den (CKS20 Algorithm 1, gamma in [0, 1]).
 
     Draw A_k ~ Bernoulli(gamma / k) for k = 1, 2, ... until the first A_k = 0; succeed iff that k

@@ -99,7 +99,9 @@ def test_min_survivors_still_meet_the_target_and_fewer_do_not(mechanism: str) ->
     assert noise.sum_std(6) >= central.sum_std(1) * 0.999
     assert noise.share_variance == pytest.approx(central.share_variance / 6, rel=3e-3)
     # a little less noise than calibrated misses the target: the calibration is tight
-    looser = dda.DistributedNoise(**{**noise.__dict__, "share_variance": noise.share_variance * 0.98})
+    looser = dda.DistributedNoise(
+        **{**noise.__dict__, "share_variance": noise.share_variance * 0.98}
+    )
     assert looser.epsilon(6) > 4.0
 
 

@@ -42,7 +42,9 @@ def test_round_trip_is_exact_without_noise_and_with_cancelling_noise() -> None:
     assert np.array_equal(de.decode_sum(plain, enc), truth)
     # shares that cancel exactly (and make each client's value negative) decode exactly too
     noise = np.array([-5000, -7, 3, -100, 0, -4000], dtype=np.int64)
-    masked = secure_sum([de.encode_noisy(ints[0], noise, enc), de.encode_noisy(ints[1], -noise, enc)])
+    masked = secure_sum(
+        [de.encode_noisy(ints[0], noise, enc), de.encode_noisy(ints[1], -noise, enc)]
+    )
     assert np.array_equal(de.decode_sum(masked, enc), truth)
 
 
@@ -65,7 +67,9 @@ def test_decoded_sum_is_unbiased() -> None:
     zero = np.zeros(50, dtype=np.int64)
     draws = np.stack(
         [
-            de.decode_sum(de.encode_noisy(de.integer_statistics(windows, enc, source), zero, enc), enc)
+            de.decode_sum(
+                de.encode_noisy(de.integer_statistics(windows, enc, source), zero, enc), enc
+            )
             for _ in range(repeats)
         ]
     )
