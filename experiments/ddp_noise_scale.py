@@ -6,13 +6,13 @@ For n = 8 and 64 clients, each with 32 calibration windows whose per-window stat
 d = 3264 entries (one SmolLM2-135M block: 576 + 576 + 576 + 1536 distinct inputs), clip C = 1,
 replace-one-window adjacency, delta = 1e-5, 30 releases (sequential: one per block) or 1
 (one-shot), at eps 1, 4 and 8, one release is run end to end and the error of the server's sum
-(decoded sum minus the exact clipped sum) is measured:
+(decoded sum, before the release floor, minus the exact clipped sum) is measured:
 
 * local: every client adds N(0, (sigma sqrt(2) C)^2) to its own clipped sum (today's
   `privacy.statistics`, opacus' RDP accountant); the server sums n noisy vectors;
 * distributed (`skellam`, `ddgauss`): every client clips, scales, rounds, adds its integer share
   calibrated for min_survivors = n (and n * 3/4, a dropout margin), encodes mod 2^b; the
-  residues are summed exactly and decoded (`privacy.distributed_*`).
+  residues are summed exactly and decoded (`privacy.distributed_dp`).
 
 Printed side by side: the measured std of the sum's error for each, their ratio (expected
 ~ sqrt(n): local noise adds up over n clients, distributed noise is the central mechanism's once),
@@ -32,6 +32,7 @@ import numpy as np
 from fedprllm_secure.outputs import write_json
 from fedprllm_secure.privacy import accounting
 from fedprllm_secure.privacy import distributed_accounting as dda
+from fedprllm_secure.privacy import distributed_dp as ddp
 from fedprllm_secure.privacy import distributed_encoding as de
 from fedprllm_secure.privacy.sampling import standard_normal
 from fedprllm_secure.randomness import SeededRandomSource
@@ -61,24 +62,21 @@ def distributed_error(
     windows: list[np.ndarray], mechanism: str, epsilon: float, releases: int, survivors: int, source
 ) -> dict:
     n = len(windows)
-    probe = de.plan_encoding(CLIP, DIMENSION, WINDOWS, n, 0.0)
-    l2, l1 = dda.replace_one_sensitivity(probe.window_bound, DIMENSION)
-    noise = dda.calibrate(mechanism, epsilon, DELTA, releases, l2, l1, DIMENSION, survivors, n)
-    enc = de.plan_encoding(CLIP, DIMENSION, WINDOWS, n, noise.sum_std(n))
-    residues, truth = [], np.zeros(DIMENSION)
-    for i, client in enumerate(windows):
-        own = source.child(f"client-{i}")
-        ints = de.integer_statistics(client, enc, own)
-        residues.append(de.encode_noisy(ints, noise.sample(own, DIMENSION), enc))
-        truth += de.clip_windows(client, CLIP).sum(axis=0)
-    decoded = de.decode_sum(np.sum(np.stack(residues), axis=0), enc)
+    plan = ddp.plan_release(
+        epsilon, DELTA, releases, CLIP, DIMENSION, WINDOWS, survivors, n, mechanism
+    )
+    residues = [
+        ddp.client_upload(c, plan, source.child(f"client-{i}")) for i, c in enumerate(windows)
+    ]
+    truth = sum(de.clip_windows(client, CLIP).sum(axis=0) for client in windows)
+    decoded = de.decode_sum(np.sum(np.stack(residues), axis=0), plan.encoding)
     return {
-        "share_variance": noise.share_variance,
-        "epsilon_certified": noise.epsilon(),
-        "analytic_sum_std": noise.sum_std(n) / enc.gamma,
+        "share_variance": plan.noise.share_variance,
+        "epsilon_certified": plan.noise.epsilon(),
+        "analytic_sum_std": plan.noise.sum_std(n) / plan.encoding.gamma,
         "measured_sum_std": float(np.std(decoded - truth)),
-        "modulus_bits": enc.modulus_bits,
-        "gamma": enc.gamma,
+        "modulus_bits": plan.encoding.modulus_bits,
+        "gamma": plan.encoding.gamma,
     }
 
 
