@@ -129,8 +129,8 @@ def conditional_round(scaled: np.ndarray, bound: float, source: RandomSource) ->
             return out
         up = uniform_open(source, fraction[todo].size).reshape(fraction[todo].shape)
         rounded = floor[todo].astype(np.int64) + (up < fraction[todo])
-        norms = np.sqrt(np.sum(rounded.astype(np.float64) ** 2, axis=1))
-        fits = norms <= bound
+        squares = np.sum(rounded * rounded, axis=1)  # exact in int64
+        fits = squares <= bound * bound
         out[todo[fits]] = rounded[fits]
         todo = todo[~fits]
     raise PrivacyError("randomized rounding kept exceeding the norm bound; refusing to encode")
