@@ -20,8 +20,11 @@ def _recorded_run(model: Path, client_dir: Path, methods: tuple[str, ...]) -> st
         model=str(model),
         device="cpu",
         data=DataConfig(
-            client_data=str(client_dir), eval_text=str(client_dir.parent / "eval.txt"),
-            samples_per_client=2, seqlen=32, eval_windows=3,
+            client_data=str(client_dir),
+            eval_text=str(client_dir.parent / "eval.txt"),
+            samples_per_client=2,
+            seqlen=32,
+            eval_windows=3,
         ),  # fmt: skip
         pruning=PruningConfig(methods=methods),
     )

@@ -276,9 +276,7 @@ def run(
             masks, scales = pipe.centralized(), None
         save_to = save_model_to if method == saved_method else None
         card = model_card_fields(pipe.config, method, perplexities["dense"], command)
-        perplexities[method], sparsity[method] = pipe.evaluate(
-            method, masks, scales, save_to, card
-        )
+        perplexities[method], sparsity[method] = pipe.evaluate(method, masks, scales, save_to, card)
         if save_masks_to is not None and method == saved_method:
             save_masks(save_masks_to, masks)
     results = _results(pipe, perplexities, sparsity, fed, save_model_to, started)
@@ -351,12 +349,15 @@ def model_card_fields(
     return {
         "base_model": config.model,
         "method": f"{method} ({p.pruner}, {p.calibration} calibration, {p.mode}, "
-        f"aggregate {p.aggregate})" if method == "fedprllm" else f"{method} ({p.pruner})",
+        f"aggregate {p.aggregate})"
+        if method == "fedprllm"
+        else f"{method} ({p.pruner})",
         "sparsity": p.sparsity,
         "group": p.group,
         "pruner": p.pruner,
         "protocol": (f"{protocol.name} ({scheme})" if scheme else protocol.name)
-        if method == "fedprllm" else "- (no federation)",
+        if method == "fedprllm"
+        else "- (no federation)",
         "privacy": ", ".join(privacy) or "none beyond the secure sum",
         "seed": config.seed,
         "dense_perplexity": dense,
