@@ -23,12 +23,12 @@ from ..client.calibrate import local_masks
 from ..config import RunConfig
 from ..errors import ConfigError
 from ..evaluate import Evaluation
+from ..mask_file import save_masks
 from ..privacy.noise_source import describe, secret_source
 from ..progress import Progress, SilentProgress
 from ..secure_sum import registry
 from .federation import Federation, NodeCommand
 from .inprocess import InProcessFederation
-from ..mask_file import save_masks
 from .layout import unpack_masks
 from .strategies import Server, strategy_for
 from .texts import client_texts, eval_text
