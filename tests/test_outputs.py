@@ -124,3 +124,13 @@ def test_bits_per_byte_is_the_nll_over_the_predicted_bytes(
     expected = math.log(evaluation.perplexity) * tokens / math.log(2) / tokens
     assert evaluation.bits_per_byte == pytest.approx(expected)
     assert load_model(str(tiny_model_dir), "cpu").model is not None
+
+
+def test_save_masks_needs_a_global_mask(
+    tiny_model_dir: Path, client_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    args = _args(tiny_model_dir, client_dir, out, "--method", "local", "--save-masks")
+    assert main(args) == 2
+    assert "--save-masks needs --method fedprllm or centralized" in capsys.readouterr().err
+    assert not out.exists()

@@ -121,6 +121,8 @@ def simulate(
 
     Settings come from --config (TOML), then the flags given, then each --set.
     """
+    if progress and not print_config:  # torch and transformers take seconds to import
+        RichProgress(True).note("fedprllm-secure simulate: starting (loading libraries) ...")
     given = o.given_params(ctx)
     config = o.build_run_config(ctx.params, given, config_file, overrides)
     if print_config:

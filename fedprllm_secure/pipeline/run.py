@@ -132,7 +132,10 @@ class Pipeline:
                     evaluation = self.evaluations[label] = bench.evaluation(advance)
             if save_to is not None:
                 card = {**(card or {}), **evaluation.as_dict()}
-                with self.timer.phase("save_model"), self.progress.status(f"saving to {save_to}"):
+                with (
+                    self.timer.phase("save_model"),
+                    self.progress.status("saving the pruned model"),
+                ):
                     bench.save(save_to, card)
             return evaluation.perplexity, bench.sparsity()
         finally:
