@@ -121,8 +121,6 @@ def simulate(
 
     Settings come from --config (TOML), then the flags given, then each --set.
     """
-    if progress and not print_config:  # torch and transformers take seconds to import
-        RichProgress(True).note("fedprllm-secure simulate: starting (loading libraries) ...")
     given = o.given_params(ctx)
     config = o.build_run_config(ctx.params, given, config_file, overrides)
     if print_config:
@@ -160,16 +158,18 @@ def write_run(
     atomically, print the summary (a table, or one JSON object with `json_summary`); return
     the results."""
     from ..outputs import atomic_output_dir, check_output_dir, write_json
-    from ..pipeline import run
 
     with o.flag_names():
         config.validate()
     check_output_dir(out_dir.expanduser(), overwrite)
+    shown = RichProgress(progress)
+    shown.note(f"fedprllm-secure simulate: loading libraries, then model {config.model} ...")
+    from ..pipeline import run  # transformers: seconds to import
     with atomic_output_dir(out_dir, overwrite) as staging:
         with o.flag_names():
             results = run(
                 config,
-                RichProgress(progress),
+                shown,
                 save_model_to=staging / "model" if save_model else None,
                 save_masks_to=staging / "masks.npz" if save_masks else None,
                 command=command,
