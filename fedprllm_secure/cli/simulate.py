@@ -165,6 +165,7 @@ def write_run(
     shown = RichProgress(progress)
     shown.note(f"fedprllm-secure simulate: loading libraries, then model {config.model} ...")
     from ..pipeline import run  # transformers: seconds to import
+
     with atomic_output_dir(out_dir, overwrite) as staging:
         with o.flag_names():
             results = run(
