@@ -134,3 +134,16 @@ def test_save_masks_needs_a_global_mask(
     assert main(args) == 2
     assert "--save-masks needs --method fedprllm or centralized" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_json_keeps_stdout_clean_while_progress_goes_to_stderr(
+    tiny_model_dir: Path, client_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = [a for a in _args(tiny_model_dir, client_dir, tmp_path / "run") if a != "--no-progress"]
+    assert main([*args, "--json", "--method", "fedprllm,local"]) == 0
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out)
+    assert set(summary["perplexity"]) == {"dense", "fedprllm", "local", "local_mean"}
+    assert len(summary["bits_per_byte"]["local"]) == 3
+    assert summary["protocol"]["name"] == "plaintext" and summary["protocol"]["he_scheme"] is None
+    assert "phase 5 of 5: local" in captured.err and "ETA" in captured.err
