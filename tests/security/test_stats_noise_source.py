@@ -100,7 +100,7 @@ def test_the_audit_draws_from_the_os_csprng_unless_asked(monkeypatch: pytest.Mon
     class Stop(Exception):
         pass
 
-    def capture(self, config, source):  # type: ignore[no-untyped-def]
+    def capture(self, config, source, *_rest):  # type: ignore[no-untyped-def]
         seen.append(source)
         raise Stop
 
