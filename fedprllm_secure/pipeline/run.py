@@ -22,6 +22,7 @@ from .. import __version__
 from ..client.calibrate import local_masks
 from ..config import RunConfig
 from ..errors import ConfigError
+from ..preflight import check_run
 from ..privacy.noise_source import describe, secret_source
 from ..progress import Progress, SilentProgress
 from ..secure_sum import registry
@@ -231,7 +232,7 @@ def run(
     With `save_model_to`, the model pruned by the first listed non-local method is saved there.
     `bench` reuses a loaded model (dense) instead of loading `config.model`.
     """
-    config.validate()
+    check_run(config)  # what needs no model, before it loads
     methods = config.pruning.methods
     saved_method = next((m for m in methods if m != "local"), None)
     if save_model_to is not None and saved_method is None:
@@ -283,6 +284,7 @@ def _results(
             "clients": [{k: pipe.described[c][k] for k in keys} for c in sorted(pipe.described)],
             "eval": {"windows": len(bench.windows), "window_tokens": int(bench.windows[0].numel())},
         },
+        "eval_windows": {"asked": config.data.eval_windows, "used": len(bench.windows)},
         "perplexity": perplexities,
         "sparsity": sparsity,
         "protocol": (fed.protocol or None) if fed else None,
