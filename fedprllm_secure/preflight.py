@@ -45,7 +45,7 @@ def check_run(config: RunConfig) -> None:
         evaluation = eval_text(d)
     except DataError as exc:
         raise UnusableData(str(exc)) from None
-    check_protocol(config, len(texts))
+    check_protocol(config, tuple(range(len(texts))))
     for client in config.federation.drop:
         if not 0 <= client < len(texts):
             raise ConfigError(
@@ -58,8 +58,10 @@ def check_run(config: RunConfig) -> None:
         check_tokens(tokenizer, d, texts, evaluation)
 
 
-def check_protocol(config: RunConfig, clients: int) -> None:
-    """The protocol's options against `clients` clients, with the cohort option the run adds."""
+def check_protocol(config: RunConfig, roster: tuple[int, ...]) -> None:
+    """The protocol's options against the clients of `roster`, with the cohort option the run
+    adds (the minimum cohort); ConfigError naming the option."""
+    clients = len(roster)
     name, options = config.protocol.name, dict(config.protocol.options)
     info = registry.get(name)
     if info.option_names is not None:
@@ -77,7 +79,7 @@ def check_protocol(config: RunConfig, clients: int) -> None:
             f"but the run has {clients}: add clients, or lower privacy.min_cohort if every "
             "client accepts that"
         )
-    info.check_options(tuple(range(clients)), info.with_cohort(options, cohort))
+    info.check_options(roster, info.with_cohort(options, cohort))
 
 
 def check_bytes(d: DataConfig, texts: Sequence[data.ClientText], evaluation: str) -> None:

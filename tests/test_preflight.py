@@ -155,7 +155,9 @@ def test_unusable_client_text_is_one_line_naming_it(
     (client_dir / "bob.jsonl").unlink()
     _write(client_dir, name, content)
     out = tmp_path / "out"
-    line = _refused(_simulate(tiny_model_dir, out, "--client-data", str(client_dir)), fragment, capsys)
+    line = _refused(
+        _simulate(tiny_model_dir, out, "--client-data", str(client_dir)), fragment, capsys
+    )
     assert "bob" in line and not out.exists()
 
 
@@ -257,3 +259,26 @@ def test_eval_windows_the_text_cannot_give_are_reported(
     assert results["data"]["eval"]["windows"] == tokens // 32
     printed = " ".join(capsys.readouterr().out.split())
     assert f"evaluation: {tokens // 32} windows, not the 100000 asked for" in printed
+
+
+def test_a_pipeline_variant_is_checked_before_any_calibration(
+    tiny_model_dir: Path, client_dir: Path
+) -> None:
+    from dataclasses import replace
+
+    from fedprllm_secure.pipeline import Pipeline
+
+    config = RunConfig(
+        model=str(tiny_model_dir),
+        data=DataConfig(client_data=str(client_dir), samples_per_client=2, seqlen=32,
+                        eval_text=str(client_dir.parent / "eval.txt"), eval_windows=1),
+    )  # fmt: skip
+    pipe = Pipeline(config)
+    for options, message in (({"threshold": 5}, "threshold 5 exceeds the 3 holders"),
+                             ({"he_scheme": "bfv"}, "not an option of protocol additive")):  # fmt: skip
+        variant = replace(config, protocol=ProtocolConfig("additive", options))
+        with pytest.raises(ConfigError, match=message):
+            pipe.fedprllm(variant)
+    assert not any(phase.startswith("calibration") for phase in pipe.timer.timings)
+    pipe.fedprllm(replace(config, protocol=ProtocolConfig("additive", {"threshold": 3})))
+    assert "calibration_clients" in pipe.timer.timings  # the phase the refusals never reached

@@ -22,7 +22,7 @@ from .. import __version__
 from ..client.calibrate import local_masks
 from ..config import RunConfig
 from ..errors import ConfigError
-from ..preflight import check_run
+from ..preflight import check_protocol, check_run
 from ..privacy.noise_source import describe, secret_source
 from ..progress import Progress, SilentProgress
 from ..secure_sum import registry
@@ -95,15 +95,17 @@ class Pipeline:
         )
 
     def variant(self, config: RunConfig | None) -> RunConfig:
-        """`config` (default: the pipeline's), checked to keep this pipeline's model and data."""
+        """`config` (default: the pipeline's), checked to keep this pipeline's model and data,
+        its protocol options checked against the clients (before any calibration)."""
         if config is None:
-            return self.config
+            config = self.config
         config.validate()
         if config.data.client_data:
             config = replace(config, data=replace(config.data, clients=self.config.data.clients))
         same = ("model", "device", "seed", "data")
         if any(getattr(config, k) != getattr(self.config, k) for k in same):
             raise ConfigError("a variant keeps the pipeline's model, device, seed and data")
+        check_protocol(config, self.federation.clients)
         return config
 
     def evaluate(
