@@ -17,7 +17,8 @@ import os
 import socket
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import ParseResult, urlparse
+from urllib.request import getproxies, proxy_bypass
 
 from . import data
 from .config import DataConfig, RunConfig
@@ -152,16 +153,22 @@ def _offline() -> bool:
     return any(str(v).upper() in ("1", "ON", "YES", "TRUE") for v in flags if v)
 
 
+def _hub_endpoint() -> ParseResult:
+    return urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+
+
 def _hub_host() -> str:
-    endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
-    return urlparse(endpoint).hostname or "huggingface.co"
+    return _hub_endpoint().hostname or "huggingface.co"
 
 
 def _hub_reachable() -> bool:
-    endpoint = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
-    port = endpoint.port or (80 if endpoint.scheme == "http" else 443)
+    """A TCP connection to the Hub (or to the proxy configured for it) opens within seconds."""
+    endpoint = _hub_endpoint()
+    proxy = getproxies().get(endpoint.scheme)
+    target = urlparse(proxy) if proxy and not proxy_bypass(_hub_host()) else endpoint
+    port = target.port or (80 if target.scheme == "http" else 443)
     try:
-        with socket.create_connection((_hub_host(), port), timeout=HUB_TIMEOUT_S):
+        with socket.create_connection((target.hostname or _hub_host(), port), HUB_TIMEOUT_S):
             return True
     except OSError:
         return False

@@ -282,3 +282,48 @@ def test_a_pipeline_variant_is_checked_before_any_calibration(
     assert not any(phase.startswith("calibration") for phase in pipe.timer.timings)
     pipe.fedprllm(replace(config, protocol=ProtocolConfig("additive", {"threshold": 3})))
     assert "calibration_clients" in pipe.timer.timings  # the phase the refusals never reached
+
+
+def _hub_cache_with(model_dir: Path, hub_home: Path, repo: str) -> None:
+    """`model_dir` laid out as the Hugging Face cache holds a downloaded `repo`."""
+    import shutil
+
+    root = hub_home / "hub" / f"models--{repo.replace('/', '--')}"
+    (root / "refs").mkdir(parents=True)
+    (root / "refs" / "main").write_text("0" * 40)
+    shutil.copytree(model_dir, root / "snapshots" / ("0" * 40))
+
+
+def test_a_cached_hub_id_without_network_loads_offline(
+    tiny_model_dir: Path, client_dir: Path, tmp_path: Path
+) -> None:
+    """The Hub unreachable, the model cached: the run goes on from the cache (offline mode set
+    for huggingface_hub, instead of its retries), with no warning lines."""
+    _hub_cache_with(tiny_model_dir, tmp_path / "hf", "someone/tiny")
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [sys.executable, "-m", "fedprllm_secure.cli", *_simulate(Path("someone/tiny"), out,
+         "--client-data", str(client_dir), "--eval-text", str(client_dir.parent / "eval.txt"))],
+        capture_output=True, text=True, timeout=300, env=_offline_env(tmp_path),
+    )  # fmt: skip
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert json.loads((out / "results.json").read_text())["model"]["name"] == "someone/tiny"
+
+
+def test_the_hub_check_goes_through_a_configured_proxy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Behind an HTTPS proxy the Hub counts as reachable when the proxy is (no false refusal)."""
+    import socket
+
+    from fedprllm_secure import preflight
+
+    for name in ("HF_ENDPOINT", "NO_PROXY", "no_proxy", "https_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{listening.getsockname()[1]}")
+        assert preflight._hub_reachable()
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")  # nothing listens
+    assert not preflight._hub_reachable()
