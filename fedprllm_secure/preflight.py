@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 from urllib.parse import ParseResult, urlparse
 from urllib.request import getproxies, proxy_bypass
 
@@ -25,6 +25,9 @@ from .config import DataConfig, RunConfig
 from .errors import ConfigError, DataError
 from .model import cheap_tokenizer, model_kind
 from .secure_sum import registry
+
+if TYPE_CHECKING:
+    from .audit.config import AuditConfig
 
 HUB_TIMEOUT_S = 3.0
 SEPARATOR_BYTES = 3  # per document: at most a prefix token and a two-token "\n\n" separator
@@ -38,10 +41,10 @@ def check_run(config: RunConfig) -> None:
     """Raise ConfigError (one line) on a problem of `config` that shows before the model loads."""
     config.validate()
     check_model_reachable(config.model)
+    from .pipeline.texts import client_texts, eval_text  # the pipeline imports this module
+
     d = config.data
     try:
-        from .pipeline.texts import client_texts, eval_text
-
         texts = client_texts(d, config.seed)
         evaluation = eval_text(d)
     except DataError as exc:
@@ -185,7 +188,7 @@ def _go_offline() -> None:
         pass
 
 
-def check_audit(config: Any) -> None:
+def check_audit(config: AuditConfig) -> None:
     """The model, and every (client count, split) of an audit grid, before its model loads."""
     check_model_reachable(config.model)
     for clients in config.clients:
