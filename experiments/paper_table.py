@@ -1,4 +1,5 @@
-"""Reproduce the FedPrLLM paper's table (REFERENCE.md section 1) on the embedded SmolLM2.
+"""Reproduce the FedPrLLM paper's table (arXiv, May 2025: its main perplexity table) on the
+embedded SmolLM2; README.md, section "The paper's table on the embedded model", shows the result.
 
     python experiments/paper_table.py                      # the README table (about an hour)
     python experiments/paper_table.py --model DIR --quick  # a smoke run on any small model

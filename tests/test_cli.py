@@ -292,7 +292,7 @@ def test_choices_are_the_librarys() -> None:
 def test_every_flag_is_in_a_panel_and_the_table() -> None:
     params = _simulate_params()
     outside = {"config_file", "overrides", "print_config", "out_dir", "overwrite", "save_model"}
-    outside.add("progress")
+    outside |= {"progress", "save_masks", "json_summary"}
     assert {options.param_name(f) for f in options.FLAGS.values()} == set(params) - outside
     assert all(p.rich_help_panel for p in params.values())  # type: ignore[attr-defined]
     for path in options.FLAGS:  # every path names a field (or a protocol option)

@@ -51,7 +51,9 @@ def _same(expected: Any, actual: Any, path: str = "") -> None:
         for key in expected:
             _same(expected[key], actual[key], f"{path}/{key}")
     elif isinstance(expected, float):
-        assert actual == pytest.approx(expected, rel=1e-9), path
+        # Masks, counts and scales are compared exactly (digests); a perplexity is a float32
+        # model's output, which moves in the 7th digit between CPUs (AVX2 / AVX-512 kernels).
+        assert actual == pytest.approx(expected, rel=1e-5), path
     else:
         assert actual == expected, path
 
@@ -77,6 +79,10 @@ def test_the_pipeline_reproduces_the_recorded_simulate_result(
     results = json.loads(json.dumps(run(config_for(tiny_model_dir, client_dir, **settings))))
     for key in ("config", "fedprllm_secure_version", "timings_s"):
         results.pop(key)
+    # Newer than the recording (checked in tests/test_outputs.py): present, keyed like perplexity.
+    assert set(results.pop("perplexity_se")) | {"local_mean"} >= set(results["perplexity"])
+    assert set(results.pop("bits_per_byte")) | {"local_mean"} >= set(results["perplexity"])
+    assert results.pop("saved_masks") is None
     results["model"].pop("name")
     windows = results.pop("eval_windows")  # newer than the reference: asked vs used
     assert windows["used"] == results["data"]["eval"]["windows"] <= windows["asked"]

@@ -259,6 +259,10 @@ def test_eval_windows_the_text_cannot_give_are_reported(
     assert results["data"]["eval"]["windows"] == tokens // 32
     printed = " ".join(capsys.readouterr().out.split())
     assert f"evaluation: {tokens // 32} windows, not the 100000 asked for" in printed
+    argv = [*argv, "--json", "--overwrite"]
+    assert main(argv) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["eval_windows"] == {"asked": 100_000, "used": tokens // 32}
 
 
 def test_a_pipeline_variant_is_checked_before_any_calibration(

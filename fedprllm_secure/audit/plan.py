@@ -35,6 +35,22 @@ class Point:
             return f"leakage-dp-eps{self.epsilon:g}"
         return self.kind
 
+    def describe(self) -> str:
+        """What measuring this point does, in words (the progress display shows it)."""
+        noise = "no noise"
+        if self.epsilon is not None:
+            name = {"rr": "randomized response", "dp": "DP statistics"}[self.mechanism]
+            noise = f"{name} eps {self.epsilon:g}"
+        return {
+            "dense": "perplexity of the dense model",
+            "magnitude": "perplexity after magnitude pruning (no data)",
+            "utility": f"perplexity of the federated mask: {self.clients} clients, {self.split} "
+            f"split, {noise}",
+            "cost": f"cost of the secure sum: {self.protocol}, {self.clients} clients",
+            "leakage": "topic attack on masks, server views and released sums",
+            "leakage-dp": f"topic attack on masks with {noise}",
+        }[self.kind]
+
     @property
     def setting(self) -> tuple[int, str]:
         """Points with the same setting share one calibration per client."""

@@ -9,6 +9,7 @@ from typing import Any
 from ..outputs import write_json
 from ..privacy.noise_source import describe
 from ..privacy.randomized_response import flip_probability
+from .conclusions import holds_section
 from .config import AuditConfig
 
 CSV_FIELDS = (
@@ -195,32 +196,10 @@ def _leakage_section(results: dict[str, dict[str, Any]]) -> list[str]:
     return lines
 
 
-def _holds_section(config: AuditConfig) -> list[str]:
-    lines: list[str] = []
-    lines += [
-        "",
-        "## What holds against whom",
-        "",
-        "- **Secure sum** (`additive`, `ckks`): the server's view of one client is independent of "
-        "its mask (leakage (b) at chance); it still learns the exact sum, and with it whatever "
-        "the sum of a small cohort reveals (leakage (c)). Counts over fewer than "
-        f"{config.min_cohort} clients are never released.",
-        "- **Randomized response**: eps per weight against everyone (server, colluders, key "
-        "authority), but d x eps over the mask is vacuous, and the topic stays visible in the "
-        "mask as a whole (leakage (a) after RR).",
-        "- **DP statistics**: (eps, delta) per client mask against everyone, for one calibration "
-        "window; a property shared by all of a client's windows (its topic) is not protected.",
-        "",
-        "Threat models: `threat_models/README.md`.",
-        "",
-    ]
-    return lines
-
-
 def markdown(config: AuditConfig, results: dict[str, dict[str, Any]]) -> str:
     """report.md: settings, utility, accounting, cost, leakage, and who is protected from whom."""
     lines = _settings_and_utility(config, results)
     lines += _cost_section(results)
     lines += _leakage_section(results)
-    lines += _holds_section(config)
+    lines += holds_section(results, combined_leakage(results), config.min_cohort)
     return "\n".join(lines)

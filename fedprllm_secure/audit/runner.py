@@ -92,9 +92,12 @@ def _mask_provider(masks: Packed) -> Provider:
 class AuditRun:
     """Measures points; owns the workbench and the settings' calibrations."""
 
-    def __init__(self, config: AuditConfig, source: RandomSource) -> None:
+    def __init__(
+        self, config: AuditConfig, source: RandomSource, progress: Progress | None = None
+    ) -> None:
         self.config = config
         self.source = source
+        self.progress = progress or SilentProgress()
         self._bench: Workbench | None = None
         self.articles: list[data.Article] = []
         self._settings: dict[tuple[int, str], Setting] = {}
@@ -105,7 +108,8 @@ class AuditRun:
         """The model and the corpus, loaded once; evaluation on the corpus' held-out text."""
         if self._bench is None:
             config = self.config
-            bench = Workbench(config.model, config.device)
+            with self.progress.status(f"loading model {config.model}"):
+                bench = Workbench(config.model, config.device)
             self.articles = data.load_corpus(config.corpus)
             bench.use_eval_text(
                 data.heldout_text(self.articles), config.seqlen, config.eval_windows
@@ -250,11 +254,14 @@ def run_audit(
     if source is None:
         # Noise and protocol secrets from the OS CSPRNG unless reproducible noise was asked for.
         source = secret_source(config.seed, config.reproducible_noise, "audit")
-    run = AuditRun(config, source)
+    run = AuditRun(config, source, progress)
     points = plan(config)
-    with progress.stage("audit sweep", len(points)) as advance:
-        for point in points:
+    pending = [p for p in points if store.load(p.id) is None]
+    progress.note(f"audit: {len(points)} points, {len(points) - len(pending)} already measured")
+    with progress.stage("audit sweep", len(points), "point") as advance:
+        for k, point in enumerate(points, start=1):
             if store.load(point.id) is None:
+                progress.note(f"point {k}/{len(points)} ({point.id}): {point.describe()}")
                 started = time.perf_counter()
                 result = run.measure(point)
                 result["point"] = {**point.__dict__, "id": point.id}

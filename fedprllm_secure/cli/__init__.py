@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     command = typer.main.get_command(app)
     args = sys.argv[1:] if argv is None else list(argv)
     try:
-        with command.make_context("fedprllm-secure", args) as ctx:
+        with command.make_context("fedprllm-secure", args, obj={"argv": args}) as ctx:
             command.invoke(ctx)
     except ConfigError as exc:
         return _fail(str(exc), USAGE)

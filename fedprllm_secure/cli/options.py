@@ -211,6 +211,7 @@ MESSAGE_FLAGS = {
     **{path: flag for path, flag in FLAGS.items() if "." in path},
     "protocol.options": "--threshold/--neighbors/--he-scheme/--authority",
     "save_model_to": "--save-model",
+    "save_masks_to": "--save-masks",
 }
 _PATHS = sorted(MESSAGE_FLAGS, key=len, reverse=True)
 _PATH = re.compile(r"(?<![\w.-])(" + "|".join(map(re.escape, _PATHS)) + r")(?![\w.])")

@@ -109,6 +109,12 @@ def simulate(
     out_dir: Annotated[Path, opt(OUTPUT, "Folder for results.json.", "--out")] = DEFAULT_OUT,
     overwrite: Annotated[bool, opt(OUTPUT, "Replace an existing --out folder.")] = False,
     save_model: Annotated[bool, opt(OUTPUT, "Save the pruned model in OUT/model.")] = False,
+    save_masks: Annotated[
+        bool, opt(OUTPUT, "Save the global masks in OUT/masks.npz (packed bits).")
+    ] = False,
+    json_summary: Annotated[
+        bool, opt(OUTPUT, "Print only a JSON summary on stdout.", "--json")
+    ] = False,
     progress: Annotated[bool, opt(OUTPUT, "Show progress bars.")] = True,
 ) -> None:
     """Run a whole federated pruning round on this machine and write OUT/results.json.
@@ -122,31 +128,64 @@ def simulate(
 
         print(config_to_toml(config), end="")
         return
-    write_run(config, out_dir, overwrite=overwrite, save_model=save_model, progress=progress)
+    write_run(
+        config, out_dir, overwrite=overwrite, save_model=save_model, progress=progress,
+        save_masks=save_masks, json_summary=json_summary, command=_command_line(ctx),
+    )  # fmt: skip
+
+
+def _command_line(ctx: typer.Context) -> str:
+    """The command as typed (cli.main passes its argv in ctx.obj; else sys.argv)."""
+    import shlex
+    import sys
+
+    argv = (ctx.obj or {}).get("argv") if isinstance(ctx.obj, dict) else None
+    return "fedprllm-secure " + shlex.join(sys.argv[1:] if argv is None else argv)
 
 
 def write_run(
-    config: RunConfig, out_dir: Path, *, overwrite: bool, save_model: bool, progress: bool
+    config: RunConfig,
+    out_dir: Path,
+    *,
+    overwrite: bool,
+    save_model: bool,
+    progress: bool,
+    save_masks: bool = False,
+    json_summary: bool = False,
+    command: str | None = None,
 ) -> dict[str, Any]:
-    """Validate `config`, run it, write OUT/results.json (and OUT/model) atomically, print the
-    summary; return the results."""
+    """Validate `config`, run it, write OUT/results.json (and OUT/model, OUT/masks.npz)
+    atomically, print the summary (a table, or one JSON object with `json_summary`); return
+    the results."""
     from ..outputs import atomic_output_dir, check_output_dir, write_json
-    from ..pipeline import run
 
     with o.flag_names():
         config.validate()
     check_output_dir(out_dir.expanduser(), overwrite)
+    shown = RichProgress(progress)
+    shown.note(f"fedprllm-secure simulate: loading libraries, then model {config.model} ...")
+    from ..pipeline import run  # transformers: seconds to import
+
     with atomic_output_dir(out_dir, overwrite) as staging:
         with o.flag_names():
             results = run(
                 config,
-                RichProgress(progress),
+                shown,
                 save_model_to=staging / "model" if save_model else None,
+                save_masks_to=staging / "masks.npz" if save_masks else None,
+                command=command,
             )
         if save_model:
             results["saved_model"] = str(out_dir / "model")
+        if save_masks:
+            results["saved_masks"] = str(out_dir / "masks.npz")
         write_json(staging / "results.json", results)
-    _print_summary(results, out_dir)
+    if json_summary:
+        from .summary import print_json_summary
+
+        print_json_summary(results, out_dir)
+    else:
+        _print_summary(results, out_dir)
     return results
 
 
@@ -154,19 +193,25 @@ def _print_summary(results: dict[str, Any], out_dir: Path) -> None:
     table = Table(title=f"fedprllm-secure simulate -> {out_dir / 'results.json'}")
     table.add_column("model")
     table.add_column("perplexity", justify="right")
+    table.add_column("± s.e.", justify="right")
+    table.add_column("bits/byte", justify="right")
     table.add_column("sparsity", justify="right")
+    se, bpb = results.get("perplexity_se", {}), results.get("bits_per_byte", {})
     for name, value in results["perplexity"].items():
         if isinstance(value, list):
             continue
         sparsity = results["sparsity"].get(name.replace("_mean", ""), {}).get("overall")
-        table.add_row(name, f"{value:.3f}", "-" if sparsity is None else f"{sparsity:.4f}")
+        table.add_row(
+            name, f"{value:.3f}", _number(se.get(name), 3), _number(bpb.get(name), 4),
+            "-" if sparsity is None else f"{sparsity:.4f}",
+        )  # fmt: skip
     out.print(table)
     protocol = results.get("protocol")
     if protocol:
         per_client = protocol["uplink_bytes_per_client"]
         average = sum(per_client.values()) / max(len(per_client), 1)
         out.print(
-            f"protocol {protocol['name']}: {len(protocol['contributors'])} contributors, "
+            f"protocol {protocol_label(protocol)}: {len(protocol['contributors'])} contributors, "
             f"dropped {protocol['dropped'] or 'none'}, upload {average / 1e6:.2f} MB per client "
             f"({protocol['uplink_bytes_per_weight']} bytes per weight)"
         )
@@ -178,3 +223,13 @@ def _print_summary(results: dict[str, Any], out_dir: Path) -> None:
         )
     timings = results["timings_s"]
     out.print("time: " + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))
+
+
+def _number(value: Any, digits: int) -> str:
+    return f"{value:.{digits}f}" if isinstance(value, (int, float)) else "-"
+
+
+def protocol_label(protocol: dict[str, Any]) -> str:
+    """`ckks (bfv)` under --he-scheme bfv: the protocol and, when set, its HE scheme."""
+    scheme = (protocol.get("options") or {}).get("he_scheme")
+    return f"{protocol['name']} ({scheme})" if scheme else str(protocol["name"])

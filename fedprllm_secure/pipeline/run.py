@@ -22,6 +22,8 @@ from .. import __version__
 from ..client.calibrate import local_masks
 from ..config import RunConfig
 from ..errors import ConfigError
+from ..evaluate import Evaluation
+from ..mask_file import save_masks
 from ..preflight import check_protocol, check_run
 from ..privacy.noise_source import describe, secret_source
 from ..progress import Progress, SilentProgress
@@ -66,8 +68,11 @@ class Pipeline:
         config.validate()
         self.progress = progress or SilentProgress()
         self.timer = timer or Timer()
-        with self.timer.phase("load_model"):
+        self.evaluations: dict[str, Evaluation] = {}
+        self.progress.phase("load model")
+        with self.timer.phase("load_model"), self.progress.status(f"loading model {config.model}"):
             self.bench = bench or Workbench(config.model, config.device)
+        self.progress.phase("prepare data")
         with self.timer.phase("prepare_data"):
             texts = client_texts(config.data, config.seed)
             if config.data.client_data:
@@ -114,21 +119,28 @@ class Pipeline:
         masks: Masks | None = None,
         scales: Masks | None = None,
         save_to: Path | None = None,
+        card: dict[str, Any] | None = None,
     ) -> tuple[float, dict[str, Any]]:
         """(perplexity, sparsity) of the model pruned by `masks` (saved to `save_to` while
-        pruned); the model is dense again after."""
+        pruned, with the model card `card` completed by the evaluation); the model is dense
+        again after. The full `Evaluation` is kept in `self.evaluations[label]`."""
         bench = self.bench
         try:
             if masks is not None:
-                bench.apply(masks, scales)
+                with self.progress.stage(f"prune ({label})", len(bench.layers), "layer") as step:
+                    bench.apply(masks, scales, step)
             with self.timer.phase(f"eval_{label}"):
-                stage = self.progress.stage(f"perplexity ({label})", len(bench.windows))
+                stage = self.progress.stage(f"perplexity ({label})", len(bench.windows), "window")
                 with stage as advance:
-                    ppl = bench.perplexity(advance)
+                    evaluation = self.evaluations[label] = bench.evaluation(advance)
             if save_to is not None:
-                with self.timer.phase("save_model"):
-                    bench.save(save_to)
-            return ppl, bench.sparsity()
+                card = {**(card or {}), **evaluation.as_dict()}
+                with (
+                    self.timer.phase("save_model"),
+                    self.progress.status("saving the pruned model"),
+                ):
+                    bench.save(save_to, card)
+            return evaluation.perplexity, bench.sparsity()
         finally:
             bench.restore()
 
@@ -156,7 +168,8 @@ class Pipeline:
                                 for c in sorted(answers)])  # fmt: skip
         with self.timer.phase("calibration_centralized"):
             blocks = self.bench.blocks
-            with self.progress.stage("calibrate centralized", blocks) as advance:
+            stage = self.progress.stage("calibrate centralized", blocks, "decoder block")
+            with stage as advance:
                 masks, _ = local_masks(
                     self.bench.model, pooled, p.sparsity, p.pruner, p.calibration, p.batch_size,
                     on_block=lambda _i, _n: advance(),
@@ -228,23 +241,32 @@ def run(
     progress: Progress | None = None,
     save_model_to: Path | None = None,
     bench: Workbench | None = None,
+    save_masks_to: Path | None = None,
+    command: str | None = None,
 ) -> dict[str, Any]:
     """Run every method of `config.pruning.methods`; return the results (JSON-ready).
 
-    With `save_model_to`, the model pruned by the first listed non-local method is saved there.
-    `bench` reuses a loaded model (dense) instead of loading `config.model`.
+    With `save_model_to`, the model pruned by the first listed non-local method is saved there
+    (with a model card naming `command`); with `save_masks_to`, its global masks
+    (`mask_file` format). `bench` reuses a loaded model (dense) instead of loading `config.model`.
     """
     check_run(config)  # what needs no model, before it loads
     methods = config.pruning.methods
     saved_method = next((m for m in methods if m != "local"), None)
     if save_model_to is not None and saved_method is None:
         raise ConfigError("save_model_to needs pruning.methods fedprllm or centralized")
+    if save_masks_to is not None and saved_method is None:
+        raise ConfigError("save_masks_to needs pruning.methods fedprllm or centralized")
     started = time.perf_counter()
+    progress = progress or SilentProgress()
+    progress.plan(["load model", "prepare data", "evaluate dense", *methods])
     pipe = Pipeline(config, progress, bench)
+    progress.phase("evaluate dense")
     perplexities: dict[str, Any] = {"dense": pipe.evaluate("dense")[0]}
     sparsity: dict[str, Any] = {}
     fed: FedResult | None = None
     for method in methods:
+        progress.phase(method)
         if method == "local":
             local = []
             for client, masks in enumerate(pipe.local()):
@@ -259,8 +281,13 @@ def run(
         else:
             masks, scales = pipe.centralized(), None
         save_to = save_model_to if method == saved_method else None
-        perplexities[method], sparsity[method] = pipe.evaluate(method, masks, scales, save_to)
-    return _results(pipe, perplexities, sparsity, fed, save_model_to, started)
+        card = model_card_fields(pipe.config, method, perplexities["dense"], command)
+        perplexities[method], sparsity[method] = pipe.evaluate(method, masks, scales, save_to, card)
+        if save_masks_to is not None and method == saved_method:
+            save_masks(save_masks_to, masks)
+    results = _results(pipe, perplexities, sparsity, fed, save_model_to, started)
+    results["saved_masks"] = str(save_masks_to) if save_masks_to else None
+    return results
 
 
 def _results(
@@ -288,6 +315,7 @@ def _results(
         },
         "eval_windows": {"asked": config.data.eval_windows, "used": len(bench.windows)},
         "perplexity": perplexities,
+        **evaluation_spread(pipe.evaluations),
         "sparsity": sparsity,
         "protocol": (fed.protocol or None) if fed else None,
         "privacy": fed.privacy if fed else None,
@@ -297,4 +325,49 @@ def _results(
         },
         "saved_model": str(save_model_to) if save_model_to else None,
         "timings_s": {**pipe.timer.timings, "total": round(time.perf_counter() - started, 3)},
+    }
+
+
+def evaluation_spread(evaluations: dict[str, Evaluation]) -> dict[str, Any]:
+    """results.json `perplexity_se` and `bits_per_byte`, keyed like `perplexity` (local: one
+    value per client)."""
+    spread: dict[str, Any] = {"perplexity_se": {}, "bits_per_byte": {}}
+    for label, evaluation in evaluations.items():
+        for key in spread:
+            value = getattr(evaluation, key)
+            if label.startswith("local "):
+                spread[key].setdefault("local", []).append(value)
+            else:
+                spread[key][label] = value
+    return spread
+
+
+def model_card_fields(
+    config: RunConfig, method: str, dense: float, command: str | None
+) -> dict[str, Any]:
+    """What the saved model's card says about how it was made (`saving.model_card`)."""
+    p, protocol = config.pruning, config.protocol
+    scheme = protocol.options.get("he_scheme")
+    settings, privacy = config.privacy, []
+    if settings.rr_epsilon is not None:
+        privacy.append(f"randomized response, eps {settings.rr_epsilon} per weight")
+    if settings.dp_stats_epsilon is not None:
+        privacy.append(f"DP statistics ({settings.dp_stats_epsilon}, {settings.dp_delta})-DP")
+    return {
+        "base_model": config.model,
+        "method": f"{method} ({p.pruner}, {p.calibration} calibration, {p.mode}, "
+        f"aggregate {p.aggregate})"
+        if method == "fedprllm"
+        else f"{method} ({p.pruner})",
+        "sparsity": p.sparsity,
+        "group": p.group,
+        "pruner": p.pruner,
+        "protocol": (f"{protocol.name} ({scheme})" if scheme else protocol.name)
+        if method == "fedprllm"
+        else "- (no federation)",
+        "privacy": ", ".join(privacy) or "none beyond the secure sum",
+        "seed": config.seed,
+        "dense_perplexity": dense,
+        "command": command or "(library call: fedprllm_secure.pipeline.run)",
+        "version": __version__,
     }

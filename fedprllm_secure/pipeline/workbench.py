@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from .. import data
-from ..evaluate import eval_windows, perplexity
+from ..evaluate import Evaluation, eval_windows, evaluate, predicted_bytes
 from ..model import LoadedModel, PrunableLayer, decoder_blocks, load_model, prunable_layers
 from ..progress import Advance
 from ..server.apply import apply_masks, restore_weights, snapshot_weights, sparsity_report
@@ -27,7 +27,10 @@ class Workbench:
     """One loaded model and its dense weights; `windows` are set by `use_eval_text`."""
 
     def __init__(self, model: str, device: str = "auto") -> None:
+        from ..saving import checkpoint_dtype
+
         self.loaded: LoadedModel = load_model(model, device)
+        self.source_dtype: str | None = checkpoint_dtype(model)
         self.model = self.loaded.model
         self.tokenizer = self.loaded.tokenizer
         self.layers: list[PrunableLayer] = prunable_layers(self.model)
@@ -37,6 +40,7 @@ class Workbench:
         self.blocks = len(decoder_blocks(self.model))
         self.dense = snapshot_weights(self.layers)
         self.windows: list[torch.Tensor] = []
+        self.window_bytes: int | None = None
 
     @property
     def weights(self) -> int:
@@ -49,13 +53,25 @@ class Workbench:
     def use_eval_text(self, text: str, seqlen: int, count: int) -> None:
         """Evaluate on at most `count` windows of `seqlen` tokens of `text`."""
         self.windows = eval_windows(data.tokenize(self.tokenizer, text), seqlen, count)
+        self.window_bytes = predicted_bytes(self.tokenizer, self.windows)
 
     def block_layers(self, block: int) -> list[PrunableLayer]:
         return [layer for layer in self.layers if layer.block == block]
 
-    def apply(self, masks: Masks, scales: Mapping[str, np.ndarray] | None = None) -> None:
-        """Prune the model in place (every layer of `masks` must be prunable); `restore` undoes."""
-        apply_masks(self.layers, masks, scales)
+    def apply(
+        self,
+        masks: Masks,
+        scales: Mapping[str, np.ndarray] | None = None,
+        advance: Advance | None = None,
+    ) -> None:
+        """Prune the model in place (every layer of `masks` must be prunable), calling `advance`
+        after each layer; `restore` undoes."""
+        if advance is None:
+            apply_masks(self.layers, masks, scales)
+            return
+        for layer in self.layers:
+            apply_masks([layer], masks, scales)
+            advance()
 
     def restore(self) -> None:
         restore_weights(self.layers, self.dense)
@@ -69,7 +85,11 @@ class Workbench:
 
     def perplexity(self, advance: Advance | None = None) -> float:
         """Perplexity of the model as it is now over the evaluation windows."""
-        return perplexity(self.model, self.windows, advance or (lambda: None))
+        return self.evaluation(advance).perplexity
+
+    def evaluation(self, advance: Advance | None = None) -> Evaluation:
+        """Perplexity, its per-window standard error and bits per byte of the model as it is."""
+        return evaluate(self.model, self.windows, self.window_bytes, advance)
 
     def evaluate(
         self,
@@ -101,7 +121,9 @@ class Workbench:
             for layer in layers:
                 layer.module.weight.data.copy_(saved[layer.name])
 
-    def save(self, folder: Path) -> None:
-        """Save the model as it is now (e.g. pruned) with its tokenizer, `from_pretrained` style."""
-        self.model.save_pretrained(folder)  # type: ignore[operator]
-        self.tokenizer.save_pretrained(folder)  # type: ignore[attr-defined]
+    def save(self, folder: Path, card: Mapping[str, Any] | None = None) -> None:
+        """Save the model as it is now (e.g. pruned) with its tokenizer, `from_pretrained` style,
+        in the dtype of the checkpoint it was loaded from, with a model card from `card`."""
+        from ..saving import save_pretrained
+
+        save_pretrained(self.model, self.tokenizer, folder, self.source_dtype, card)

@@ -135,3 +135,25 @@ def test_config_file_and_overrides(tmp_path: Path) -> None:
     path.write_text("{not json")
     with pytest.raises(ConfigError, match="not valid JSON"):
         AuditConfig.load(path, {})
+
+
+def test_the_sweep_says_what_it_is_doing(tiny_model_dir: Path, tmp_path: Path) -> None:
+    from rich.console import Console
+
+    from fedprllm_secure.cli.progress import RichProgress
+
+    config = tiny_config(
+        tiny_model_dir, write_corpus(tmp_path), protocols=["plaintext"], rr_epsilons=[],
+        dp_epsilons=[],
+    )  # fmt: skip
+    store = PointStore(tmp_path / "out" / "points", store_settings(config))
+    console = Console(record=True, force_terminal=True, width=140, color_system=None)
+    run_audit(config, store, RichProgress(True, console))
+    text = console.export_text()
+    points = plan(config)
+    assert f"audit: {len(points)} points, 0 already measured" in text
+    assert "loading model" in text
+    for k, point in enumerate(points, start=1):
+        assert f"point {k}/{len(points)} ({point.id}): {point.describe()}" in text
+    assert "perplexity of the federated mask: 3 clients, topic split, no noise" in text
+    assert f"point {len(points)}/{len(points)}" in text and "ETA" in text

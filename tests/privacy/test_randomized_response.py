@@ -35,7 +35,8 @@ def test_epsilon_to_flip_probability_known_values(epsilon: float, flip: float) -
 
 
 def test_reference_standard_deviations() -> None:
-    # REFERENCE.md section 3: n = 100 gives sd 9.6 at eps 1, 4.3 at eps 2, 1.4 at eps 4.
+    # The debiased count's sd, sqrt(n p (1-p)) / (1 - 2p) with p = 1 / (1 + e^eps):
+    # n = 100 gives sd 9.6 at eps 1, 4.3 at eps 2, 1.4 at eps 4.
     for epsilon, sd in ((1.0, 9.6), (2.0, 4.3), (4.0, 1.4)):
         assert math.sqrt(count_variance(100, epsilon)) == pytest.approx(sd, abs=0.06)
 
