@@ -230,7 +230,7 @@ def validate_run(self: RunConfig) -> None:
             raise ConfigError(f"{path} path not found: {value}")
     rounds = round_names(self.protocol.name)
     for client, round_name in self.federation.drop.items():
-        if not 0 <= client < self.data.clients:
+        if not self.data.client_data and not 0 <= client < self.data.clients:  # else: preflight
             raise ConfigError(
                 f"federation.drop names client {client}, but clients are 0..{self.data.clients - 1}"
             )

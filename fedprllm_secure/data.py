@@ -134,11 +134,18 @@ def split_clients(
     return result
 
 
+def refuse_binary(text: str, name: str) -> None:
+    """DataError when `text` holds NUL bytes: binary data, not text (valid UTF-8 all the same)."""
+    if "\x00" in text:
+        raise DataError(f"{name} holds NUL bytes: binary data, not text")
+
+
 def _read_text_file(path: Path) -> list[str]:
     try:
         content = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"cannot read {path}: {exc}") from exc
+    refuse_binary(content, str(path))
     if path.suffix == ".txt":
         return [content] if content.strip() else []
     documents = []

@@ -107,27 +107,59 @@ def _embedded_checkpoint(name: str) -> Path:
     return converted
 
 
-def load_model(spec: str, device: str = "auto") -> LoadedModel:
-    """Load a model spec (embedded name, .gguf path, checkpoint dir, or Hub id) in float32."""
-    target = resolve_device(device)
+def model_kind(spec: str) -> str:
+    """The kind of `spec`: "embedded", "gguf", "folder" or "hub" (a Hub id); ModelError for a
+    local path that cannot be a model (checked without loading anything)."""
     path = Path(spec).expanduser()
     if spec in assets.ASSETS:
         if assets.ASSETS[spec].kind != "model":
             raise ModelError(f"{spec!r} is a corpus, not a model")
-        model, tokenizer = _from_pretrained(str(_embedded_checkpoint(spec)))
-    elif spec.endswith(".gguf"):
+        return "embedded"
+    if spec.endswith(".gguf"):
         if not path.is_file():
             raise ModelError(f"model file not found: {spec}")
-        model, tokenizer = _from_pretrained(str(path.parent), gguf_file=path.name)
-        forget_gguf_origin(model)
-    elif path.exists():
+        return "gguf"
+    if path.exists():
         if not (path / "config.json").is_file():
             raise ModelError(f"{spec} is not a model directory (no config.json)")
-        model, tokenizer = _from_pretrained(str(path))
-    elif spec.startswith((".", "/", "~")):
+        return "folder"
+    if spec.startswith((".", "/", "~")):
         raise ModelError(f"model path not found: {spec}")
+    return "hub"
+
+
+def cheap_tokenizer(spec: str) -> object | None:
+    """The tokenizer of `spec` if it loads in a moment without the model and without the network
+    (a local folder, the embedded model once converted, a Hub id in the local cache); else None."""
+    kind = model_kind(spec)
+    if kind == "gguf":
+        return None
+    source = str(Path(spec).expanduser()) if kind == "folder" else spec
+    if kind == "embedded":
+        source = str(assets.asset_dir(spec) / "hf-float32")
+        if not (Path(source) / "config.json").is_file():
+            return None
+    from transformers import AutoTokenizer
+
+    _quiet_transformers()
+    try:
+        return AutoTokenizer.from_pretrained(source, local_files_only=True)
+    except Exception:  # noqa: BLE001 -- no cheap tokenizer: the model load reports the problem
+        return None
+
+
+def load_model(spec: str, device: str = "auto") -> LoadedModel:
+    """Load a model spec (embedded name, .gguf path, checkpoint dir, or Hub id) in float32."""
+    target = resolve_device(device)
+    path = Path(spec).expanduser()
+    kind = model_kind(spec)
+    if kind == "embedded":
+        model, tokenizer = _from_pretrained(str(_embedded_checkpoint(spec)))
+    elif kind == "gguf":
+        model, tokenizer = _from_pretrained(str(path.parent), gguf_file=path.name)
+        forget_gguf_origin(model)
     else:
-        model, tokenizer = _from_pretrained(spec)
+        model, tokenizer = _from_pretrained(str(path) if kind == "folder" else spec)
     model.eval()
     model.to(target)
     decoder_blocks(model)  # fail early on architectures we cannot prune

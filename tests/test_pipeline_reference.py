@@ -84,5 +84,7 @@ def test_the_pipeline_reproduces_the_recorded_simulate_result(
     assert set(results.pop("bits_per_byte")) | {"local_mean"} >= set(results["perplexity"])
     assert results.pop("saved_masks") is None
     results["model"].pop("name")
+    windows = results.pop("eval_windows")  # newer than the reference: asked vs used
+    assert windows["used"] == results["data"]["eval"]["windows"] <= windows["asked"]
     results["global_masks"] = captured
     _same(REFERENCE[case], results)

@@ -130,6 +130,7 @@ def audit(
     from ..audit.runner import run_audit, store_settings
     from ..audit.store import PointStore, check_audit_folder
     from ..outputs import make_output_dir
+    from ..preflight import check_audit
 
     overrides = {
         "protocols": _names(protocols),
@@ -162,6 +163,7 @@ def audit(
     elif (folder / "points").is_dir():
         shutil.rmtree(folder / "points")
     make_output_dir(folder)  # an unwritable --out: one line, before any work
+    check_audit(config)  # what needs no model, before it loads
     store = PointStore(make_output_dir(folder / "points", folder), settings)
     results = run_audit(config, store, RichProgress(progress))
     written = write_report(folder, config, results)

@@ -226,6 +226,12 @@ def _print_summary(results: dict[str, Any], out_dir: Path) -> None:
             f"dropped {protocol['dropped'] or 'none'}, upload {average / 1e6:.2f} MB per client "
             f"({protocol['uplink_bytes_per_weight']} bytes per weight)"
         )
+    windows = results.get("eval_windows", {})
+    if windows.get("used", 0) < windows.get("asked", 0):
+        out.print(
+            f"evaluation: {windows['used']} windows, not the {windows['asked']} asked for "
+            "(--eval-windows): the evaluation text gives no more"
+        )
     timings = results["timings_s"]
     out.print("time: " + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))
 

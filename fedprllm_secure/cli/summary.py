@@ -27,6 +27,7 @@ def json_summary(results: dict[str, Any], out_dir: Path) -> dict[str, Any]:
         "perplexity": results["perplexity"],
         "perplexity_se": results.get("perplexity_se"),
         "bits_per_byte": results.get("bits_per_byte"),
+        "eval_windows": results.get("eval_windows"),  # asked and used
         "sparsity": {k: v.get("overall") for k, v in results["sparsity"].items()},
         "protocol": protocol,
         "saved_model": results.get("saved_model"),

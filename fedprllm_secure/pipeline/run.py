@@ -25,6 +25,7 @@ from ..config import RunConfig
 from ..errors import ConfigError
 from ..evaluate import Evaluation
 from ..mask_file import save_masks
+from ..preflight import check_protocol, check_run
 from ..privacy.noise_source import describe, secret_source
 from ..progress import Progress, SilentProgress
 from ..secure_sum import registry
@@ -100,15 +101,17 @@ class Pipeline:
         )
 
     def variant(self, config: RunConfig | None) -> RunConfig:
-        """`config` (default: the pipeline's), checked to keep this pipeline's model and data."""
+        """`config` (default: the pipeline's), checked to keep this pipeline's model and data,
+        its protocol options checked against the clients (before any calibration)."""
         if config is None:
-            return self.config
+            config = self.config
         config.validate()
         if config.data.client_data:
             config = replace(config, data=replace(config.data, clients=self.config.data.clients))
         same = ("model", "device", "seed", "data")
         if any(getattr(config, k) != getattr(self.config, k) for k in same):
             raise ConfigError("a variant keeps the pipeline's model, device, seed and data")
+        check_protocol(config, self.federation.clients)
         return config
 
     def evaluate(
@@ -248,7 +251,7 @@ def run(
     (with a model card naming `command`); with `save_masks_to`, its global masks
     (`mask_file` format). `bench` reuses a loaded model (dense) instead of loading `config.model`.
     """
-    config.validate()
+    check_run(config)  # what needs no model, before it loads
     methods = config.pruning.methods
     saved_method = next((m for m in methods if m != "local"), None)
     if save_model_to is not None and saved_method is None:
@@ -311,6 +314,7 @@ def _results(
             "clients": [{k: pipe.described[c][k] for k in keys} for c in sorted(pipe.described)],
             "eval": {"windows": len(bench.windows), "window_tokens": int(bench.windows[0].numel())},
         },
+        "eval_windows": {"asked": config.data.eval_windows, "used": len(bench.windows)},
         "perplexity": perplexities,
         **evaluation_spread(pipe.evaluations),
         "sparsity": sparsity,

@@ -23,6 +23,8 @@ def eval_text(config: DataConfig) -> str:
         return data.heldout_text(data.load_corpus(config.corpus))
     path = Path(config.eval_text).expanduser()
     try:
-        return path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"cannot read data.eval_text {config.eval_text}: {exc}") from exc
+    data.refuse_binary(text, f"data.eval_text {config.eval_text}")
+    return text

@@ -343,5 +343,6 @@ register(
         make_client=lambda config, client_id, rng, inputs, identity: PlaintextClient(
             config, client_id, inputs
         ),
+        option_names=(),
     )
 )

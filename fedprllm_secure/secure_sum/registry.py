@@ -43,6 +43,11 @@ def nothing_to_publish(config: SessionConfig, publics: Mapping[ClientId, bytes])
     return config
 
 
+def no_option_checks(roster: tuple[ClientId, ...], options: Mapping[str, Any]) -> object:
+    """Default `check_options`: nothing to check before a run."""
+    return None
+
+
 def no_trust_facts(config: SessionConfig) -> Mapping[str, Any]:
     """Default `trust_facts`: nothing for a node's trust policy to check."""
     return {}
@@ -76,6 +81,10 @@ class ProtocolInfo:
     * `publish(draft, publics)`: the session config built from the draft and every node's public
       part (ProtocolError on a malformed part).
 
+    `option_names` are the options a user may set (None: not declared, so not checked);
+    `check_options(roster, options)` raises ConfigError on options no session over `roster`
+    could run with (called before any model loads or key exists).
+
     `trust_facts(draft)` reports what a node's pinned trust policy checks in a draft session
     config (ConfigError on a bad draft); the keys a node knows are "threshold" and
     "default_threshold" (the draft's share threshold, and the least one accepted when the policy
@@ -104,6 +113,8 @@ class ProtocolInfo:
     )
     publish: Callable[[SessionConfig, Mapping[ClientId, bytes]], SessionConfig] = nothing_to_publish
     trust_facts: Callable[[SessionConfig], Mapping[str, Any]] = no_trust_facts
+    option_names: tuple[str, ...] | None = None
+    check_options: Callable[[tuple[ClientId, ...], Mapping[str, Any]], object] = no_option_checks
 
     def with_cohort(self, options: dict, min_cohort: int) -> dict:
         """`options` plus the cohort option set to `min_cohort`, unless given explicitly."""

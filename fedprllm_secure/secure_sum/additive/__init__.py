@@ -32,5 +32,7 @@ INFO = register(
         # every client refuses to sign or unmask a survivor list shorter than this
         cohort_option="min_contributors",
         input_rounds=("masked-input",),  # a client stopping mid-stream aborts the session
+        option_names=("threshold", "neighbors", "min_contributors"),
+        check_options=prepare_options,
     )
 )

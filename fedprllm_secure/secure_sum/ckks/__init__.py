@@ -13,6 +13,10 @@ model: threat_models/ckks.md.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
+from ..api import ClientId, SessionConfig
 from ..registry import ProtocolInfo, register
 from .authority import AuthorityLink, KeyAuthority
 from .client import CkksClient
@@ -25,6 +29,13 @@ from .enrollment import (
     trust_facts,
 )
 from .server import CkksServer
+from .settings import parse
+
+
+def check_options(roster: tuple[ClientId, ...], options: Mapping[str, Any]) -> None:
+    """The user's options parsed against `roster` (scheme, authority, caps), before any key."""
+    parse(SessionConfig(b"\x00" * 32, roster, dict(options)))
+
 
 INFO = register(
     ProtocolInfo(
@@ -42,6 +53,8 @@ INFO = register(
         publish=publish,
         trust_facts=trust_facts,
         cohort_option="min_contributors",
+        option_names=("he_scheme", "authority", "max_per_slot", "min_contributors"),
+        check_options=check_options,
     )
 )
 
