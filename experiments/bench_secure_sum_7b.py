@@ -23,7 +23,6 @@ RSS of the server and of client 0, upload bytes per entry, each against the issu
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing as mp
 import os
 import resource
