@@ -1,7 +1,8 @@
 """Client calibration of a model larger than memory: one decoder block in memory at a time.
 
-`open_blockwise(spec)` builds the model's skeleton with empty (meta) weights, then loads only
-what runs before the first block (embeddings) from the checkpoint. `iter_block_masks` walks the
+`open_blockwise(spec)` builds the model's skeleton with empty (meta) weights, then loads the
+tensors outside the decoder blocks from the checkpoint (embeddings, final norm; not an untied
+output head, which calibration never runs). `iter_block_masks` walks the
 samples through the decoder exactly as `client.calibrate.local_masks` does (the same
 `BlockwiseCalibration`, statistics and Wanda masks), loading each block's weights from the
 checkpoint just before its statistics and releasing them (back to meta) once its outputs are
@@ -74,6 +75,17 @@ def _checkpoint_dtype(config: object) -> torch.dtype:
     return stored if isinstance(stored, torch.dtype) else torch.float32
 
 
+def _output_head_names(model: nn.Module) -> set[str]:
+    """The parameter names of an untied output head (LLaMA: lm_head.weight), else none."""
+    head = model.get_output_embeddings()
+    if head is None or head.weight is model.get_input_embeddings().weight:
+        return set()
+    for name, module in model.named_modules():
+        if module is head:
+            return {f"{name}.{key}" for key, _ in module.named_parameters()}
+    return set()
+
+
 def open_blockwise(spec: str, device: str = "cpu", dtype: str = "auto") -> BlockwiseModel:
     """The skeleton of `spec` (embedded name, checkpoint folder, cached Hub id) with only the
     tensors outside the decoder blocks loaded. `dtype` as in `load_model` (auto: the stored one)."""
@@ -97,7 +109,8 @@ def open_blockwise(spec: str, device: str = "cpu", dtype: str = "auto") -> Block
     with init_empty_weights():  # parameters on meta; buffers (rotary frequencies) real
         model = AutoModelForCausalLM.from_config(config, dtype=torch_dtype)
     prefix = block_prefix(model)
-    for name, tensor in reader.read(reader.outside_blocks(prefix)).items():
+    head = _output_head_names(model)  # never run by calibration: not loaded
+    for name, tensor in reader.read(set(reader.outside_blocks(prefix)) - head).items():
         value = tensor.to(torch_dtype) if tensor.is_floating_point() else tensor
         set_module_tensor_to_device(model, name, target, value=value)
     for name, buffer in list(model.named_buffers()):  # rotary frequencies follow the device

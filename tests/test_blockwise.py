@@ -209,3 +209,20 @@ def test_blockwise_equals_whole_model_embedded(calibration: str) -> None:
     got = blockwise_local_masks(open_blockwise("smollm2-135m", "cpu", "auto"), samples, 0.5,
                                 calibration=calibration, batch_size=2)  # fmt: skip
     _assert_same(expected, got)
+
+
+def test_an_untied_output_head_is_never_loaded(tmp_path: Path) -> None:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(3)
+    config = LlamaConfig(vocab_size=260, hidden_size=32, intermediate_size=64,
+                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                         tie_word_embeddings=False)  # fmt: skip
+    LlamaForCausalLM(config).save_pretrained(tmp_path)
+    make_tokenizer().save_pretrained(tmp_path)
+    bm = open_blockwise(str(tmp_path), "cpu", "float32")
+    assert "lm_head.weight" in bm.reader.names
+    assert bm.model.get_output_embeddings().weight.device.type == "meta"
+    samples = _samples(seed=3)
+    whole = load_model(str(tmp_path), "cpu")
+    _assert_same(local_masks(whole.model, samples, 0.5), blockwise_local_masks(bm, samples, 0.5))
