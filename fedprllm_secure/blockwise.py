@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .checkpoint import CheckpointReader, resolve_checkpoint
+from .checkpoint import CheckpointReader, resolve_checkpoint, return_freed_memory
 from .client.calibrate import (
     BlockCallback,
     BlockwiseCalibration,
@@ -66,6 +66,7 @@ class BlockwiseModel:
     def release_block(self, index: int) -> None:
         """Drop block `index`'s weights (back to the meta device: no memory)."""
         decoder_blocks(self.model)[index].to(torch.device("meta"))
+        return_freed_memory()
 
 
 def _checkpoint_dtype(config: object) -> torch.dtype:

@@ -18,6 +18,7 @@ with `from_pretrained`.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import shutil
@@ -62,6 +63,21 @@ def resolve_checkpoint(spec: str) -> Path:
         raise ModelError(
             f"{spec!r} is not in the Hugging Face cache (block-by-block is offline)"
         ) from exc
+
+
+def return_freed_memory() -> None:
+    """Hand freed heap pages back to the OS (glibc `malloc_trim`; a no-op elsewhere).
+
+    A block's tensors are below glibc's mmap threshold (at most 32 MB), so they come from the
+    heap, and freed heap pages stay in the process: without this, RSS grows by most of a block
+    per block although nothing is held (measured: +18 MB per 22 MB block)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    trim = getattr(libc, "malloc_trim", None)
+    if trim is not None:
+        trim(0)
 
 
 class CheckpointReader:
@@ -172,6 +188,8 @@ class PrunedCheckpointWriter:
             weight[mask.to(torch.bool).cpu()] = 0
         self._save(index + 1, tensors)
         self.written.add(index)
+        del tensors
+        return_freed_memory()
 
     def finish(self) -> Path:
         missing = sorted(set(range(self.blocks)) - self.written)
