@@ -172,9 +172,7 @@ def reload(shape: str, source: Path, out: Path) -> dict[str, Any]:
                 stored = tuple(handle.get_slice(name).get_shape())
             assert stored == tuple(params[name].shape), f"{name}: {stored} vs model"
         last = model.config.num_hidden_layers - 1
-        checked = [
-            n for n in linears if n.startswith(("model.layers.0.", f"model.layers.{last}."))
-        ]
+        checked = [n for n in linears if n.startswith(("model.layers.0.", f"model.layers.{last}."))]
         for name in checked:
             _check_linear(name, pruned.read([name])[name], original.read([name])[name])
         how = ("from_config on the meta device + every stored shape matched; linears of blocks 0 "
