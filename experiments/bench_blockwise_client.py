@@ -36,6 +36,7 @@ from fedprllm_secure.outputs import write_json
 
 SHAPES = {  # hidden, intermediate, layers, heads, kv heads, vocab
     "tiny": (64, 128, 2, 4, 2, 300),  # a smoke test of this script
+    "small": (1024, 2816, 10, 16, 4, 8000),  # ~0.2 GB: a check that runs in seconds
     "1b": (2048, 5632, 22, 32, 4, 32000),
     "7b": (4096, 11008, 32, 32, 32, 32000),
 }
