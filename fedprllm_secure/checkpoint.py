@@ -26,6 +26,7 @@ import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from . import assets
@@ -176,16 +177,26 @@ class PrunedCheckpointWriter:
         self.weight_map.update(dict.fromkeys(tensors, name))
         self.total_bytes += sum(t.numel() * t.element_size() for t in tensors.values())
 
-    def write_block(self, index: int, masks: Mapping[str, torch.Tensor]) -> None:
+    def write_block(
+        self,
+        index: int,
+        masks: Mapping[str, torch.Tensor | np.ndarray],
+        scales: Mapping[str, np.ndarray] | None = None,
+    ) -> None:
+        """Block `index` pruned by `masks` (and its kept weights multiplied by `scales`, as
+        `server.apply.apply_masks` does), in the source dtype."""
         if not 0 <= index < self.blocks or index in self.written:
             raise ModelError(f"block {index} is out of range or was already written")
         names = self.reader.block_names(self.prefix, index)
         tensors = self.reader.read(names)
-        for layer, mask in masks.items():
+        for layer, given in masks.items():
             weight = tensors.get(f"{layer}.weight")
+            mask = torch.as_tensor(np.asarray(given.cpu() if torch.is_tensor(given) else given))
             if weight is None or tuple(weight.shape) != tuple(mask.shape):
                 raise ModelError(f"mask of {layer} fits no weight of block {index}")
-            weight[mask.to(torch.bool).cpu()] = 0
+            if scales is not None:
+                weight.mul_(torch.as_tensor(scales[layer], dtype=weight.dtype))
+            weight[mask.to(torch.bool)] = 0
         self._save(index + 1, tensors)
         self.written.add(index)
         del tensors

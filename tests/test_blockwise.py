@@ -226,3 +226,26 @@ def test_an_untied_output_head_is_never_loaded(tmp_path: Path) -> None:
     samples = _samples(seed=3)
     whole = load_model(str(tmp_path), "cpu")
     _assert_same(local_masks(whole.model, samples, 0.5), blockwise_local_masks(bm, samples, 0.5))
+
+
+def test_writer_prunes_and_scales_as_apply_masks_does(tiny3: Path, tmp_path: Path) -> None:
+    """Server-side use: numpy global masks and scaling factors, as `server.apply.apply_masks`."""
+    import numpy as np
+    from transformers import AutoModelForCausalLM
+
+    from fedprllm_secure.model import block_linears
+    from fedprllm_secure.server.apply import apply_masks
+
+    dense = load_model(str(tiny3), "cpu").model
+    rng = np.random.default_rng(0)
+    layers = [layer for b in range(3) for layer in block_linears(dense, b)]
+    masks = {la.name: rng.random(tuple(la.module.weight.shape)) < 0.4 for la in layers}
+    scales = {la.name: rng.uniform(0.5, 2.0, (la.module.weight.shape[0], 1)) for la in layers}
+    writer = PrunedCheckpointWriter(CheckpointReader(tiny3), tmp_path / "p", "model.layers", 3)
+    for block in range(3):
+        mine = [la.name for la in layers if la.block == block]
+        writer.write_block(block, {n: masks[n] for n in mine}, {n: scales[n] for n in mine})
+    pruned = dict(AutoModelForCausalLM.from_pretrained(writer.finish()).named_parameters())
+    apply_masks(layers, masks, scales)
+    for name, param in dense.named_parameters():
+        assert torch.equal(pruned[name], param), name
