@@ -63,15 +63,31 @@ def _quiet_transformers() -> None:
     logging.getLogger("transformers").setLevel(logging.ERROR)
 
 
-def _from_pretrained(path: str, gguf_file: str | None = None) -> tuple[nn.Module, object]:
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_dtype(dtype: str) -> torch.dtype | str:
+    """`auto` (the checkpoint's own dtype, float32 for GGUF) or one of DTYPES; ModelError else."""
+    if dtype == "auto":
+        return "auto"
+    if dtype not in DTYPES:
+        raise ModelError(f"unknown dtype {dtype!r} (use auto, {', '.join(DTYPES)})")
+    return DTYPES[dtype]
+
+
+def _from_pretrained(
+    path: str, gguf_file: str | None = None, dtype: torch.dtype | str = torch.float32
+) -> tuple[nn.Module, object]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     _quiet_transformers()
     kwargs = {"gguf_file": gguf_file} if gguf_file else {}
+    if gguf_file and dtype == "auto":
+        dtype = torch.float32  # GGUF weights are de-quantized: float32 is their own precision
     os.environ.setdefault("TQDM_DISABLE", "1")  # the GGUF de-quantizer has its own bar
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **kwargs)
     except (OSError, ValueError, ImportError) as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"cannot load model {path!r}: {first_line}") from exc
@@ -148,18 +164,25 @@ def cheap_tokenizer(spec: str) -> object | None:
         return None
 
 
-def load_model(spec: str, device: str = "auto") -> LoadedModel:
-    """Load a model spec (embedded name, .gguf path, checkpoint dir, or Hub id) in float32."""
+def load_model(spec: str, device: str = "auto", dtype: str = "float32") -> LoadedModel:
+    """Load a model spec (embedded name, .gguf path, checkpoint dir, or Hub id).
+
+    `dtype`: float32 (the default), bfloat16, float16, or auto (the checkpoint's own dtype from
+    its config; float32 for the embedded model and GGUF files, which are de-quantized). The
+    activation statistics accumulate in float64 whatever the weights' dtype (client/calibrate).
+    """
     target = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype)
     path = Path(spec).expanduser()
     kind = model_kind(spec)
     if kind == "embedded":
-        model, tokenizer = _from_pretrained(str(_embedded_checkpoint(spec)))
+        model, tokenizer = _from_pretrained(str(_embedded_checkpoint(spec)), dtype=torch_dtype)
     elif kind == "gguf":
-        model, tokenizer = _from_pretrained(str(path.parent), gguf_file=path.name)
+        model, tokenizer = _from_pretrained(str(path.parent), path.name, torch_dtype)
         forget_gguf_origin(model)
     else:
-        model, tokenizer = _from_pretrained(str(path) if kind == "folder" else spec)
+        source = str(path) if kind == "folder" else spec
+        model, tokenizer = _from_pretrained(source, dtype=torch_dtype)
     model.eval()
     model.to(target)
     decoder_blocks(model)  # fail early on architectures we cannot prune

@@ -70,3 +70,34 @@ def test_a_word_beyond_its_digits_or_with_padding_is_refused():
         layout.unpack(words + np.uint64(5**26), 30)  # a padding digit is not zero
     with pytest.raises(ProtocolError, match="cheated"):
         layout.unpack(np.full(2, 5**27, dtype=np.uint64), 54)  # more than 27 digits
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    max_sum=st.sampled_from([1, 4, 8, 15, 255, 2**17]),
+    length=st.integers(0, 400),
+    slice_words=st.integers(1, 9),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_unpack_in_slices_equals_unpack(max_sum, length, slice_words, seed):
+    """The server unpacks a chunk a few words at a time (bounded memory): same entries."""
+    from fedprllm_secure.secure_sum.api import sum_dtype
+
+    layout = WordLayout.for_max_sum(max_sum)
+    x = np.random.default_rng(seed).integers(0, max_sum + 1, length, dtype=np.uint64)
+    words = layout.pack(x)
+    got = layout.unpack_to(words, length, sum_dtype(max_sum), slice_words)
+    assert got.dtype == sum_dtype(max_sum)
+    assert np.array_equal(got, layout.unpack(words, length))
+
+
+def test_unpack_in_slices_refuses_what_unpack_refuses():
+    layout = WordLayout.for_max_sum(4)  # radix 5, 27 digits
+    words = layout.pack(np.full(60, 4, dtype=np.uint64))  # 3 words
+    bad_padding = words.copy()
+    bad_padding[2] += np.uint64(5**26)  # a padding digit of the last word
+    too_wide = words.copy()
+    too_wide[1] = np.uint64(5**27)  # more than 27 digits, in the second slice
+    for bad in (bad_padding, too_wide):
+        with pytest.raises(ProtocolError, match="cheated"):
+            layout.unpack_to(bad, 60, np.dtype(np.uint8), slice_words=1)

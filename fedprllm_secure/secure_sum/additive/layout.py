@@ -103,3 +103,25 @@ class WordLayout:
         if rest.any() or flat[length:].any():
             raise ProtocolError("a summed word is not a valid packed vector: a participant cheated")
         return flat[:length]
+
+    def unpack_to(
+        self, words: np.ndarray, length: int, dtype: np.dtype, slice_words: int = 1 << 16
+    ) -> np.ndarray:
+        """`unpack(words, length).astype(dtype)` holding at most `slice_words` words' digits in
+        uint64 at a time: the server's transient memory is O(slice), not 8 B per chunk entry.
+
+        `dtype` must hold every value below 2^b / radix (the sum dtype of the layout's M does).
+        Same checks, same ProtocolError as `unpack`.
+        """
+        if words.size != self.words(length):
+            raise ProtocolError(f"expected {self.words(length)} words, got {words.size}")
+        count = words.size
+        out = np.empty(self.per_word * count, dtype=dtype)
+        rows = out.reshape(self.per_word, count)
+        for start in range(0, count, slice_words):
+            piece = words[start : start + slice_words]
+            digits = self.unpack(piece, piece.size * self.per_word)
+            rows[:, start : start + piece.size] = digits.reshape(self.per_word, piece.size)
+        if out[length:].any():
+            raise ProtocolError("a summed word is not a valid packed vector: a participant cheated")
+        return out[:length]

@@ -318,8 +318,8 @@ def _unmask_sums(
         for u in sorted(state.u3):
             add_masks(total, seeds[u], pair_seeds[u], u, spec.index, chunk.offset, layout.bits, -1)
         total &= layout.word_mask
-        entries = layout.unpack(total, chunk.length)
+        entries = layout.unpack_to(total, chunk.length, out_dtype)  # O(slice) transient
         if entries.size and int(entries.max()) > limit:
             raise ProtocolError("unmasked sum exceeds its bound: a participant cheated")
-        sums[chunk.name] = entries.astype(out_dtype)
+        sums[chunk.name] = entries
     return AggregateResult(spec=spec, sums=sums, contributors=tuple(sorted(state.u3)))
