@@ -26,7 +26,7 @@ from .client.calibrate import (
     LayerStats,
     StatsTransform,
     check_mask_options,
-    wanda_block_masks,
+    method_block_masks,
 )
 from .client.scores import magnitude_scores, row_mask
 from .errors import ConfigError, ModelError
@@ -159,7 +159,7 @@ def iter_block_masks(
         try:
             layers = walk.layers
             stats = walk.statistics()
-            masks = wanda_block_masks(layers, stats, sparsity)
+            masks = method_block_masks(layers, stats, sparsity)
             if calibration == "one-shot":
                 walk.propagate_dense()
             else:
