@@ -34,7 +34,7 @@ def test_a_run_clears_an_earlier_runs_outputs_and_writes_one_line_errors(tmp_pat
     status.done("calibrate", 2, 3, 1.25)
     progress = json.loads((tmp_path / "progress.json").read_text())
     assert progress["run_id"] == 7 and progress["step"] == 1 and progress["stage"] == "calibrate"
-    assert (progress["answered"], progress["asked"]) == (2, 3)
+    assert progress["lines"][1] == "stage 1 calibrate: 2/3 nodes answered in 1.2 s"
     line = status.fail(DataError("node-1 has 3 tokens,\nneeds 4096"))
     assert line == "DataError: node-1 has 3 tokens, needs 4096"
     assert (tmp_path / "error.txt").read_text() == line + "\n"
@@ -125,10 +125,10 @@ def test_flower_run_exits_one_with_the_runs_error_and_zero_with_its_results(
     def serverapp(name: str, content: Any) -> None:
         def write() -> None:
             time.sleep(0.5)
-            (out / "progress.json").write_text(
-                json.dumps({"run_id": 42, "step": 3, "stage": "calibrate", "answered": 3,
-                            "asked": 3})
-            )  # fmt: skip
+            status = RunStatus(out, run_id=42, stream=io.StringIO())
+            status.stage("calibrate")
+            status.done("calibrate", 3, 3, 2.0)
+            status.stage("enroll")
             time.sleep(0.8)
             (out / name).write_text(content)
 
@@ -142,7 +142,12 @@ def test_flower_run_exits_one_with_the_runs_error_and_zero_with_its_results(
         "error: NodeFailure: only 0 of 3 nodes got through calibration "
         "(Flower's log: flwr log 42 local --show)"
     ]
-    assert "fedprllm-secure: stage 3 calibrate: 3/3 nodes answered" in captured.err
+    said = [line for line in captured.err.splitlines() if line.startswith("fedprllm-secure: ")]
+    assert said[1:] == [
+        "fedprllm-secure: stage 1 calibrate (t=0 s)",
+        "fedprllm-secure: stage 1 calibrate: 3/3 nodes answered in 2.0 s",
+        "fedprllm-secure: stage 2 enroll (t=0 s)",
+    ]  # every stage once, in order, after "run 42 submitted"
     assert not captured.out
 
     (out / "error.txt").unlink()

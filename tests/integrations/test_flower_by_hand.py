@@ -122,7 +122,7 @@ def test_the_by_hand_recipe_runs_as_written(tmp_path: Path) -> None:
     results = json.loads((tmp_path / "runs" / "flower" / "results.json").read_text())
     assert summary["results"] == str(tmp_path / "runs" / "flower" / "results.json")
     assert results["contributors"] == [0, 1, 2] and not results["failures"]
-    assert results["engine"] == "flower" and results["config"]["protocol"]["name"] == "additive"
+    assert results["engine"] == "flower" and results["config"]["protocol"]["name"] == "plaintext"
     ppl = results["perplexity"]
     assert math.isfinite(ppl["dense"]) and math.isfinite(ppl["fedprllm"]), ppl
     assert ppl["fedprllm"] > ppl["dense"], ppl  # half the weights gone

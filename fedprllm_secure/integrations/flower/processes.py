@@ -231,21 +231,6 @@ class Deployment:
                     f"{log_reason(log.read_text(errors='replace'))} (log: {log})"
                 )
 
-    def flwr(self, args: Sequence[str], timeout: float) -> subprocess.CompletedProcess:
-        try:
-            return subprocess.run(
-                [str(self.bin_dir / "flwr"), *args],
-                capture_output=True,
-                text=True,
-                env=self.env(),
-                cwd=self.workdir,
-                timeout=timeout,
-            )
-        except subprocess.TimeoutExpired as exc:
-            raise DeploymentError(
-                f"flwr {' '.join(args[:1])} did not return within {timeout:.0f} s"
-            ) from exc
-
     def stop_process(self, process: subprocess.Popen, grace: float = 10.0) -> None:
         """Stop `process` and its descendants: SIGTERM their process groups, SIGKILL after
         `grace` s what is left."""

@@ -4,10 +4,10 @@ Pure (no flwr import). The ServerApp (`server_app.main`) makes one `RunStatus` p
 
 * `clear()` at the start removes the outputs of an earlier run in the same folder (`OUTPUTS`), so a
   stale `error.txt` never stays beside a later `results.json`;
-* `stage(name)` / `done(name, answered, asked, seconds)` write `progress.json` (atomically, with the
-  Flower run id and the stage number) and print one line per stage on stderr, which Flower
-  forwards to `flwr run --stream` / `flwr log` (`fedprllm-secure: stage 4 calibrate: 3/3 nodes
-  answered in 21.0 s`);
+* `stage(name)` / `done(name, answered, asked, seconds)` print one line each on stderr, which
+  Flower forwards to `flwr run --stream` / `flwr log` (`fedprllm-secure: stage 4 calibrate: 3/3
+  nodes answered in 21.0 s`), and write `progress.json` (atomically: the Flower run id, the
+  current stage, and every line so far, which `fedprllm-secure flower run` repeats);
 * `fail(exc)` writes `error.txt`: one line, atomically; the launcher (`submit.wait_for_result`)
   waits for `results.json` or `error.txt`.
 
@@ -23,7 +23,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 from ...errors import one_line
 
@@ -54,29 +54,31 @@ class RunStatus:
         self.out, self.run_id, self.stream = out, run_id, stream
         self.step = 0
         self.started = time.monotonic()
-
-    def _say(self, line: str) -> None:
-        print(f"fedprllm-secure: {line}", file=self.stream or sys.stderr, flush=True)
+        self.lines: list[str] = []  # every line said so far (progress.json keeps them)
 
     def clear(self) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
         clear_outputs(self.out)
 
-    def _write(self, stage: str, **extra: Any) -> None:
+    def _write(self, stage: str) -> None:
         record = {"run_id": self.run_id, "step": self.step, "stage": stage, "time": time.time()}
-        write_atomic(self.out / "progress.json", json.dumps({**record, **extra}))
+        write_atomic(self.out / "progress.json", json.dumps({**record, "lines": self.lines}))
+
+    def _say(self, line: str) -> None:
+        self.lines.append(line)
+        print(f"fedprllm-secure: {line}", file=self.stream or sys.stderr, flush=True)
 
     def stage(self, name: str, detail: str = "") -> None:
         """A stage starts (one line, and progress.json)."""
         self.step += 1
-        self._write(name)
         elapsed = time.monotonic() - self.started
         self._say(f"stage {self.step} {name}{': ' + detail if detail else ''} (t={elapsed:.0f} s)")
+        self._write(name)
 
     def done(self, name: str, answered: int, asked: int, seconds: float) -> None:
         """A node exchange ended: k of n nodes answered."""
-        self._write(name, answered=answered, asked=asked)
         self._say(f"stage {self.step} {name}: {answered}/{asked} nodes answered in {seconds:.1f} s")
+        self._write(name)
 
     def finish(self, line: str) -> None:
         self._say(line)

@@ -203,18 +203,15 @@ def run_app(
     run_id = start_run(app_dir, connection, overrides)
     if say is not None:
         say(f"run {run_id} submitted; waiting for {out}/results.json (at most {timeout:.0f} s)")
-    seen: list[tuple[Any, Any]] = []
+    said = 0
 
     def show(progress: dict[str, Any]) -> None:
-        key = (progress.get("step"), progress.get("answered"))
-        if say is not None and progress.get("run_id") == run_id and key not in seen:
-            seen.append(key)
-            answered = (
-                f": {progress['answered']}/{progress['asked']} nodes answered"
-                if "answered" in progress
-                else ""
-            )
-            say(f"stage {progress.get('step')} {progress.get('stage')}{answered}")
+        nonlocal said
+        lines = progress.get("lines") or []
+        if say is not None and progress.get("run_id") == run_id:
+            for line in lines[said:]:
+                say(str(line))
+            said = max(said, len(lines))
 
     def ended() -> str | None:
         state = run_state(run_id, connection)
