@@ -104,12 +104,67 @@ def _partition(corpus: str, split: str, seed: int, count: int) -> list[tuple[str
     return [client.documents for client in split_clients(pool, count, split, seed)]
 
 
-@lru_cache(maxsize=2)
+_BENCHES: dict[tuple[str, str], Any] = {}  # the models this process loaded (at most 2)
+
+
 def workbench(model: str, device: str) -> Any:
     """The model of this process (nodes sharing a process share it: a node leaves it dense)."""
     from ...pipeline.workbench import Workbench
 
-    return Workbench(model, device)
+    key = (model, device)
+    if key not in _BENCHES:
+        if len(_BENCHES) >= 2:
+            _BENCHES.pop(next(iter(_BENCHES)))
+        _BENCHES[key] = Workbench(model, device)
+    return _BENCHES[key]
+
+
+class LazyBench:
+    """The node's `Workbench`, loaded on first use of anything but its tokenizer and its block
+    count. Flower runs each message in a fresh ClientApp process, and most messages (describe,
+    prepare, every masked-input round) restore the node without computing on the model: for a
+    checkpoint folder or the embedded model they read only the tokenizer and config.json (the
+    files `model.load_model` reads them from), not the weights."""
+
+    def __init__(self, model: str, device: str) -> None:
+        self.spec = (model, device)
+        self._light: dict[str, Any] = {}
+
+    def _folder(self) -> str | None:
+        """The checkpoint folder the model loads from, or None (GGUF, Hub id: load it all)."""
+        from ... import assets
+        from ...model import _embedded_checkpoint
+
+        model = self.spec[0]
+        if model in assets.ASSETS and assets.ASSETS[model].kind == "model":
+            return str(_embedded_checkpoint(model))
+        path = Path(model).expanduser()
+        return str(path) if (path / "config.json").is_file() else None
+
+    def _cheap(self, name: str) -> Any:
+        """The tokenizer or block count: from the loaded model if this process has it, else
+        from the checkpoint folder's files, else by loading the model."""
+        if self.spec not in _BENCHES and not self._light:
+            folder = self._folder()
+            if folder is not None:
+                from transformers import AutoConfig, AutoTokenizer
+
+                self._light["tokenizer"] = AutoTokenizer.from_pretrained(folder)
+                self._light["blocks"] = int(AutoConfig.from_pretrained(folder).num_hidden_layers)
+        if self.spec not in _BENCHES and name in self._light:
+            return self._light[name]
+        return getattr(workbench(*self.spec), name)
+
+    @property
+    def tokenizer(self) -> Any:
+        return self._cheap("tokenizer")
+
+    @property
+    def blocks(self) -> int:
+        return int(self._cheap("blocks"))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(workbench(*self.spec), name)
 
 
 def node_source(context: Context, client_id: int, privacy: dict[str, Any] | None) -> Any:
@@ -152,7 +207,7 @@ def _restore(context: Context, client_id: int, command: NodeCommand | None) -> A
     from ...pipeline.client_step import ClientNode, NodeEnv
 
     model = node_model(context)
-    bench = workbench(model, str(context.node_config.get("device", "cpu")))
+    bench = LazyBench(model, str(context.node_config.get("device", "cpu")))
     documents, what, _ = node_documents(context)
     text = ClientText(f"node-{context.node_id}", tuple(documents))
     saved = None
