@@ -216,7 +216,7 @@ def reuse_paper_table(args: argparse.Namespace, row: str, column: str) -> dict[s
     return None if found is None else {**found, "source": "experiments/results/paper_table"}
 
 
-FRONTIER_LAMBDAS = (0.04, 0.08, 0.12, 0.16, 0.2)
+FRONTIER_LAMBDAS = (0.04, 0.08, 0.12)
 FRONTIER_MS = (3.0, 5.0, 10.0)
 
 
