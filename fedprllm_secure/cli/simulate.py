@@ -91,7 +91,7 @@ def simulate(
     ] = None,
     dp_delta: Annotated[float, opt(PRIVACY, "delta of --dp-stats-epsilon.")] = 1e-5,
     dp_clip: Annotated[
-        float | None, opt(PRIVACY, "Per-sample L2 clip C of the statistics.")
+        float | None, opt(PRIVACY, "Per-sample L2 clip C (distributed: default from public text).")
     ] = None,
     dp_accountant: Annotated[
         o.Accountant, opt(PRIVACY, "Accountant that sets sigma.")
@@ -103,6 +103,25 @@ def simulate(
     reproducible_noise: Annotated[
         bool, opt(PRIVACY, "Noise and secrets from --seed: NOT private.")
     ] = False,
+    dp_noise: Annotated[
+        o.DpNoise | None,
+        opt(PRIVACY, "distributed: shares in the secure sum (default: stats + additive/ckks).",
+            show_default=False),
+    ] = None,
+    dp_mechanism: Annotated[
+        o.DpMechanism, opt(PRIVACY, "distributed noise: skellam or exact discrete Gaussian.")
+    ] = o.DpMechanism.skellam,
+    dp_unit: Annotated[
+        o.DpUnit, opt(PRIVACY, "Unit of privacy: one window, or a client's whole set.")
+    ] = o.DpUnit.window,
+    dp_min_survivors: Annotated[
+        int | None,
+        opt(PRIVACY, "distributed: honest shares the noise needs (default: smallest release).",
+            show_default=False),
+    ] = None,
+    dp_domain: Annotated[
+        o.DpDomain, opt(PRIVACY, "distributed: public scale before clipping.")
+    ] = o.DpDomain.group,
     drop: Annotated[
         list[str], opt(FEDERATION, "Drop a client, e.g. 3@masked-input.", metavar="CLIENT@ROUND")
     ] = [],  # noqa: B006

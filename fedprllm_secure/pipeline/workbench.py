@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from .. import data
+from ..errors import DataError
 from ..evaluate import Evaluation, eval_windows, evaluate, predicted_bytes
 from ..model import LoadedModel, PrunableLayer, decoder_blocks, load_model, prunable_layers
 from ..progress import Advance
@@ -41,6 +42,7 @@ class Workbench:
         self.dense = snapshot_weights(self.layers)
         self.windows: list[torch.Tensor] = []
         self.window_bytes: int | None = None
+        self.eval_tokens: torch.Tensor | None = None
 
     @property
     def weights(self) -> int:
@@ -52,8 +54,24 @@ class Workbench:
 
     def use_eval_text(self, text: str, seqlen: int, count: int) -> None:
         """Evaluate on at most `count` windows of `seqlen` tokens of `text`."""
-        self.windows = eval_windows(data.tokenize(self.tokenizer, text), seqlen, count)
+        self.eval_tokens = data.tokenize(self.tokenizer, text)
+        self.windows = eval_windows(self.eval_tokens, seqlen, count)
         self.window_bytes = predicted_bytes(self.tokenizer, self.windows)
+
+    def reference_windows(self, count: int, seqlen: int) -> torch.Tensor:
+        """[count', seqlen] windows of public text (the evaluation text after its evaluation
+        windows, from its start when too short; count' <= count), to set public DP parameters.
+        """
+        if self.eval_tokens is None:
+            raise DataError("no evaluation text: call use_eval_text first")
+        tokens = self.eval_tokens
+        used = sum(int(w.numel()) for w in self.windows)
+        if tokens.numel() - used >= count * seqlen:
+            tokens = tokens[used:]
+        available = min(count, tokens.numel() // seqlen)
+        if available < 1:
+            raise DataError(f"the evaluation text has fewer than {seqlen} tokens")
+        return tokens[: available * seqlen].reshape(available, seqlen)
 
     def block_layers(self, block: int) -> list[PrunableLayer]:
         return [layer for layer in self.layers if layer.block == block]
