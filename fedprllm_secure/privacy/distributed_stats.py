@@ -117,15 +117,17 @@ def public_spec(
     leaders: Sequence[str],
     domain: str,
     clip: float | None = None,
+    windows_per_unit: int = 1,
 ) -> ReleaseSpec:
     """The spec of a release over `leaders` from public statistics `reference` (every leader's
-    [windows, width]); `clip` None: the CLIP_QUANTILE of the normalised reference norms."""
+    [windows, width]); `clip` None: `windows_per_unit` (1 for window-level DP, the windows per
+    client for client-level) times the CLIP_QUANTILE of the normalised reference norms."""
     scales = public_scales({name: reference[name] for name in leaders}, domain)
     widths = tuple(int(np.asarray(reference[name]).shape[1]) for name in leaders)
     draft = ReleaseSpec(tuple(leaders), widths, scales, 1.0)
     if clip is None:
         norms = np.linalg.norm(draft.stack(reference), axis=1)
-        clip = float(np.quantile(norms, CLIP_QUANTILE))
+        clip = windows_per_unit * float(np.quantile(norms, CLIP_QUANTILE))
         if not (math.isfinite(clip) and clip > 0):
             raise PrivacyError("the public text gives no positive clip norm: set --dp-clip")
     return ReleaseSpec(draft.leaders, widths, scales, float(clip))
