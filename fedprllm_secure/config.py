@@ -42,10 +42,16 @@ class PruningConfig:
 
     sparsity: float = 0.5
     group: str = "layer"  # server comparison group: layer | row | column
-    pruner: str = "wanda"  # wanda | magnitude
+    pruner: str = "wanda"  # wanda | ria | magnitude
+    sparsity_type: str = "unstructured"  # unstructured | N:M (keep N of every M inputs; 2:4, 4:8)
+    layerwise: str = "uniform"  # uniform | owl (outlier-weighted per-block sparsity)
+    owl_lambda: float = 0.08  # OWL: block sparsities span at most [s - 2 lambda, s + 2 lambda]
+    owl_m: float = 5.0  # OWL: an outlier scores above owl_m x the block's mean Wanda score
+    ria_alpha: float = 0.5  # RIA: exponent of the activation norm
+    refine: str = "none"  # none | dsnot (training-free mask refinement)
     calibration: str = "sequential"  # sequential | one-shot
     mode: str = "one-shot"  # one-shot | iterative (one secure sum per block)
-    aggregate: str = "masks"  # masks (FedPrLLM) | stats (exact centralized Wanda)
+    aggregate: str = "masks"  # masks (FedPrLLM) | stats (the exact centralized method)
     stats_precision_bits: int = 48
     scaling: bool = False
     methods: tuple[str, ...] = ("fedprllm",)  # fedprllm | centralized | local
@@ -109,7 +115,7 @@ def _checks(config: RunConfig) -> list[tuple[bool, str]]:
         (0.0 < p.sparsity < 1.0, f"pruning.sparsity must lie in (0, 1), got {p.sparsity}"),
         (p.group in GROUPS, f"unknown pruning.group {p.group!r} (use {', '.join(GROUPS)})"),
         (d.split in data.SPLITS, f"unknown data.split {d.split!r} (use iid or topic)"),
-        (p.pruner in PRUNERS, f"unknown pruning.pruner {p.pruner!r} (use wanda or magnitude)"),
+        (p.pruner in PRUNERS, f"unknown pruning.pruner {p.pruner!r} (use {', '.join(PRUNERS)})"),
         (
             p.calibration in CALIBRATIONS,
             f"unknown pruning.calibration {p.calibration!r} (use sequential or one-shot)",
@@ -120,12 +126,13 @@ def _checks(config: RunConfig) -> list[tuple[bool, str]]:
             f"unknown pruning.aggregate {p.aggregate!r} (use masks or stats)",
         ),
         (
-            p.aggregate == "masks" or p.pruner == "wanda",
-            "pruning.aggregate stats needs pruning.pruner wanda",
+            p.aggregate == "masks" or p.pruner != "magnitude",
+            "pruning.aggregate stats needs pruning.pruner wanda or ria (magnitude uses no data)",
         ),
         (
-            p.mode == "one-shot" or p.pruner == "wanda",
-            "pruning.mode iterative needs pruning.pruner wanda (magnitude has no calibration)",
+            p.mode == "one-shot" or p.pruner != "magnitude",
+            "pruning.mode iterative needs pruning.pruner wanda or ria (magnitude has no "
+            "calibration)",
         ),
         (d.clients >= 1, "data.clients must be at least 1"),
         (d.samples_per_client >= 1, "data.samples_per_client must be at least 1"),
@@ -136,6 +143,52 @@ def _checks(config: RunConfig) -> list[tuple[bool, str]]:
         (
             config.federation.engine in ENGINES,
             f"unknown federation.engine {config.federation.engine!r} (use {', '.join(ENGINES)})",
+        ),
+    ] + _method_checks(p)
+
+
+def _method_checks(p: PruningConfig) -> list[tuple[bool, str]]:
+    """The pruning method's fields (pruner, sparsity type, OWL, RIA, DSnoT) and combinations."""
+    from .client.scores import LAYERWISE, REFINES, parse_n_m
+
+    try:
+        n_m = parse_n_m(p.sparsity_type)
+        shape_ok = True
+    except ValueError:
+        n_m, shape_ok = None, False
+    data_pruner = p.pruner in ("wanda", "ria")
+    half_room = min(p.sparsity, 1 - p.sparsity) / 2
+    return [
+        (
+            shape_ok,
+            f"pruning.sparsity_type must be unstructured or N:M with 0 < N < M, "
+            f"got {p.sparsity_type!r}",
+        ),
+        (
+            p.layerwise in LAYERWISE,
+            f"unknown pruning.layerwise {p.layerwise!r} (use {' or '.join(LAYERWISE)})",
+        ),
+        (p.refine in REFINES, f"unknown pruning.refine {p.refine!r} (use {' or '.join(REFINES)})"),
+        (p.ria_alpha >= 0, f"pruning.ria_alpha must be >= 0, got {p.ria_alpha}"),
+        (p.owl_m > 0, f"pruning.owl_m must be > 0, got {p.owl_m}"),
+        (
+            0 <= p.owl_lambda < half_room or p.layerwise != "owl",
+            f"pruning.owl_lambda must lie in [0, {half_room:g}) at sparsity {p.sparsity} "
+            f"(block sparsities span s +- 2 lambda), got {p.owl_lambda}",
+        ),
+        (
+            p.layerwise == "uniform" or (data_pruner and n_m is None),
+            "pruning.layerwise owl needs pruning.pruner wanda or ria and unstructured "
+            "pruning.sparsity_type",
+        ),
+        (
+            p.refine == "none" or (data_pruner and n_m is None),
+            "pruning.refine dsnot needs pruning.pruner wanda or ria and unstructured "
+            "pruning.sparsity_type",
+        ),
+        (
+            p.mode == "one-shot" or p.layerwise == "uniform",
+            "pruning.mode iterative needs pruning.layerwise uniform (OWL needs every block first)",
         ),
     ]
 
@@ -157,9 +210,16 @@ def validate_run(self: RunConfig) -> None:
         raise ConfigError(
             "privacy.rr_epsilon randomizes mask bits: it needs pruning.aggregate masks"
         )
-    if self.privacy.dp_stats_epsilon is not None and self.pruning.pruner != "wanda":
+    if self.privacy.dp_stats_epsilon is not None and self.pruning.pruner == "magnitude":
         raise ConfigError(
-            "privacy.dp_stats_epsilon needs pruning.pruner wanda (magnitude uses no data)"
+            "privacy.dp_stats_epsilon needs pruning.pruner wanda or ria (magnitude uses no data)"
+        )
+    if self.privacy.dp_stats_epsilon is not None and (
+        self.pruning.layerwise != "uniform" or self.pruning.refine != "none"
+    ):
+        raise ConfigError(
+            "privacy.dp_stats_epsilon needs pruning.layerwise uniform and pruning.refine none "
+            "(their extra statistics are not noised)"
         )
     for method in self.pruning.methods:
         if method not in METHODS:

@@ -44,7 +44,18 @@ class Split(str, Enum):
 
 class Pruner(str, Enum):
     wanda = "wanda"
+    ria = "ria"
     magnitude = "magnitude"
+
+
+class Layerwise(str, Enum):
+    uniform = "uniform"
+    owl = "owl"
+
+
+class Refine(str, Enum):
+    none = "none"
+    dsnot = "dsnot"
 
 
 class Calibration(str, Enum):
@@ -120,6 +131,12 @@ FLAGS: dict[str, str] = {
     "pruning.sparsity": "--sparsity",
     "pruning.group": "--group",
     "pruning.pruner": "--pruner",
+    "pruning.sparsity_type": "--sparsity-type",
+    "pruning.layerwise": "--layerwise",
+    "pruning.owl_lambda": "--owl-lambda",
+    "pruning.owl_m": "--owl-m",
+    "pruning.ria_alpha": "--ria-alpha",
+    "pruning.refine": "--refine",
     "pruning.calibration": "--calibration",
     "pruning.mode": "--mode",
     "pruning.aggregate": "--aggregate",

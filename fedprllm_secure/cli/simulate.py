@@ -60,15 +60,26 @@ def simulate(
     ] = None,
     sparsity: Annotated[float, opt(PRUNING, "Fraction of weights pruned, in (0, 1).")] = 0.5,
     group: Annotated[o.Group, opt(PRUNING, "Server comparison group.")] = o.Group.layer,
-    pruner: Annotated[
-        o.Pruner, opt(PRUNING, "Local pruner (magnitude: no data).")
-    ] = o.Pruner.wanda,
+    pruner: Annotated[o.Pruner, opt(PRUNING, "Scores (magnitude: no data).")] = o.Pruner.wanda,
+    sparsity_type: Annotated[
+        str,
+        opt(
+            PRUNING,
+            "unstructured, 2:4, 4:8, any N:M.",
+            metavar="TYPE",
+        ),
+    ] = "unstructured",
+    layerwise: Annotated[o.Layerwise, opt(PRUNING, "owl: outlier-weighted.")] = o.Layerwise.uniform,
+    owl_lambda: Annotated[float, opt(PRUNING, "owl: spread.")] = 0.08,
+    owl_m: Annotated[float, opt(PRUNING, "owl: outlier factor.")] = 5.0,
+    ria_alpha: Annotated[float, opt(PRUNING, "ria: exponent.")] = 0.5,
+    refine: Annotated[o.Refine, opt(PRUNING, "dsnot: prune-and-grow.")] = o.Refine.none,
     calibration: Annotated[
         o.Calibration, opt(PRUNING, "one-shot: dense activations only.")
     ] = o.Calibration.sequential,
     mode: Annotated[o.Mode, opt(PRUNING, "iterative: one secure sum per block.")] = o.Mode.one_shot,
     aggregate: Annotated[
-        o.Aggregate, opt(PRUNING, "stats: exact centralized Wanda mask.")
+        o.Aggregate, opt(PRUNING, "stats: the exact centralized method's mask.")
     ] = o.Aggregate.masks,
     stats_precision_bits: Annotated[int, opt(PRUNING, "stats: fixed-point bits.")] = 48,
     scaling: Annotated[bool, opt(PRUNING, "Scale kept weights by (m - C) / m.")] = False,

@@ -20,7 +20,8 @@ from torch import nn
 
 from ..errors import ConfigError, DataError
 from ..model import PrunableLayer, block_linears, decoder_blocks
-from .scores import magnitude_scores, row_mask, wanda_scores
+from .methods import PruneMethod, block_masks, owl_model_sparsities
+from .scores import PRUNERS
 
 CALIBRATIONS = ("sequential", "one-shot")
 BlockCallback = Callable[[int, int], None]  # (block index, number of blocks)
@@ -38,21 +39,43 @@ class BlockInputs:
 
 @dataclass
 class LayerStats:
-    """Sum over tokens of x_j^2 for each input feature of one linear, and the token count."""
+    """Sum over tokens of x_j^2 for each input feature of one linear, the token and sample
+    counts, and (only when asked for, DSnoT) the sums of max(x_j, 0) and of max(-x_j, 0)."""
 
     sq_sum: torch.Tensor  # float64 [in_features]
     tokens: int
     input_key: tuple = ()  # identifies the tensor the layer read (q/k/v read the same one)
     per_sample: torch.Tensor | None = None  # [samples, in_features], only when requested
+    samples: int = 0
+    x_pos: torch.Tensor | None = None  # float64 [in_features]: sum of the positive parts
+    x_neg: torch.Tensor | None = None  # float64 [in_features]: sum of the negative parts
 
     @property
     def sq_mean(self) -> torch.Tensor:
         return self.sq_sum / max(self.tokens, 1)
 
     def __add__(self, other: LayerStats) -> LayerStats:
+        def plus(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:
+            return None if a is None or b is None else a + b.to(a.device)
+
         return LayerStats(
-            self.sq_sum + other.sq_sum.to(self.sq_sum.device), self.tokens + other.tokens
+            self.sq_sum + other.sq_sum.to(self.sq_sum.device),
+            self.tokens + other.tokens,
+            samples=self.samples + other.samples,
+            x_pos=plus(self.x_pos, other.x_pos),
+            x_neg=plus(self.x_neg, other.x_neg),
         )
+
+    def detached(self) -> LayerStats:
+        """The sums on the CPU, without the per-sample parts or the input key."""
+
+        def cpu(value: torch.Tensor | None) -> torch.Tensor | None:
+            return None if value is None else value.cpu()
+
+        return LayerStats(
+            self.sq_sum.cpu(), self.tokens, samples=self.samples,
+            x_pos=cpu(self.x_pos), x_neg=cpu(self.x_neg),
+        )  # fmt: skip
 
 
 class _StopForward(Exception):
@@ -109,24 +132,32 @@ def block_statistics(
     inputs: BlockInputs,
     keep_outputs: bool,
     per_sample: bool = False,
+    first_moment: bool = False,
 ) -> tuple[dict[str, LayerStats], BlockInputs | None]:
     """Hook every prunable linear of the block and accumulate sum x^2 per input feature.
 
-    With `per_sample`, each LayerStats also holds every sample's own sums (what DP clips).
+    With `per_sample`, each LayerStats also holds every sample's own sums (what DP clips); with
+    `first_moment`, the sums of the positive and of the negative parts of x (DSnoT).
     """
+
+    def zeros(layer: PrunableLayer) -> torch.Tensor:
+        return torch.zeros(
+            layer.module.in_features, dtype=torch.float64, device=layer.module.weight.device
+        )
+
     stats = {
         layer.name: LayerStats(
-            torch.zeros(
-                layer.module.in_features, dtype=torch.float64, device=layer.module.weight.device
-            ),
+            zeros(layer),
             0,
+            x_pos=zeros(layer) if first_moment else None,
+            x_neg=zeros(layer) if first_moment else None,
         )
         for layer in layers
     }
 
     sources: list[torch.Tensor] = []
     # q/k/v (and gate/up) read the same tensor one after another: square and sum it once.
-    last: dict[str, Any] = {"input": None, "increment": None, "samples": None}
+    last: dict[str, Any] = {"input": None, "increment": None, "samples": None, "parts": None}
     parts: dict[str, list[torch.Tensor]] = {layer.name: [] for layer in layers}
 
     def make_hook(name: str) -> Callable:
@@ -144,10 +175,16 @@ def block_statistics(
                 # vs all pooled) must agree far below any Wanda score gap.
                 x = args[0].detach().reshape(-1, args[0].shape[-1]).double()
                 last["input"], last["increment"] = args[0], x.pow(2).sum(dim=0)
+                if first_moment:
+                    last["parts"] = (x.clamp_min(0).sum(dim=0), (-x).clamp_min(0).sum(dim=0))
                 if per_sample:
                     batch = args[0].detach().reshape(args[0].shape[0], -1, args[0].shape[-1])
                     last["samples"] = batch.double().pow(2).sum(dim=1)
             entry.sq_sum += last["increment"]
+            if first_moment:
+                entry.x_pos += last["parts"][0]
+                entry.x_neg += last["parts"][1]
+            entry.samples += args[0].shape[0] if args[0].dim() == 3 else 1
             if per_sample:
                 parts[name].append(last["samples"])
             entry.tokens += args[0].numel() // args[0].shape[-1]
@@ -212,9 +249,11 @@ class BlockwiseCalibration:
         samples: torch.Tensor,
         batch_size: int = 8,
         stats_transform: StatsTransform | None = None,
+        first_moment: bool = False,
     ) -> None:
         self.model = model
         self.stats_transform = stats_transform
+        self.first_moment = first_moment
         self.blocks = decoder_blocks(model)
         self.index = 0
         self._inputs = capture_block_inputs(model, samples, batch_size)
@@ -236,6 +275,7 @@ class BlockwiseCalibration:
             self._inputs,
             keep_outputs=True,
             per_sample=transform is not None,
+            first_moment=self.first_moment,
         )
         if transform is not None:
             per_sample: dict[str, torch.Tensor] = {}
@@ -285,24 +325,31 @@ class BlockwiseCalibration:
         self.index += 1
 
 
-def wanda_block_masks(
-    layers: list[PrunableLayer], stats: dict[str, LayerStats], sparsity: float
+def method_block_masks(
+    layers: list[PrunableLayer],
+    stats: dict[str, LayerStats],
+    sparsity: float | dict[str, float],
+    method: PruneMethod | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Per-row Wanda masks of one block's linears from their activation statistics."""
-    return {
-        layer.name: row_mask(
-            wanda_scores(layer.module.weight.data, stats[layer.name].sq_mean), sparsity
-        )
-        for layer in layers
-    }
+    """Masks of one block's linears under `method` (default Wanda) from their statistics, at
+    `sparsity` (one value, or one per layer name)."""
+    method = method or PruneMethod()
+    weights = {layer.name: layer.module.weight.data for layer in layers}
+    sparsities = sparsity if isinstance(sparsity, dict) else dict.fromkeys(weights, sparsity)
+    return block_masks(method, weights, stats, sparsities)
 
 
-def magnitude_masks(model: nn.Module, sparsity: float) -> dict[str, torch.Tensor]:
-    """Per-row magnitude masks of every prunable linear (no calibration data)."""
+def magnitude_masks(
+    model: nn.Module, sparsity: float, method: PruneMethod | None = None
+) -> dict[str, torch.Tensor]:
+    """Magnitude masks of every prunable linear (no calibration data)."""
+    method = method or PruneMethod(pruner="magnitude")
     return {
-        layer.name: row_mask(magnitude_scores(layer.module.weight.data), sparsity).cpu()
+        name: mask.cpu()
         for index in range(len(decoder_blocks(model)))
-        for layer in block_linears(model, index)
+        for name, mask in method_block_masks(
+            block_linears(model, index), {}, sparsity, method
+        ).items()
     }
 
 
@@ -311,8 +358,8 @@ def check_mask_options(sparsity: float, pruner: str, calibration: str) -> None:
         raise ConfigError(f"unknown calibration {calibration!r} (use {' or '.join(CALIBRATIONS)})")
     if not 0.0 < sparsity < 1.0:
         raise ConfigError(f"sparsity must lie in (0, 1), got {sparsity}")
-    if pruner not in ("wanda", "magnitude"):
-        raise ConfigError(f"unknown pruner {pruner!r} (use wanda or magnitude)")
+    if pruner not in PRUNERS:
+        raise ConfigError(f"unknown pruner {pruner!r} (use {', '.join(PRUNERS)})")
 
 
 def local_masks(
@@ -325,6 +372,7 @@ def local_masks(
     on_block: BlockCallback | None = None,
     stats_transform: StatsTransform | None = None,
     max_blocks: int | None = None,
+    method: PruneMethod | None = None,
 ) -> tuple[dict[str, torch.Tensor], dict[str, LayerStats]]:
     """One client's local masks (per output row, True = pruned) and the statistics behind them.
 
@@ -332,30 +380,37 @@ def local_masks(
     block sees dense activations; sequential: block l sees the outputs of blocks 0..l-1 pruned with
     this client's own masks (Wanda). The model's weights are unchanged when this returns.
     `stats_transform` replaces each block's statistics (see BlockwiseCalibration); `max_blocks`
-    stops after the first blocks (their masks do not depend on later blocks).
+    stops after the first blocks (their masks do not depend on later blocks). `method` (default:
+    `pruner` alone) picks scores, sparsity type, OWL and DSnoT; its pruner wins over `pruner`.
     """
-    check_mask_options(sparsity, pruner, calibration)
-    if pruner == "magnitude":
-        magnitude = magnitude_masks(model, sparsity)
+    method = method or PruneMethod(pruner=pruner)
+    check_mask_options(sparsity, method.pruner, calibration)
+    if method.pruner == "magnitude":
+        magnitude = magnitude_masks(model, sparsity, method)
         blocks = len(decoder_blocks(model))
         for index in range(blocks if on_block else 0):
             on_block(index, blocks)  # type: ignore[misc]
         return magnitude, {}
     if samples is None:
-        raise ConfigError("wanda needs calibration samples")
-    walk = BlockwiseCalibration(model, samples, batch_size, stats_transform)
+        raise ConfigError(f"{method.pruner} needs calibration samples")
+    sparsities: float | dict[str, float] = sparsity
+    if method.layerwise == "owl":
+        sparsities = owl_model_sparsities(model, samples, method, sparsity, batch_size)
+    walk = BlockwiseCalibration(
+        model, samples, batch_size, stats_transform, first_moment=method.first_moment
+    )
     masks: dict[str, torch.Tensor] = {}
     all_stats: dict[str, LayerStats] = {}
     while not walk.done and (max_blocks is None or walk.index < max_blocks):
         index, layers = walk.index, walk.layers
         stats = walk.statistics()
-        block_masks = wanda_block_masks(layers, stats, sparsity)
+        block_masks = method_block_masks(layers, stats, sparsities, method)
         if calibration == "one-shot":
             walk.propagate_dense()
         else:
             walk.propagate(block_masks)
         masks.update({name: mask.cpu() for name, mask in block_masks.items()})
-        all_stats.update({name: LayerStats(s.sq_sum.cpu(), s.tokens) for name, s in stats.items()})
+        all_stats.update({name: s.detached() for name, s in stats.items()})
         if on_block:
             on_block(index, len(walk.blocks))
     return masks, all_stats

@@ -10,7 +10,8 @@ Commands (`NodeCommand.kind`, its `settings` / `arrays` -> `NodeAnswer` settings
 describe      {samples_per_client, seqlen} -> {name, documents, topics, tokens, windows: [n, len]}
               Builds the node's calibration samples from its own text (cached).
 calibrate     {samples_per_client, seqlen, batch_size, pruner, calibration, sparsity,
-               walk: "masks" | "blocks", privacy: PrivacySettings fields}
+               walk: "masks" | "blocks", privacy: PrivacySettings fields,
+               method: PruneMethod fields (optional, default Wanda)}
               -> {calibration: number, layout: layout fingerprint, blocks}
               Starts a new calibration (pruning round): a new ledger, a new randomized-response
               key (drawn once from the node's source), a new DP statistics mechanism (one release
@@ -21,8 +22,9 @@ prepare       {aggregation, upload, ...} -> see below; stages the upload of aggr
   upload "block-masks"  {block, sparsity}: the current block's statistics -> its Wanda masks
                         (walk "blocks", iterative masks)                           -> {block}
   upload "histogram"    {blocks: [b..], one_shot}: statistics of `blocks` (one_shot: dense, the
-                        walk moves on), one exponent one-hot per input group
-                        -> {groups: [[layer names]], lengths: {leader: features}}
+                        walk moves on), one exponent one-hot per input group (and per
+                        first-moment part "<leader>|x+", "<leader>|x-" when the method
+                        is DSnoT) -> {groups: [[layer names]], lengths: {key: features}}
   upload "limbs"        {exponents: {leader: e}, precision}: the fixed-point limbs
                         `"<leader>#<k>"` of the statistics of the last histogram   -> {}
 apply         {block}, arrays {"mask/<layer>": packed bits, "scale/<layer>": float64 (optional)}
@@ -67,9 +69,10 @@ from ..client import fixed_point
 from ..client.calibrate import (
     BlockwiseCalibration,
     local_masks,
+    method_block_masks,
     shared_input_groups,
-    wanda_block_masks,
 )
+from ..client.methods import PruneMethod
 from ..errors import ConfigError, ProtocolError
 from ..privacy.randomized_response import draw_rr_key
 from ..privacy.settings import PrivacySettings
@@ -79,6 +82,7 @@ from ..secure_sum.api import ChunkSpec
 from ..secure_sum.ledger import ContributionLedger
 from .federation import NodeAnswer, NodeCommand
 from .layout import Packed, fingerprint, limb_chunk, pack_masks, unpack, unpack_masks
+from .server_step import FIRST_MOMENT, moment_key
 from .workbench import Workbench
 
 CALIBRATE_KEYS = (
@@ -224,6 +228,8 @@ class ClientNode:
         if missing or s["walk"] not in WALKS:
             raise ConfigError(f"calibrate needs {', '.join(CALIBRATE_KEYS)} (walk: masks|blocks)")
         options = {key: s[key] for key in CALIBRATE_KEYS}
+        options["method"] = PruneMethod.from_settings(s.get("method")).settings()
+        method = PruneMethod.from_settings(options["method"])
         privacy = PrivacySettings(**dict(s.get("privacy") or {}))
         samples = self.samples(int(options["samples_per_client"]), int(options["seqlen"]))
         calibration = self.begin_calibration(options, privacy)
@@ -239,13 +245,15 @@ class ClientNode:
                     options["calibration"],
                     int(options["batch_size"]),
                     stats_transform=calibration.dp,
+                    method=method,
                 )
                 self._mask_cache[key] = (pack_masks(masks), calibration.dp)
             calibration.masks, calibration.dp = self._mask_cache[key]
         else:
             calibration.walk = BlockwiseCalibration(
-                model, samples, int(options["batch_size"]), calibration.dp
-            )
+                model, samples, int(options["batch_size"]), calibration.dp,
+                first_moment=method.first_moment,
+            )  # fmt: skip
         self.current = calibration
         bench = self.env.bench
         return NodeAnswer(
@@ -267,7 +275,8 @@ class ClientNode:
             staged = Staged(aggregation, dict(calibration.masks), packed=True)
         elif upload == "block-masks":
             walk = self._walk(int(s["block"]))
-            masks = wanda_block_masks(walk.layers, walk.statistics(), float(s["sparsity"]))
+            method = PruneMethod.from_settings(calibration.options.get("method"))
+            masks = method_block_masks(walk.layers, walk.statistics(), float(s["sparsity"]), method)
             arrays = {n: m.cpu().reshape(-1).numpy().astype(np.uint8) for n, m in masks.items()}
             staged, answer = Staged(aggregation, arrays), {"block": walk.index}
         elif upload == "histogram":
@@ -292,10 +301,20 @@ class ClientNode:
             layers = walk.layers
             stats = walk.statistics()
             groups += shared_input_groups(layers, stats)
-            sums.update({name: entry.sq_sum.cpu().numpy() for name, entry in stats.items()})
+            for name, entry in stats.items():
+                sums[name] = entry.sq_sum.cpu().numpy()
+                if entry.x_pos is not None and entry.x_neg is not None:
+                    parts = (entry.x_pos, entry.x_neg)
+                    for part, values in zip(FIRST_MOMENT, parts, strict=True):
+                        sums[moment_key(name, part)] = values.cpu().numpy()
             if one_shot:
                 walk.propagate_dense()
-        calibration.stats = {group[0]: sums[group[0]] for group in groups}
+        calibration.stats = {
+            key: sums[key]
+            for group in groups
+            for key in [group[0]] + [moment_key(group[0], part) for part in FIRST_MOMENT]
+            if key in sums
+        }
         staged = Staged(
             aggregation,
             {name: fixed_point.exponent_one_hot(v) for name, v in calibration.stats.items()},

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from ..client.calibrate import BlockwiseCalibration
+from ..client.methods import PruneMethod
 from ..errors import ConfigError
 from ..privacy.settings import PrivacySettings
 from ..secure_sum.ledger import ContributionLedger
@@ -132,8 +133,9 @@ def restore_node(cls: type[ClientNode], env: NodeEnv, saved: Saved) -> ClientNod
     if saved_calibration["walk_index"] is not None:
         samples = node.samples(int(options["samples_per_client"]), int(options["seqlen"]))
         walk = BlockwiseCalibration(
-            env.bench.model, samples, int(options["batch_size"]), calibration.dp
-        )
+            env.bench.model, samples, int(options["batch_size"]), calibration.dp,
+            first_moment=PruneMethod.from_settings(options.get("method")).first_moment,
+        )  # fmt: skip
         hidden = _prefixed(arrays, "walk/")
         dtype = saved_calibration["walk_dtype"]
         walk.resume_at(

@@ -20,6 +20,7 @@ import torch
 
 from .. import __version__
 from ..client.calibrate import local_masks
+from ..client.methods import PruneMethod
 from ..config import RunConfig
 from ..errors import ConfigError
 from ..evaluate import Evaluation
@@ -169,7 +170,7 @@ class Pipeline:
             with stage as advance:
                 masks, _ = local_masks(
                     self.bench.model, pooled, p.sparsity, p.pruner, p.calibration, p.batch_size,
-                    on_block=lambda _i, _n: advance(),
+                    on_block=lambda _i, _n: advance(), method=PruneMethod.of(p),
                 )  # fmt: skip
         return {name: mask.numpy() for name, mask in masks.items()}
 

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..client import fixed_point
+from ..client.methods import PruneMethod
 from ..config import RunConfig
 from ..errors import DataError, ProtocolError
 from ..progress import Progress
@@ -33,6 +34,7 @@ from .server_step import (
     decode_statistics,
     global_masks,
     limb_lengths,
+    owl_stats_sparsities,
     stats_masks,
 )
 from .timer import Timer
@@ -57,11 +59,17 @@ class Server:
     session: SecureSumSession | None = None
     stats_exponents: dict[str, dict[str, int]] = field(default_factory=dict)
     stats_totals: dict[str, np.ndarray] = field(default_factory=dict)
+    stats_groups: list[list[str]] = field(default_factory=list)  # input groups summed so far
+
+    @property
+    def method(self) -> PruneMethod:
+        return PruneMethod.of(self.config.pruning)
 
     @property
     def rule(self) -> MaskRule:
-        p = self.config.pruning
-        return MaskRule(p.sparsity, p.group, self.config.seed, p.scaling)
+        p, method = self.config.pruning, self.method
+        implied = method.layerwise == "owl"
+        return MaskRule(p.sparsity, p.group, self.config.seed, p.scaling, method.n_m, implied)
 
     def command(
         self, kind: str, settings: Mapping[str, Any], arrays: Mapping[str, np.ndarray] | None = None
@@ -77,6 +85,7 @@ class Server:
             "samples_per_client": d.samples_per_client, "seqlen": d.seqlen,
             "batch_size": p.batch_size, "pruner": p.pruner, "calibration": p.calibration,
             "sparsity": p.sparsity, "walk": walk, "privacy": asdict(self.config.privacy),
+            "method": self.method.settings(),
         }  # fmt: skip
         clients = len(self.federation.alive())
         with self.timer.phase("calibration_clients"):
@@ -185,15 +194,21 @@ def _agreed(answers: Mapping[ClientId, NodeAnswer], key: str) -> Any:
     return values[0]
 
 
-def _stats(server: Server, one_shot: bool) -> tuple[Masks, Scales]:
-    bench, precision = server.bench, server.config.pruning.stats_precision_bits
-    fixed_point.check_capacity(precision, len(server.federation.alive()))
+def _stats_rounds(
+    server: Server, one_shot: bool, sparsities: dict[str, float] | None, masks_wanted: bool = True
+) -> Masks:
+    """One calibration and session of stats rounds (one round over every block when `one_shot`,
+    else one per block); the server's summed statistics end in `server.stats_totals`. Masks at
+    `sparsities` (per layer; None: `pruning.sparsity`, or OWL's from the one-shot round)."""
+    bench, p = server.bench, server.config.pruning
+    method, precision = server.method, p.stats_precision_bits
     window_tokens = _window_tokens(server)
     server.calibrate("blocks")
     session = server.open_session()
     weights = {layer.name: layer.module.weight.data for layer in bench.layers}
     rounds = [list(range(bench.blocks))] if one_shot else [[b] for b in range(bench.blocks)]
     masks: Masks = {}
+    server.stats_groups = []
     with server.progress.stage("stats (per round)", len(rounds)) as advance:
         for number, blocks in enumerate(rounds):
             prepare = {"aggregation": 2 * number, "upload": "histogram", "blocks": blocks,
@@ -201,6 +216,7 @@ def _stats(server: Server, one_shot: bool) -> tuple[Masks, Scales]:
             with server.timer.phase("calibration_clients"):
                 answers = server.command("prepare", prepare)
             groups, lengths = _agreed(answers, "groups"), _agreed(answers, "lengths")
+            server.stats_groups += groups
             slots = {name: fixed_point.EXPONENT_SLOTS for name in lengths}
             histograms, _ = server.sum(session, AggregationSpec.from_lengths(2 * number, slots, 1))
             exponents, report = common_exponents(histograms)
@@ -213,20 +229,45 @@ def _stats(server: Server, one_shot: bool) -> tuple[Masks, Scales]:
                 2 * number + 1, limb_lengths(lengths, precision), fixed_point.LIMB_BOUND
             )
             sums, contributors = server.sum(session, spec)
+            tokens = contributors * window_tokens
+            samples = contributors * server.config.data.samples_per_client
             with server.timer.phase("server_prune"):
                 for leader in lengths:
                     server.stats_totals[leader] = decode_statistics(
                         sums, leader, exponents[leader], precision
                     )
-                round_masks = stats_masks(
-                    groups, server.stats_totals, contributors * window_tokens, weights,
-                    server.config.pruning.sparsity,
+                if masks_wanted and sparsities is None and method.layerwise == "owl":
+                    block_of = {layer.name: layer.block for layer in bench.layers}
+                    sparsities = owl_stats_sparsities(
+                        method, groups, server.stats_totals, tokens, weights, block_of, p.sparsity
+                    )
+                round_masks = {} if not masks_wanted else stats_masks(
+                    groups, server.stats_totals, tokens, weights,
+                    p.sparsity if sparsities is None else sparsities, method, samples,
                 )  # fmt: skip
             masks.update(round_masks)
             if not one_shot:
                 server.apply_block(blocks[0], round_masks, None)
             advance()
-    return masks, None
+    return masks
+
+
+def _stats(server: Server, one_shot: bool) -> tuple[Masks, Scales]:
+    p = server.config.pruning
+    fixed_point.check_capacity(p.stats_precision_bits, len(server.federation.alive()))
+    sparsities = None
+    if p.layerwise == "owl" and not one_shot:
+        # OWL's ratios come from the dense model (as its reference): a one-shot round first.
+        _stats_rounds(server, True, None, masks_wanted=False)
+        bench = server.bench
+        block_of = {layer.name: layer.block for layer in bench.layers}
+        weights = {layer.name: layer.module.weight.data for layer in bench.layers}
+        tokens = server.contributors[-1] * _window_tokens(server)
+        sparsities = owl_stats_sparsities(
+            server.method, server.stats_groups, server.stats_totals, tokens, weights, block_of,
+            p.sparsity,
+        )  # fmt: skip
+    return _stats_rounds(server, one_shot, sparsities), None
 
 
 def stats_one_shot(server: Server) -> tuple[Masks, Scales]:

@@ -6,6 +6,9 @@ Pure functions on numpy arrays shaped like the weight [out, in]; True = pruned.
           broken uniformly at random by a generator seeded with (seed, layer index).
 * row:    per output row, prune the int(in * s) highest counts; ties: lower column index first.
 * column: per input column, prune the int(out * s) highest counts; ties: lower row index first.
+* N:M (`n_m_global_mask`, whatever the group): in every group of M consecutive inputs of a row,
+          keep the N lowest counts and prune the M - N highest; ties: lower column index pruned
+          first. The global mask is then N:M like every local one.
 """
 
 from __future__ import annotations
@@ -59,3 +62,25 @@ def global_mask(
 def scaling_factors(counts: np.ndarray, clients: int) -> np.ndarray:
     """The paper's optional weight scaling: a kept weight is multiplied by (m - C) / m."""
     return (clients - counts.astype(np.float64)) / clients
+
+
+def n_m_global_mask(counts: np.ndarray, kept: int, group: int) -> np.ndarray:
+    """Keep the `kept` lowest counts of every `group` consecutive inputs of each row."""
+    rows, columns = counts.shape
+    if columns % group:
+        raise ConfigError(f"{columns} input features are not a multiple of the N:M group {group}")
+    grouped = counts.astype(np.float64).reshape(rows, columns // group, group)
+    # A stable sort of -C puts the highest counts first and keeps lower indices first on ties.
+    order = np.argsort(-grouped, axis=2, kind="stable")[:, :, : group - kept]
+    mask = np.zeros(grouped.shape, dtype=bool)
+    np.put_along_axis(mask, order, True, axis=2)
+    return mask.reshape(rows, columns)
+
+
+def implied_sparsity(counts: np.ndarray, clients: int) -> float:
+    """The mean local sparsity behind `counts` from `clients` masks: sum(C) / (m * numel),
+    clipped to [0, 1) (debiased randomized-response counts may stray outside)."""
+    if clients <= 0 or counts.size == 0:
+        return 0.0
+    fraction = float(np.asarray(counts, dtype=np.float64).sum()) / (clients * counts.size)
+    return min(max(fraction, 0.0), float(np.nextafter(1.0, 0.0)))
