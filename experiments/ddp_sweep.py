@@ -92,7 +92,7 @@ def cache(args: argparse.Namespace) -> None:
     bench = bench_for(args)
     texts = client_texts(DataConfig(clients=args.clients, split=args.split), seed=0)
     if not (folder / "reference.npz").exists():
-        reference = reference_statistics(bench, args.seqlen, args.batch)
+        reference, _ = reference_statistics(bench, args.seqlen, args.batch)
         np.savez(folder / "reference.npz", **reference)
     for client, text in enumerate(texts):
         path = folder / f"client{client}.npz"

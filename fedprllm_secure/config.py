@@ -263,6 +263,12 @@ def check_dp_noise(config: RunConfig) -> None:
             "privacy.dp_noise distributed needs pruning.aggregate stats (in masks mode each "
             "client computes its mask from its own statistics: use privacy.dp_noise local)"
         )
+    p = config.pruning
+    if p.refine != "none" or p.layerwise != "uniform":
+        raise ConfigError(
+            "privacy.dp_noise distributed needs pruning.refine none and pruning.layerwise uniform "
+            "(their extra statistics and rounds are not in the privacy budget)"
+        )
     m = privacy.dp_min_survivors
     if m is not None and not config.data.client_data and m > config.data.clients:
         raise ConfigError(

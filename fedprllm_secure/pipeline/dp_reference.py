@@ -37,18 +37,20 @@ class WindowRecorder:
 
 def reference_statistics(
     bench: Workbench, seqlen: int, batch_size: int, count: int = REFERENCE_WINDOWS
-) -> dict[str, np.ndarray]:
-    """{group leader: [windows, features]} of every block's input groups on public text, with
-    the dense model (one-shot activations)."""
+) -> tuple[dict[str, np.ndarray], dict[int, list[list[str]]]]:
+    """({group leader: [windows, features]}, {block: input groups}) of every block on public
+    text, with the dense model (one-shot activations)."""
     recorder = WindowRecorder()
     windows = bench.reference_windows(count, seqlen)
     walk = BlockwiseCalibration(bench.model, windows, batch_size, recorder)
     out: dict[str, np.ndarray] = {}
+    groups: dict[int, list[list[str]]] = {}
     while not walk.done:
         block, layers = walk.index, walk.layers
         stats = walk.statistics()
         recorded = recorder.take(block)
-        for group in shared_input_groups(layers, stats):
+        groups[block] = shared_input_groups(layers, stats)
+        for group in groups[block]:
             out[group[0]] = recorded[group[0]]
         walk.propagate_dense()
-    return out
+    return out, groups

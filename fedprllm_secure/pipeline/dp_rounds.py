@@ -55,6 +55,7 @@ class ServerRelease:
 
     privacy: PrivacySettings
     reference: Mapping[str, np.ndarray]  # leader -> public per-window statistics
+    groups: Mapping[int, list[list[str]]]  # block -> its input groups (leader first)
     windows: int
     clients: int
     releases: int
@@ -75,6 +76,17 @@ class ServerRelease:
                     "clients": self.clients}  # fmt: skip
         arrays = {SCALE_PREFIX + leader: spec.scales[leader] for leader in spec.leaders}
         return settings, arrays
+
+    def report(self) -> dict[str, Any] | None:
+        """results.json `distributed_dp`: the first release's plan, and every release's
+        contributors (None before any release)."""
+        if not self.plans:
+            return None
+        return {**self.plans[0], "releases_made": len(self.plans),
+                "contributors_per_release": [p["contributors"] for p in self.plans],
+                "domain": self.privacy.dp_domain,
+                "clip_from": "--dp-clip" if self.privacy.dp_clip is not None else
+                f"public text: quantile {ds.CLIP_QUANTILE} of normalised window norms"}  # fmt: skip
 
     def plan(self, spec: ds.ReleaseSpec) -> DistributedPlan:
         return release_plan(self.privacy, spec, self.releases, self.windows, self.clients)

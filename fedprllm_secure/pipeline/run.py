@@ -194,7 +194,9 @@ def privacy_summary(server: Server) -> dict[str, Any]:
             "report", {first: NodeCommand("report")}, config.federation.round_timeout_s
         )
         statistics = answers[first].settings.get("statistics_dp") if first in answers else None
+    distributed = server.dp_release.report() if server.dp_release is not None else None
     return config.privacy.report(
+        distributed=distributed,
         protocol=config.protocol.name,
         protocol_secure=registry.get(config.protocol.name).secure,
         weights=server.bench.weights,

@@ -161,8 +161,10 @@ class PrivacySettings:
         contributors: int,
         statistics: dict[str, Any] | None,
         noise_source: str,
+        distributed: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         return privacy_report(
+            distributed=distributed,
             noise_source=noise_source,
             protocol=protocol,
             protocol_secure=protocol_secure,
