@@ -24,11 +24,11 @@ from ..client import fixed_point
 from ..client.methods import PruneMethod
 from ..config import RunConfig
 from ..errors import DataError, ProtocolError
+from ..privacy import distributed_stats
+from ..privacy.settings import PrivacySettings
 from ..progress import Progress
 from ..secure_sum import registry
 from ..secure_sum.api import AggregationSpec, ClientId
-from ..privacy import distributed_stats
-from ..privacy.settings import PrivacySettings
 from .dp_reference import reference_statistics
 from .dp_rounds import ServerRelease
 from .federation import Federation, NodeAnswer, NodeCommand, SecureSumSession
@@ -42,6 +42,7 @@ from .server_step import (
     owl_stats_sparsities,
     stats_masks,
 )
+from .texts import eval_text
 from .timer import Timer
 from .workbench import Workbench
 
@@ -286,6 +287,8 @@ def _dp_release(server: Server, releases: int) -> ServerRelease:
     d, p = server.config.data, server.config.pruning
     assert server.privacy is not None
     with server.timer.phase("dp_reference"):
+        if server.bench.eval_tokens is None:
+            server.bench.use_public_text(eval_text(d))
         reference, groups = reference_statistics(server.bench, d.seqlen, p.batch_size)
     clients = len(server.federation.alive())
     server.dp_release = ServerRelease(

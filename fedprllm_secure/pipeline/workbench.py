@@ -58,20 +58,23 @@ class Workbench:
         self.windows = eval_windows(self.eval_tokens, seqlen, count)
         self.window_bytes = predicted_bytes(self.tokenizer, self.windows)
 
+    def use_public_text(self, text: str) -> None:
+        """Public text for `reference_windows` when no evaluation text was set (a Flower server
+        does not evaluate)."""
+        if self.eval_tokens is None:
+            self.eval_tokens = data.tokenize(self.tokenizer, text)
+
     def reference_windows(self, count: int, seqlen: int) -> torch.Tensor:
-        """[count', seqlen] windows of public text (the evaluation text after its evaluation
-        windows, from its start when too short; count' <= count), to set public DP parameters.
-        """
+        """[count', seqlen] windows of public text, to set public DP parameters: the last
+        count' <= count whole windows of the evaluation text (evaluation reads its first ones:
+        disjoint when the text holds both)."""
         if self.eval_tokens is None:
             raise DataError("no evaluation text: call use_eval_text first")
-        tokens = self.eval_tokens
-        used = sum(int(w.numel()) for w in self.windows)
-        if tokens.numel() - used >= count * seqlen:
-            tokens = tokens[used:]
-        available = min(count, tokens.numel() // seqlen)
+        available = min(count, self.eval_tokens.numel() // seqlen)
         if available < 1:
             raise DataError(f"the evaluation text has fewer than {seqlen} tokens")
-        return tokens[: available * seqlen].reshape(available, seqlen)
+        tail = self.eval_tokens[self.eval_tokens.numel() - available * seqlen :]
+        return tail.reshape(available, seqlen)
 
     def block_layers(self, block: int) -> list[PrunableLayer]:
         return [layer for layer in self.layers if layer.block == block]
