@@ -53,7 +53,9 @@ DELTA, SPARSITY, MODEL = 1e-5, 0.5, "smollm2-135m"
 
 
 def setting(args: argparse.Namespace) -> str:
-    return f"{args.clients}x{args.windows}x{args.seqlen}" + ("" if args.split == "iid" else "-topic")
+    return f"{args.clients}x{args.windows}x{args.seqlen}" + (
+        "" if args.split == "iid" else "-topic"
+    )
 
 
 def cache_dir(args: argparse.Namespace) -> Path:

@@ -271,6 +271,4 @@ def check_dp_noise(config: RunConfig) -> None:
         )
     m = privacy.dp_min_survivors
     if m is not None and not config.data.client_data and m > config.data.clients:
-        raise ConfigError(
-            f"privacy.dp_min_survivors {m} exceeds the {config.data.clients} clients"
-        )
+        raise ConfigError(f"privacy.dp_min_survivors {m} exceeds the {config.data.clients} clients")

@@ -116,8 +116,11 @@ def simulate(
     ] = False,
     dp_noise: Annotated[
         o.DpNoise | None,
-        opt(PRIVACY, "distributed: shares in the secure sum (default: stats + additive/ckks).",
-            show_default=False),
+        opt(
+            PRIVACY,
+            "distributed: shares in the secure sum (default: stats + additive/ckks).",
+            show_default=False,
+        ),
     ] = None,
     dp_mechanism: Annotated[
         o.DpMechanism, opt(PRIVACY, "distributed noise: skellam or exact discrete Gaussian.")
@@ -127,8 +130,11 @@ def simulate(
     ] = o.DpUnit.window,
     dp_min_survivors: Annotated[
         int | None,
-        opt(PRIVACY, "distributed: honest shares the noise needs (default: smallest release).",
-            show_default=False),
+        opt(
+            PRIVACY,
+            "distributed: honest shares the noise needs (default: smallest release).",
+            show_default=False,
+        ),
     ] = None,
     dp_domain: Annotated[
         o.DpDomain, opt(PRIVACY, "distributed: public scale before clipping.")

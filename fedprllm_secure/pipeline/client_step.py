@@ -27,9 +27,8 @@ prepare       {aggregation, upload, ...} -> see below; stages the upload of aggr
                         is DSnoT) -> {groups: [[layer names]], lengths: {key: features}}
   upload "limbs"        {exponents: {leader: e}, precision}: the fixed-point limbs
                         `"<leader>#<k>"` of the statistics of the last histogram   -> {}
-  upload "dp-sums"      {blocks, one_shot, leaders, clip, clients}, arrays {"dp-scale/<leader>"}:
-                        under distributed DP (instead of histogram + limbs, which it refuses):
-                        the noisy residues of `blocks` (`pipeline.dp_rounds`)  -> {groups}
+  upload "dp-sums"      distributed DP, instead of histogram + limbs (refused then): the noisy
+                        residues of `blocks` (`pipeline.dp_rounds`)            -> {groups}
 apply         {block}, arrays {"mask/<layer>": packed bits, "scale/<layer>": float64 (optional)}
               The global mask of the current block: the node runs its samples through the block
               pruned (and scaled) so, and moves to the next block.           -> {block: next}
@@ -71,12 +70,12 @@ from .. import data
 from ..client import fixed_point
 from ..client.calibrate import (
     BlockwiseCalibration,
+    StatsTransform,
     local_masks,
     method_block_masks,
     shared_input_groups,
 )
 from ..client.methods import PruneMethod
-from ..client.calibrate import StatsTransform
 from ..errors import ConfigError, PrivacyError, ProtocolError
 from ..privacy.randomized_response import draw_rr_key
 from ..privacy.settings import PrivacySettings
@@ -129,9 +128,9 @@ class Calibration:
     dp_released: list[int] = field(default_factory=list)  # distributed DP: releases made
 
     @property
-    def transform(self) -> StatsTransform | None:
-        """What the walk applies to each block's per-sample statistics (local DP or recorder)."""
+    def transform(self) -> StatsTransform | None:  # local DP, or the distributed DP recorder
         return self.dp if self.dp is not None else self.recorder
+
     masks: Packed | None = None  # walk "masks": the local masks, packed
     walk: BlockwiseCalibration | None = None  # walk "blocks"
     stats: dict[str, np.ndarray] = field(default_factory=dict)  # last histogram's statistics
@@ -296,8 +295,7 @@ class ClientNode:
             arrays = {n: m.cpu().reshape(-1).numpy().astype(np.uint8) for n, m in masks.items()}
             staged, answer = Staged(aggregation, arrays), {"block": walk.index}
         elif upload in ("histogram", "limbs") and calibration.privacy.distributed:
-            raise PrivacyError(f"upload {upload!r} would send unnoised statistics under "
-                               "distributed DP: refused")  # fmt: skip
+            raise PrivacyError(f"upload {upload!r} would send unnoised statistics: refused")
         elif upload == "histogram":
             staged, answer = self._histogram(aggregation, s["blocks"], bool(s["one_shot"]))
         elif upload == "limbs":
@@ -305,8 +303,7 @@ class ClientNode:
         elif upload == dp_rounds.UPLOAD:
             staged, answer = self._dp_sums(aggregation, s, command.arrays)
         else:
-            raise ConfigError(f"unknown upload {upload!r} (masks, block-masks, histogram, limbs, "
-                              "dp-sums)")  # fmt: skip
+            raise ConfigError(f"unknown upload {upload!r} (see the module docstring)")
         calibration.staged = staged
         return NodeAnswer(answer)
 
@@ -351,19 +348,10 @@ class ClientNode:
         calibration = self._need()
         if calibration.recorder is None:
             raise ProtocolError("dp-sums: this calibration has no distributed DP")
-        groups: list[list[str]] = []
-        per_window: dict[str, np.ndarray] = {}
-        for block in s["blocks"]:
-            walk = self._walk(int(block))
-            stats = walk.statistics()
-            recorded = calibration.recorder.take(walk.index)
-            for group in shared_input_groups(walk.layers, stats):
-                groups.append(group)
-                per_window[group[0]] = recorded[group[0]]
-            if bool(s["one_shot"]):
-                walk.propagate_dense()
-        one_shot = calibration.options["calibration"] == "one-shot"
-        releases = 1 if one_shot else self.env.bench.blocks
+        groups, per_window = dp_rounds.walk_blocks(
+            self._walk, calibration.recorder, [int(b) for b in s["blocks"]], bool(s["one_shot"])
+        )
+        releases = 1 if calibration.options["calibration"] == "one-shot" else self.env.bench.blocks
         source = self.env.source.child(f"calibration-{calibration.number}/dp-share-{aggregation}")
         chunks = dp_rounds.client_release(
             calibration.privacy, per_window, (s, arrays), calibration.dp_released, releases, source

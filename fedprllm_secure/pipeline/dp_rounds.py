@@ -16,17 +16,19 @@ releases than that plan certifies.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from ..client.calibrate import BlockwiseCalibration, shared_input_groups
 from ..errors import PrivacyError, ProtocolError
 from ..privacy import distributed_stats as ds
 from ..privacy.distributed_dp import DistributedPlan
 from ..privacy.settings import PrivacySettings
 from ..randomness import RandomSource
+from .dp_reference import WindowRecorder
 
 UPLOAD = "dp-sums"
 SCALE_PREFIX = "dp-scale/"
@@ -99,6 +101,28 @@ class ServerRelease:
         self.plans.append({**plan.report(), "contributors": contributors,
                            "dimension": spec.dimension})  # fmt: skip
         return totals
+
+
+def walk_blocks(
+    walk_at: Callable[[int], BlockwiseCalibration],
+    recorder: WindowRecorder,
+    blocks: list[int],
+    one_shot: bool,
+) -> tuple[list[list[str]], dict[str, np.ndarray]]:
+    """(input groups, {leader: per-window statistics}) of `blocks`, walking the node's
+    calibration (`walk_at(block)` checks it is there; one-shot: on through the dense block)."""
+    groups: list[list[str]] = []
+    per_window: dict[str, np.ndarray] = {}
+    for block in blocks:
+        walk = walk_at(block)
+        stats = walk.statistics()
+        recorded = recorder.take(walk.index)
+        for group in shared_input_groups(walk.layers, stats):
+            groups.append(group)
+            per_window[group[0]] = recorded[group[0]]
+        if one_shot:
+            walk.propagate_dense()
+    return groups, per_window
 
 
 def client_spec(settings: Mapping[str, Any], arrays: Mapping[str, np.ndarray],

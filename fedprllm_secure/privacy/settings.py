@@ -15,8 +15,8 @@ server sends the settings to the clients.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
 import math
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np

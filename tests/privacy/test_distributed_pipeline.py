@@ -17,8 +17,7 @@ import pytest
 
 from fedprllm_secure.cli import main
 from fedprllm_secure.errors import ConfigError, PrivacyError
-from fedprllm_secure.pipeline import Pipeline
-from fedprllm_secure.pipeline import dp_rounds
+from fedprllm_secure.pipeline import Pipeline, dp_rounds
 from fedprllm_secure.privacy import distributed_encoding as de
 from fedprllm_secure.privacy import distributed_stats as ds
 from fedprllm_secure.privacy.settings import PrivacySettings
@@ -118,11 +117,15 @@ def test_a_dropout_below_min_survivors_aborts_and_above_keeps_the_guarantee(
     """ckks releases a sum of 2 clients (minimum cohort 2); noise sized for 3 honest shares must
     then not be decoded (the guarantee would be weaker than reported); sized for 2 it holds."""
     tight = replace(DP, dp_min_survivors=3, min_cohort=2)
-    config = _config(tiny_model_dir, client_dir, tight, protocol="ckks", drop={1: "encrypted-input"})
+    config = _config(
+        tiny_model_dir, client_dir, tight, protocol="ckks", drop={1: "encrypted-input"}
+    )
     with pytest.raises((ConfigError, PrivacyError), match="fewer than the 3 survivors"):
         Pipeline(config).fedprllm()
     margin = replace(tight, dp_min_survivors=2)
-    config = _config(tiny_model_dir, client_dir, margin, protocol="ckks", drop={1: "encrypted-input"})
+    config = _config(
+        tiny_model_dir, client_dir, margin, protocol="ckks", drop={1: "encrypted-input"}
+    )
     report = Pipeline(config).fedprllm().privacy["distributed_dp"]
     assert report["contributors_per_release"] == [2] and report["min_survivors"] == 2
     assert report["epsilon_spent"] <= 4.0
