@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -35,17 +34,14 @@ import numpy as np
 import torch
 
 from fedprllm_secure import data
+from fedprllm_secure.audit import noisy_stats
 from fedprllm_secure.config import DataConfig
 from fedprllm_secure.outputs import write_json
-from fedprllm_secure.pipeline.dp_reference import WindowRecorder, reference_statistics
+from fedprllm_secure.pipeline.dp_reference import reference_statistics
 from fedprllm_secure.pipeline.server_step import stats_masks
 from fedprllm_secure.pipeline.texts import client_texts, eval_text
 from fedprllm_secure.pipeline.workbench import Workbench
-from fedprllm_secure.privacy import distributed_encoding as de
 from fedprllm_secure.privacy import distributed_stats as ds
-from fedprllm_secure.privacy.accounting import get
-from fedprllm_secure.privacy.sampling import standard_normal
-from fedprllm_secure.privacy.statistics import FLOOR_STDS
 from fedprllm_secure.randomness import SystemRandomSource
 
 ROOT = Path(__file__).parent
@@ -69,24 +65,6 @@ def bench_for(args: argparse.Namespace) -> Workbench:
     return bench
 
 
-def client_statistics(bench: Workbench, windows: torch.Tensor, batch: int) -> tuple[dict, list]:
-    """Every block's per-window statistics per input-group leader (dense, one-shot) and groups."""
-    from fedprllm_secure.client.calibrate import BlockwiseCalibration, shared_input_groups
-
-    recorder = WindowRecorder()
-    walk = BlockwiseCalibration(bench.model, windows, batch, recorder)
-    out, groups = {}, []
-    while not walk.done:
-        block, layers = walk.index, walk.layers
-        stats = walk.statistics()
-        recorded = recorder.take(block)
-        for group in shared_input_groups(layers, stats):
-            groups.append(group)
-            out[group[0]] = recorded[group[0]].astype(np.float32)
-        walk.propagate_dense()
-    return out, groups
-
-
 def cache(args: argparse.Namespace) -> None:
     folder = cache_dir(args)
     folder.mkdir(parents=True, exist_ok=True)
@@ -104,7 +82,7 @@ def cache(args: argparse.Namespace) -> None:
             print("time budget spent; run again to continue", file=sys.stderr)
             return
         windows = data.calibration_samples(bench.tokenizer, text, args.windows, args.seqlen)
-        stats, groups = client_statistics(bench, windows, args.batch)
+        stats, groups = noisy_stats.window_statistics(bench, windows, args.batch)
         np.savez(path, **stats)
         (folder / "groups.json").write_text(json.dumps(groups))
         topics = list(text.topics)
@@ -134,55 +112,10 @@ def parse(name: str) -> dict:
     return spec
 
 
-def distributed(clients: list[dict], spec: ds.ReleaseSpec, v: dict, windows: int) -> tuple:
-    n = len(clients)
-    m = v["m"] or n
-    plan = ds.plan_for(v["eps"], DELTA, 1, spec.clip, spec.dimension, windows, m, n,
-                       v["mechanism"], v["unit"])  # fmt: skip
-    sums: dict[str, np.ndarray] = {}
-    exact = np.zeros(spec.dimension)
-    for per_window in clients:
-        chunks = ds.client_chunks(per_window, spec, plan, SystemRandomSource())
-        for name, values in chunks.items():
-            sums[name] = sums.get(name, 0) + values.astype(np.uint64)
-        stacked = spec.stack(per_window)
-        if v["unit"] == "client":
-            stacked = stacked.sum(axis=0, keepdims=True)
-        exact += de.clip_windows(stacked, spec.clip).sum(axis=0)
-    count = ds.limbs(plan)
-    joined = np.concatenate([
-        ds.fixed_point.from_limbs([sums[ds.chunk_name(leader, k)] for k in range(count)])
-        for leader in spec.leaders
-    ])  # fmt: skip
-    error = de.decode_sum(joined, plan.encoding) - exact
-    totals = ds.server_totals(sums, spec, plan, n)
-    noise = {"measured_sum_std": float(error.std()),
-             "plan_sum_std": plan.noise.sum_std(n) / plan.encoding.gamma,
-             "modulus_bits": plan.encoding.modulus_bits, "epsilon_spent": plan.noise.epsilon(),
-             "epsilon_if_one_share_is_seen": plan.noise.epsilon(1)}  # fmt: skip
-    return totals, noise, exact
-
-
-def local(clients: list[dict], spec: ds.ReleaseSpec, v: dict) -> tuple:
-    sigma = get("rdp").noise_multiplier(v["eps"], DELTA, 1)
-    std = sigma * math.sqrt(2.0) * spec.clip
-    total = np.zeros(spec.dimension)
-    exact = np.zeros(spec.dimension)
-    noise_sum = np.zeros(spec.dimension)
-    for per_window in clients:
-        clipped = de.clip_windows(spec.stack(per_window), spec.clip).sum(axis=0)
-        noise = std * standard_normal(SystemRandomSource(), spec.dimension)
-        total += np.maximum(clipped + noise, FLOOR_STDS * std)  # each client floors its release
-        exact += clipped
-        noise_sum += noise
-    noise = {"measured_sum_std": float(noise_sum.std()), "noise_multiplier": sigma,
-             "plan_sum_std": std * math.sqrt(len(clients))}  # fmt: skip
-    return spec.split(total), noise, exact
-
-
 def run(args: argparse.Namespace) -> None:
     out = ROOT / "results" / "ddp" / f"sweep_{setting(args)}.json"
-    rows = json.loads(out.read_text())["rows"] if out.exists() else {}
+    stored = json.loads(out.read_text()) if out.exists() else {}
+    rows, settings = stored.get("rows", {}), stored.get("settings", {})
     todo = [v for v in args.variants if v not in rows]
     if not todo:
         return
@@ -199,26 +132,29 @@ def run(args: argparse.Namespace) -> None:
             print("time budget spent; run again to continue", file=sys.stderr)
             break
         v, row = parse(name), {}
+        source = SystemRandomSource()
         if v["kind"] == "nonprivate":
-            totals = {k: sum(c[k].sum(axis=0) for c in clients) for k in leaders}
+            totals = noisy_stats.exact_totals(clients, leaders)
         elif v["kind"] == "public":  # no client data: Wanda on the public reference text
-            totals = {k: reference[k].astype(np.float64).sum(axis=0) for k in leaders}
+            totals = noisy_stats.public_totals(reference, leaders)
         else:
             per_unit = args.windows if v["unit"] == "client" else 1
             spec = ds.public_spec(reference, leaders, v["domain"], None, per_unit)
-            if v["kind"] == "dist":
-                totals, row, exact = distributed(clients, spec, v, args.windows)
-            else:
-                totals, row, exact = local(clients, spec, v)
-            row["clip"] = spec.clip
-            row["mean_exact_entry"] = float(exact.mean())
+            budget = {"epsilon": v["eps"], "delta": DELTA, "unit": v["unit"],
+                      "mechanism": v["mechanism"], "min_survivors": v["m"]}  # fmt: skip
+            mechanism = noisy_stats.distributed_totals if v["kind"] == "dist" else \
+                noisy_stats.local_totals  # fmt: skip
+            totals, row = mechanism(clients, spec, budget, source)
         masks = stats_masks(groups, totals, tokens, weights, SPARSITY)
         row["perplexity"] = bench.evaluate(masks)[0]
         rows[name] = row
         print(name, json.dumps(row), file=sys.stderr)
-        write_json(out, {"settings": {**vars(args), "delta": DELTA, "sparsity": SPARSITY,
-                                      "model": MODEL, "command": " ".join(sys.argv)},
-                         "rows": rows})  # fmt: skip
+        commands = settings.get("commands", [])
+        command = "python " + " ".join(sys.argv)
+        settings = {**vars(args), "delta": DELTA, "sparsity": SPARSITY, "model": MODEL,
+                    "commands": commands + [command] * (command not in commands)}  # fmt: skip
+        settings.pop("variants")
+        write_json(out, {"settings": settings, "rows": rows})
 
 
 def main() -> None:
