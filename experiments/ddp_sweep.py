@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -157,9 +158,61 @@ def run(args: argparse.Namespace) -> None:
         write_json(out, {"settings": settings, "rows": rows})
 
 
+def attack(args: argparse.Namespace) -> None:
+    """The topic attacker on the released aggregate under client-level distributed DP.
+
+    Worst case for the target: the attacker knows every other client's contribution and
+    subtracts it, so it holds the target's clipped (normalised) statistics plus the sum's noise
+    (Skellam of the plan's total variance at m = n, plus the rounding's). It labels the target by
+    the nearest topic centroid of the other clients' exact contributions (leave-one-out, label =
+    a client's first topic). eps = inf: no noise (the attacker's power)."""
+    from fedprllm_secure.audit.leakage import nearest_centroid_attack
+    from fedprllm_secure.privacy import distributed_encoding as de
+    from fedprllm_secure.privacy.discrete_noise import skellam
+
+    out = ROOT / "results" / "ddp" / f"topic_attack_{setting(args)}.json"
+    clients, reference, groups = load(args)
+    leaders = [g[0] for g in groups]
+    folder = cache_dir(args)
+    topics = [json.loads((folder / f"client{c}.json").read_text())["topics"][0]
+              for c in range(args.clients)]  # fmt: skip
+    spec = ds.public_spec(reference, leaders, "group", None, args.windows)
+    vectors = [de.clip_windows(spec.stack(c).sum(axis=0, keepdims=True), spec.clip)[0]
+               for c in clients]  # fmt: skip
+    rows = {}
+    for eps in args.eps:
+        noise_std = 0.0
+        if math.isfinite(eps):
+            plan = ds.plan_for(eps, DELTA, 1, spec.clip, spec.dimension, args.windows,
+                               args.clients, args.clients, "skellam", "client")  # fmt: skip
+            noise_std = plan.noise.sum_std(args.clients) / plan.encoding.gamma
+        correct = total = 0
+        for target in range(args.clients):
+            view = vectors[target]
+            if noise_std:
+                variance = (noise_std * plan.encoding.gamma) ** 2
+                draws = skellam(SystemRandomSource(), variance, spec.dimension)
+                view = view + draws / plan.encoding.gamma
+            others = [c for c in range(args.clients) if c != target]
+            result = nearest_centroid_attack(
+                [vectors[c] for c in others], [topics[c] for c in others], [view], [topics[target]]
+            )
+            correct, total = correct + result.correct, total + 1
+        from fedprllm_secure.audit.leakage import accuracy_interval
+
+        low, high = accuracy_interval(correct, total)
+        chance = 1 / len(set(topics))
+        rows[f"{eps:g}"] = {"accuracy": correct / total, "ci95": [low, high], "chance": chance,
+                            "noise_std_on_sum": noise_std, "targets": total}  # fmt: skip
+        print(eps, rows[f"{eps:g}"], file=sys.stderr)
+    write_json(out, {"settings": {**vars(args), "delta": DELTA, "model": MODEL,
+                                  "command": "python " + " ".join(sys.argv)},
+                     "topics": sorted(set(topics)), "rows": rows})  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("step", choices=["cache", "run"])
+    parser.add_argument("step", choices=["cache", "run", "attack"])
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--windows", type=int, default=32)
     parser.add_argument("--seqlen", type=int, default=512)
@@ -168,8 +221,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--max-minutes", type=float, default=15.0)
     parser.add_argument("--variants", nargs="*", default=["nonprivate"])
+    parser.add_argument("--eps", nargs="*", type=float, default=[1, 4, 16, 64, 256, math.inf])
     args = parser.parse_args()
-    (cache if args.step == "cache" else run)(args)
+    {"cache": cache, "run": run, "attack": attack}[args.step](args)
 
 
 if __name__ == "__main__":
