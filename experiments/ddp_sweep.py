@@ -25,6 +25,7 @@ skipped when present: resumable). Each row has the perplexity, the noise std mea
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import sys
@@ -165,7 +166,8 @@ def attack(args: argparse.Namespace) -> None:
     subtracts it, so it holds the target's clipped (normalised) statistics plus the sum's noise
     (Skellam of the plan's total variance at m = n, plus the rounding's). It labels the target by
     the nearest topic centroid of the other clients' exact contributions (leave-one-out, label =
-    a client's first topic). eps = inf: no noise (the attacker's power)."""
+    a client's first topic), `--draws` noise draws per target. eps = inf: no noise (the
+    attacker's power)."""
     from fedprllm_secure.audit.leakage import nearest_centroid_attack
     from fedprllm_secure.privacy import distributed_encoding as de
     from fedprllm_secure.privacy.discrete_noise import skellam
@@ -187,7 +189,7 @@ def attack(args: argparse.Namespace) -> None:
                                args.clients, args.clients, "skellam", "client")  # fmt: skip
             noise_std = plan.noise.sum_std(args.clients) / plan.encoding.gamma
         correct = total = 0
-        for target in range(args.clients):
+        for target, _ in itertools.product(range(args.clients), range(args.draws)):
             view = vectors[target]
             if noise_std:
                 variance = (noise_std * plan.encoding.gamma) ** 2
@@ -221,6 +223,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--max-minutes", type=float, default=15.0)
     parser.add_argument("--variants", nargs="*", default=["nonprivate"])
+    parser.add_argument("--draws", type=int, default=1, help="attack: noise draws per target")
     parser.add_argument("--eps", nargs="*", type=float, default=[1, 4, 16, 64, 256, math.inf])
     args = parser.parse_args()
     {"cache": cache, "run": run, "attack": attack}[args.step](args)
