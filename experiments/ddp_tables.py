@@ -50,8 +50,8 @@ def attack_table(path: Path) -> list[str]:
     for eps, row in data["rows"].items():
         low, high = row["ci95"]
         lines.append(
-            f"| {eps} | {_fmt(row['accuracy'], 2)} | {_fmt(low, 2)}-{_fmt(high, 2)} "
-            f"| {_fmt(row['chance'], 2)} |"
+            f"| {eps} | {100 * row['accuracy']:.0f}% | {100 * low:.0f}-{100 * high:.0f}% "
+            f"| {100 * row['chance']:.0f}% |"
         )
     return lines
 

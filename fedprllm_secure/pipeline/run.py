@@ -351,7 +351,10 @@ def model_card_fields(
     if settings.rr_epsilon is not None:
         privacy.append(f"randomized response, eps {settings.rr_epsilon} per weight")
     if settings.dp_stats_epsilon is not None:
-        privacy.append(f"DP statistics ({settings.dp_stats_epsilon}, {settings.dp_delta})-DP")
+        noise = settings.noise_kind(protocol.name, p.aggregate)
+        privacy.append(
+            f"DP statistics ({settings.dp_stats_epsilon}, {settings.dp_delta})-DP, {noise} noise"
+        )
     return {
         "base_model": config.model,
         "method": f"{method} ({p.pruner}, {p.calibration} calibration, {p.mode}, "
