@@ -84,6 +84,7 @@ class RunConfig:
 
     model: str = "smollm2-135m"
     device: str = "auto"
+    dtype: str = "auto"  # auto (the checkpoint's own) | float32 | bfloat16 | float16
     seed: int = 0
     data: DataConfig = field(default_factory=DataConfig)
     pruning: PruningConfig = field(default_factory=PruningConfig)
@@ -111,7 +112,9 @@ def _checks(config: RunConfig) -> list[tuple[bool, str]]:
     from .server.aggregate import GROUPS
 
     d, p = config.data, config.pruning
+    dtypes = ("auto", "float32", "bfloat16", "float16")  # model.DTYPES (torch: not imported here)
     return [
+        (config.dtype in dtypes, f"unknown dtype {config.dtype!r} (use {', '.join(dtypes)})"),
         (0.0 < p.sparsity < 1.0, f"pruning.sparsity must lie in (0, 1), got {p.sparsity}"),
         (p.group in GROUPS, f"unknown pruning.group {p.group!r} (use {', '.join(GROUPS)})"),
         (d.split in data.SPLITS, f"unknown data.split {d.split!r} (use iid or topic)"),

@@ -79,6 +79,13 @@ class Device(str, Enum):
     cuda = "cuda"
 
 
+class Dtype(str, Enum):
+    auto = "auto"
+    float32 = "float32"
+    bfloat16 = "bfloat16"
+    float16 = "float16"
+
+
 class Accountant(str, Enum):
     rdp = "rdp"
     prv = "prv"
@@ -97,6 +104,7 @@ METHODS = ("fedprllm", "centralized", "local")
 FLAGS: dict[str, str] = {
     "model": "--model",
     "device": "--device",
+    "dtype": "--dtype",
     "seed": "--seed",
     "data.corpus": "--corpus",
     "data.client_data": "--client-data",

@@ -41,6 +41,15 @@ def simulate(
         str, opt(RUN, "smollm2-135m, a .gguf file, a model folder or a Hub id.")
     ] = "smollm2-135m",
     device: Annotated[o.Device, opt(RUN, "auto: CUDA when present.")] = o.Device.auto,
+    dtype: Annotated[
+        o.Dtype,
+        opt(
+            RUN,
+            "Weights: auto (stored), float32, bfloat16, float16.",
+            metavar="DTYPE",
+            show_default=False,
+        ),
+    ] = o.Dtype.auto,
     seed: Annotated[int, opt(RUN, "Seed of the split and tie breaking.")] = 0,
     corpus: Annotated[str, opt(DATA, "wiki-topics or a JSON file in its format.")] = "wiki-topics",
     client_data: Annotated[

@@ -72,7 +72,7 @@ class Pipeline:
         self.evaluations: dict[str, Evaluation] = {}
         self.progress.phase("load model")
         with self.timer.phase("load_model"), self.progress.status(f"loading model {config.model}"):
-            self.bench = bench or Workbench(config.model, config.device)
+            self.bench = bench or Workbench(config.model, config.device, config.dtype)
         self.progress.phase("prepare data")
         with self.timer.phase("prepare_data"):
             texts = client_texts(config.data, config.seed)
@@ -108,9 +108,9 @@ class Pipeline:
         config.validate()
         if config.data.client_data:
             config = replace(config, data=replace(config.data, clients=self.config.data.clients))
-        same = ("model", "device", "seed", "data")
+        same = ("model", "device", "dtype", "seed", "data")
         if any(getattr(config, k) != getattr(self.config, k) for k in same):
-            raise ConfigError("a variant keeps the pipeline's model, device, seed and data")
+            raise ConfigError("a variant keeps the pipeline's model, device, dtype, seed and data")
         check_protocol(config, self.federation.clients)
         return config
 

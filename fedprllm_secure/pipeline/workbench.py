@@ -26,10 +26,11 @@ Masks = Mapping[str, np.ndarray | torch.Tensor]
 class Workbench:
     """One loaded model and its dense weights; `windows` are set by `use_eval_text`."""
 
-    def __init__(self, model: str, device: str = "auto") -> None:
+    def __init__(self, model: str, device: str = "auto", dtype: str = "auto") -> None:
+        """`dtype`: the weights' (`model.load_model`; auto: the checkpoint's own)."""
         from ..saving import checkpoint_dtype
 
-        self.loaded: LoadedModel = load_model(model, device)
+        self.loaded: LoadedModel = load_model(model, device, dtype)
         self.source_dtype: str | None = checkpoint_dtype(model)
         self.model = self.loaded.model
         self.tokenizer = self.loaded.tokenizer

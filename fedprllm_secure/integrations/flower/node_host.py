@@ -5,7 +5,7 @@ state (`load`), lets it act, and saves it back (`store`). The node's environment
 time from what the node itself holds, never from the server:
 
 * the model: node config `model` (else, on the simulation engine, the run config's), loaded once
-  per process (`workbench`);
+  per process (`workbench`) in node config `dtype`, else the run config's `dtype` (auto);
 * the text: node config `data`, or on the simulation engine partition `partition-id` of the run
   config's corpus (`node_documents`);
 * the randomness: the OS CSPRNG; only where the run asks for reproducible (not private) noise and
@@ -105,11 +105,16 @@ def _partition(corpus: str, split: str, seed: int, count: int) -> list[tuple[str
 
 
 @lru_cache(maxsize=2)
-def workbench(model: str, device: str) -> Any:
+def workbench(model: str, device: str, dtype: str = "auto") -> Any:
     """The model of this process (nodes sharing a process share it: a node leaves it dense)."""
     from ...pipeline.workbench import Workbench
 
-    return Workbench(model, device)
+    return Workbench(model, device, dtype)
+
+
+def node_dtype(context: Context) -> str:
+    """The weights' dtype: node config `dtype`, else the run config's (`dtype`), else auto."""
+    return str(context.node_config.get("dtype") or context.run_config.get("dtype") or "auto")
 
 
 def node_source(context: Context, client_id: int, privacy: dict[str, Any] | None) -> Any:
@@ -152,7 +157,7 @@ def _restore(context: Context, client_id: int, command: NodeCommand | None) -> A
     from ...pipeline.client_step import ClientNode, NodeEnv
 
     model = node_model(context)
-    bench = workbench(model, str(context.node_config.get("device", "cpu")))
+    bench = workbench(model, str(context.node_config.get("device", "cpu")), node_dtype(context))
     documents, what, _ = node_documents(context)
     text = ClientText(f"node-{context.node_id}", tuple(documents))
     saved = None

@@ -82,7 +82,7 @@ def prune_on_flower(
     fed.min_cohort = cohort_of(config)
     timer = Timer()
     with timer.phase("load_model"):
-        bench = Workbench(config.model, config.device)
+        bench = Workbench(config.model, config.device, config.dtype)
     fed.layout = fingerprint(bench.lengths)
     server = Server(config, bench, fed, timer, SilentProgress())
     d = config.data
