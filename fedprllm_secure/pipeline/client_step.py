@@ -18,7 +18,8 @@ calibrate     {samples_per_client, seqlen, batch_size, pruner, calibration, spar
               per block). "masks": the local masks of every block now (reused, with its mechanism,
               when the same options were calibrated before); "blocks": a block-by-block walk.
 prepare       {aggregation, upload, ...} -> see below; stages the upload of aggregation `k`:
-  upload "masks"        the local masks' bits (walk "masks")                       -> {}
+  upload "masks"        {block (optional)}: the local masks' bits of `block`'s layers (all
+                        layers without it) (walk "masks")                          -> {}
   upload "block-masks"  {block, sparsity}: the current block's statistics -> its Wanda masks
                         (walk "blocks", iterative masks)                           -> {block}
   upload "histogram"    {blocks: [b..], one_shot}: statistics of `blocks` (one_shot: dense, the
@@ -272,7 +273,7 @@ class ClientNode:
         if upload == "masks":
             if calibration.masks is None:
                 raise ProtocolError("prepare masks: the current calibration has no local masks")
-            staged = Staged(aggregation, dict(calibration.masks), packed=True)
+            staged = Staged(aggregation, self._block_bits(calibration.masks, s.get("block")), True)
         elif upload == "block-masks":
             walk = self._walk(int(s["block"]))
             method = PruneMethod.from_settings(calibration.options.get("method"))
@@ -367,6 +368,12 @@ class ClientNode:
         if self.current is None:
             raise ProtocolError(f"client {self.client_id} has not calibrated")
         return self.current
+
+    def _block_bits(self, masks: Packed, block: int | None) -> dict[str, np.ndarray]:
+        """The packed local masks of `block`'s layers (every layer when `block` is None)."""
+        if block is None:
+            return dict(masks)
+        return {layer.name: masks[layer.name] for layer in self.env.bench.block_layers(int(block))}
 
     def _walk(self, block: int) -> BlockwiseCalibration:
         walk = self._need().walk
