@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -14,8 +15,15 @@ from fedprllm_secure.config import RunConfig
 from fedprllm_secure.errors import ConfigError
 from fedprllm_secure.integrations.flower.settings import flower_run_config
 from fedprllm_secure.pipeline import Pipeline
+from fedprllm_secure.pipeline.server_step import global_masks
+from fedprllm_secure.pipeline.strategies import Server, one_shot_masks
+from fedprllm_secure.privacy.settings import PrivacySettings
+from fedprllm_secure.secure_sum import transport
+from fedprllm_secure.secure_sum.api import AggregationAborted
+from fedprllm_secure.secure_sum.driver import DropPlan
 
-from .test_pipeline import config_for
+from .conftest import add_fourth_client
+from .test_pipeline import config_for, server_for
 
 
 def test_dtype_is_a_run_setting_of_every_front_end() -> None:
@@ -38,3 +46,70 @@ def test_the_pipeline_loads_the_weights_in_the_asked_dtype(
     assert all(m.mean() == pytest.approx(0.5, abs=0.02) for m in masks.values())
     with pytest.raises(ConfigError, match="keeps the pipeline's model, device, dtype"):
         auto.fedprllm(config)
+
+
+class _DropInBlock(DropPlan):
+    """Client c stops answering at round `at[c]` of aggregation `block` (block = aggregation
+    index in masks mode), and for good after."""
+
+    block = 1
+
+    def silent(self, client: int, message: object) -> bool:
+        if getattr(message, "aggregation", -1) == self.block:
+            return super().silent(client, message)
+        return client in self.stopped
+
+
+def _expected_block_masks(pipe: Pipeline, server: Server, block: int, clients: list[int]):
+    """The oracle: the global masks of `block` from the named clients' local masks."""
+    local = pipe.local()
+    names = [layer.name for layer in pipe.bench.block_layers(block)]
+    counts = {n: sum(local[c][n].astype(np.int64) for c in clients).reshape(-1) for n in names}
+    bench = pipe.bench
+    return global_masks(server.rule, counts, bench.shapes, bench.index, len(clients))
+
+
+def _dropping_pipeline(tiny_model_dir, client_dir, monkeypatch, min_cohort: int):
+    add_fourth_client(client_dir)
+    monkeypatch.setattr(transport, "DropPlan", _DropInBlock)
+    config = config_for(
+        tiny_model_dir, client_dir, protocol="additive", scaling=True,
+        privacy=PrivacySettings(min_cohort=min_cohort), drop={1: "masked-input"},
+    )  # fmt: skip
+    pipe = Pipeline(config)
+    pipe.federation.simulate_drops(config.federation.drop)
+    return pipe, server_for(pipe)
+
+
+def test_a_dropout_in_block_l_keeps_blocks_before_l_and_sums_the_rest_over_survivors(
+    tiny_model_dir: Path, client_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pipe, server = _dropping_pipeline(tiny_model_dir, client_dir, monkeypatch, min_cohort=2)
+    masks, scales = one_shot_masks(server)
+    assert server.contributors == [4, 3]  # block 0: everyone; block 1: client 1 dropped
+    staged = pipe.federation.nodes[0].current.staged  # a node stages one block's bits only
+    assert set(staged.arrays) == {layer.name for layer in pipe.bench.block_layers(1)}
+    for block, clients in ((0, [0, 1, 2, 3]), (1, [0, 2, 3])):
+        expected, expected_scales = _expected_block_masks(pipe, server, block, clients)
+        for name, mask in expected.items():
+            assert np.array_equal(masks[name], mask), name
+            assert np.array_equal(scales[name], expected_scales[name]), name
+    # block 1 is not the all-client result: its scales count 3 contributors, not 4
+    _, everyone = _expected_block_masks(pipe, server, 1, [0, 1, 2, 3])
+    assert all(not np.array_equal(scales[n], s) for n, s in everyone.items())
+
+
+def test_a_dropout_below_the_cohort_in_block_l_aborts_the_run_cleanly(
+    tiny_model_dir: Path, client_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pipe, server = _dropping_pipeline(tiny_model_dir, client_dir, monkeypatch, min_cohort=4)
+    with pytest.raises(AggregationAborted, match="below the minimum cohort of 4"):
+        one_shot_masks(server)
+    assert server.contributors == [4]  # block 0 was released, block 1 refused, no mask made
+    # the federation is usable again: a new run (new calibration, new session) gives the masks
+    # of a run that never saw the dropout
+    pipe.federation.simulate_drops({})
+    again, _ = one_shot_masks(server_for(pipe))
+    for block in (0, 1):
+        expected, _ = _expected_block_masks(pipe, server, block, [0, 1, 2, 3])
+        assert all(np.array_equal(again[n], m) for n, m in expected.items())
