@@ -56,6 +56,7 @@ class PruningConfig:
     scaling: bool = False
     methods: tuple[str, ...] = ("fedprllm",)  # fedprllm | centralized | local
     batch_size: int = 8
+    blockwise: bool = False  # one decoder block in memory (clients and server), masks streamed
 
 
 @dataclass(frozen=True)
@@ -150,6 +151,23 @@ def _checks(config: RunConfig) -> list[tuple[bool, str]]:
     ] + _method_checks(p)
 
 
+def _blockwise_checks(config: RunConfig) -> list[tuple[bool, str]]:
+    """What `pruning.blockwise` (one decoder block in memory) supports so far."""
+    p = config.pruning
+    if not p.blockwise:
+        return []
+    return [
+        (p.aggregate == "masks", "pruning.blockwise needs pruning.aggregate masks (stats mode is "
+         "not wired block by block yet)"),
+        (p.layerwise == "uniform", "pruning.blockwise needs pruning.layerwise uniform (OWL needs "
+         "every block's statistics before the first mask)"),
+        (set(p.methods) == {"fedprllm"}, "pruning.blockwise runs pruning.methods fedprllm only "
+         "(the centralized and local baselines hold the whole model)"),
+        (config.federation.engine == "in-process", "pruning.blockwise runs on the in-process "
+         "engine only (not wired into Flower yet)"),
+    ]  # fmt: skip
+
+
 def _method_checks(p: PruningConfig) -> list[tuple[bool, str]]:
     """The pruning method's fields (pruner, sparsity type, OWL, RIA, DSnoT) and combinations."""
     from .client.scores import LAYERWISE, REFINES, parse_n_m
@@ -204,7 +222,7 @@ def validate_run(self: RunConfig) -> None:
     from .secure_sum import registry
     from .secure_sum.messages import round_names
 
-    for ok, problem in _checks(self):
+    for ok, problem in _checks(self) + _blockwise_checks(self):
         if not ok:
             raise ConfigError(problem)
     self.privacy.validate()

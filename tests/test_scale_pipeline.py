@@ -113,3 +113,96 @@ def test_a_dropout_below_the_cohort_in_block_l_aborts_the_run_cleanly(
     for block in (0, 1):
         expected, _ = _expected_block_masks(pipe, server, block, [0, 1, 2, 3])
         assert all(np.array_equal(again[n], m) for n, m in expected.items())
+
+
+def _masks(config: RunConfig) -> dict[str, np.ndarray]:
+    return Pipeline(config).fedprllm().masks
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        dict(),
+        dict(protocol="additive", calibration="one-shot", scaling=True),
+        dict(mode="iterative", group="row"),
+        dict(mode="iterative", protocol="additive"),
+        dict(pruner="magnitude"),
+    ],
+    ids=["one-shot-plaintext", "one-shot-additive", "iterative-plaintext", "iterative-additive",
+         "magnitude"],
+)  # fmt: skip
+def test_blockwise_clients_give_the_whole_model_global_masks(
+    tiny_model_dir: Path, client_dir: Path, settings: dict
+) -> None:
+    whole = config_for(tiny_model_dir, client_dir, **settings)
+    blockwise = config_for(tiny_model_dir, client_dir, blockwise=True, **settings)
+    pipe = Pipeline(blockwise)
+    assert pipe.bench.blockwise
+    assert all(p.is_meta for p in pipe.bench.model.model.layers.parameters())  # never loaded
+    expected, got = _masks(whole), pipe.fedprllm().masks
+    assert set(got) == set(expected) and len(got) == 14
+    for name, mask in expected.items():
+        assert np.array_equal(got[name], mask), name
+    assert all(p.is_meta for p in pipe.bench.model.model.layers.parameters())  # all released
+
+
+def test_a_blockwise_run_streams_the_pruned_checkpoint(
+    tiny_model_dir: Path, client_dir: Path, tmp_path: Path
+) -> None:
+    from transformers import AutoModelForCausalLM
+
+    from fedprllm_secure.pipeline import run
+
+    whole = config_for(tiny_model_dir, client_dir, scaling=True)
+    run(whole, save_model_to=tmp_path / "whole")
+    blockwise = replace(whole, pruning=replace(whole.pruning, blockwise=True))
+    results = run(blockwise, save_model_to=tmp_path / "blockwise")
+    assert results["perplexity"] == {"dense": None, "fedprllm": None}
+    assert "skipped" in results["evaluation"]
+    assert results["sparsity"]["fedprllm"]["overall"] == pytest.approx(0.5)
+    expected = AutoModelForCausalLM.from_pretrained(tmp_path / "whole").state_dict()
+    streamed = AutoModelForCausalLM.from_pretrained(tmp_path / "blockwise").state_dict()
+    assert set(streamed) == set(expected)
+    for name, tensor in expected.items():
+        assert torch.equal(streamed[name], tensor), name
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (dict(aggregate="stats"), "pruning.blockwise needs pruning.aggregate masks"),
+        (dict(layerwise="owl"), "pruning.blockwise needs pruning.layerwise uniform"),
+        (dict(methods=("fedprllm", "local")), "pruning.blockwise runs pruning.methods fedprllm"),
+    ],
+)
+def test_blockwise_refuses_what_it_does_not_support(change: dict, message: str) -> None:
+    config = RunConfig()
+    config = replace(config, pruning=replace(config.pruning, blockwise=True, **change))
+    with pytest.raises(ConfigError, match=message):
+        config.validate()
+    with pytest.raises(ConfigError, match="in-process engine only"):
+        flower_run_config({"pruning.blockwise": True})
+
+
+def test_simulate_blockwise_on_the_command_line(
+    tiny_model_dir: Path, client_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from fedprllm_secure.cli import main
+
+    out = tmp_path / "run"
+    args = [
+        "simulate", "--model", str(tiny_model_dir), "--client-data", str(client_dir),
+        "--eval-text", str(client_dir.parent / "eval.txt"), "--samples-per-client", "2",
+        "--seqlen", "32", "--device", "cpu", "--dtype", "float32", "--blockwise", "--save-model",
+        "--save-masks", "--out", str(out), "--no-progress",
+    ]  # fmt: skip
+    assert main(args) == 0
+    assert "evaluation: skipped: pruning.blockwise" in " ".join(capsys.readouterr().out.split())
+    results = json.loads((out / "results.json").read_text())
+    assert results["config"]["pruning"]["blockwise"] and results["config"]["dtype"] == "float32"
+    assert (out / "model" / "model.safetensors.index.json").is_file()
+    assert (out / "masks.npz").is_file()
+    assert main([*args[:-3], "--method", "fedprllm,local", "--out", str(tmp_path / "x")]) == 2
+    assert "--blockwise runs --method fedprllm only" in capsys.readouterr().err

@@ -131,6 +131,7 @@ FLAGS: dict[str, str] = {
     "pruning.scaling": "--scaling",
     "pruning.methods": "--method",
     "pruning.batch_size": "--batch-size",
+    "pruning.blockwise": "--blockwise",
     "protocol.name": "--protocol",
     "protocol.options.threshold": "--threshold",
     "protocol.options.neighbors": "--neighbors",

@@ -61,6 +61,8 @@ class Server:
     stats_exponents: dict[str, dict[str, int]] = field(default_factory=dict)
     stats_totals: dict[str, np.ndarray] = field(default_factory=dict)
     stats_groups: list[list[str]] = field(default_factory=list)  # input groups summed so far
+    sink: Callable[[int, Masks, Scales], None] | None = None  # each block's global masks, once
+    keep_masks: bool = True  # False: masks mode returns no masks (the sink had every block)
 
     @property
     def method(self) -> PruneMethod:
@@ -145,11 +147,21 @@ def one_shot_masks(server: Server) -> tuple[Masks, Scales]:
             with server.timer.phase("calibration_clients"):
                 server.command("prepare", {"aggregation": block, "upload": "masks", "block": block})
             block_masks, block_scales = _block_global_masks(server, session, block)
-            masks.update(block_masks)
-            if scales is not None and block_scales is not None:
-                scales.update(block_scales)
+            _keep(server, block, (masks, scales), block_masks, block_scales)
             advance()
     return masks, scales
+
+
+def _keep(
+    server: Server, block: int, kept: tuple[Masks, Scales], masks: Masks, scales: Scales
+) -> None:
+    """Hand block `block`'s global masks to the server's sink and keep them (`keep_masks`)."""
+    if server.sink is not None:
+        server.sink(block, masks, scales)
+    if server.keep_masks:
+        kept[0].update(masks)
+        if kept[1] is not None and scales is not None:
+            kept[1].update(scales)
 
 
 def _block_global_masks(
@@ -178,9 +190,7 @@ def iterative_masks(server: Server) -> tuple[Masks, Scales]:
             with server.timer.phase("calibration_clients"):
                 server.command("prepare", prepare)
             block_masks, block_scales = _block_global_masks(server, session, block)
-            masks.update(block_masks)
-            if scales is not None and block_scales is not None:
-                scales.update(block_scales)
+            _keep(server, block, (masks, scales), block_masks, block_scales)
             server.apply_block(block, block_masks, block_scales)
             advance()
     return masks, scales

@@ -7,7 +7,7 @@ on it and leave it dense), by `audit` and by the experiments (one workbench for 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -56,8 +56,14 @@ class Workbench:
         self.windows = eval_windows(data.tokenize(self.tokenizer, text), seqlen, count)
         self.window_bytes = predicted_bytes(self.tokenizer, self.windows)
 
+    blockwise = False  # BlockwiseBench: the decoder blocks stay in the checkpoint
+
     def block_layers(self, block: int) -> list[PrunableLayer]:
         return [layer for layer in self.layers if layer.block == block]
+
+    def holding(self, block: int) -> AbstractContextManager[None]:
+        """Block `block`'s weights in memory while the context lasts (here: always)."""
+        return nullcontext()
 
     def apply(
         self,
