@@ -223,6 +223,8 @@ def main() -> None:
         shutil.rmtree(root, ignore_errors=True)
     per_block = row["calibrate_s_per_block"]
     row["calibrate_s_per_block_mean"] = sum(per_block) / len(per_block)
+    row["checkpoint_gib"] = row["checkpoint_bytes"] / 2**30
+    row["peak_rss_ratio_to_target"] = row["peak_rss_mib"] / RSS_TARGET_MIB
     print(f"{args.shape}: checkpoint {row['checkpoint_bytes'] / 2**30:.2f} GiB bfloat16, "
           f"{row['blocks']} blocks, 2 x 512 tokens, {args.calibration}")  # fmt: skip
     print(f"client peak RSS {row['peak_rss_mib']:.0f} MiB (target {RSS_TARGET_MIB}, ratio "
