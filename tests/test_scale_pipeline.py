@@ -206,3 +206,21 @@ def test_simulate_blockwise_on_the_command_line(
     assert (out / "masks.npz").is_file()
     assert main([*args[:-3], "--method", "fedprllm,local", "--out", str(tmp_path / "x")]) == 2
     assert "--blockwise runs --method fedprllm only" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["one-shot", "iterative"])
+def test_blockwise_run_gives_the_whole_model_masks_on_the_embedded_model(mode: str) -> None:
+    from fedprllm_secure.config import DataConfig, PruningConfig
+
+    config = RunConfig(
+        device="cpu",
+        data=DataConfig(clients=3, samples_per_client=1, seqlen=64, eval_windows=1),
+        pruning=PruningConfig(mode=mode),
+    )
+    expected = Pipeline(config).fedprllm().masks
+    blockwise = replace(config, pruning=replace(config.pruning, blockwise=True))
+    got = Pipeline(blockwise).fedprllm().masks
+    assert list(got) == list(expected) and len(got) == 30 * 7
+    for name, mask in expected.items():
+        assert np.array_equal(got[name], mask), name
