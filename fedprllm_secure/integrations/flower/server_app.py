@@ -116,10 +116,11 @@ def prune_on_flower(
 def _counts(
     config: RunConfig, fed: FlowerFederation, shapes: Mapping[str, tuple[int, ...]]
 ) -> dict[str, np.ndarray]:
-    """One-shot masks: the counts of the one aggregation, per layer (empty in other modes)."""
+    """One-shot masks: the counts of the session's aggregations (one per block), per layer
+    (empty in other modes)."""
     if config.pruning.aggregate != "masks" or config.pruning.mode != "one-shot" or not fed.sessions:
         return {}
-    sums = fed.sessions[-1].results[-1].sums
+    sums = {name: s for result in fed.sessions[-1].results for name, s in result.sums.items()}
     return {name: sums[name].reshape(shape) for name, shape in shapes.items() if name in sums}
 
 
