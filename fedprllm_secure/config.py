@@ -163,8 +163,6 @@ def _blockwise_checks(config: RunConfig) -> list[tuple[bool, str]]:
          "every block's statistics before the first mask)"),
         (set(p.methods) == {"fedprllm"}, "pruning.blockwise runs pruning.methods fedprllm only "
          "(the centralized and local baselines hold the whole model)"),
-        (config.federation.engine == "in-process", "pruning.blockwise runs on the in-process "
-         "engine only (not wired into Flower yet)"),
     ]  # fmt: skip
 
 

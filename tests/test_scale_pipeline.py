@@ -180,8 +180,6 @@ def test_blockwise_refuses_what_it_does_not_support(change: dict, message: str) 
     config = replace(config, pruning=replace(config.pruning, blockwise=True, **change))
     with pytest.raises(ConfigError, match=message):
         config.validate()
-    with pytest.raises(ConfigError, match="in-process engine only"):
-        flower_run_config({"pruning.blockwise": True})
 
 
 def test_simulate_blockwise_on_the_command_line(

@@ -38,6 +38,11 @@ MODES = {
         {"aggregate": "stats", "calibration": "one-shot"},
     ),
     "stats-sequential": ({"pruning.aggregate": "stats"}, {"aggregate": "stats"}),
+    # blockwise nodes and server (one block in memory) give the whole-model pipeline's masks
+    "blockwise-one-shot": ({"pruning.blockwise": True, "pruning.scaling": True}, {"scaling": True}),
+    "blockwise-iterative": (
+        {"pruning.blockwise": True, "pruning.mode": "iterative"}, {"mode": "iterative"}
+    ),
     "rr-epsilon": (
         {"privacy.rr_epsilon": 1.0, "privacy.reproducible_noise": True, "pruning.group": "row"},
         {"privacy": PrivacySettings(rr_epsilon=1.0, reproducible_noise=True), "group": "row"},
@@ -94,3 +99,28 @@ def test_every_mode_on_flower_equals_the_in_process_pipeline(
     if "reproducible" in str(flower_run):  # the noise is the seed's, not one fixed draw
         other = flower_result(tiny_model_dir, client_dir, {**flower_run, "seed": 1}).masks
         assert any(not np.array_equal(other[n], masks[n]) for n in masks)
+
+
+def test_a_blockwise_flower_server_streams_the_same_pruned_checkpoint(
+    tiny_model_dir: Path, client_dir: Path, tmp_path: Path
+) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from fedprllm_secure.integrations.flower.server_app import save_model
+
+    nodes = {i: {"model": str(tiny_model_dir), "data": str(client_dir / e)}
+             for i, e in enumerate(ENTRIES)}  # fmt: skip
+    saved = {}
+    for blockwise in (False, True):
+        run = {**BASE, "pruning.scaling": True, "pruning.blockwise": blockwise}
+        grid = LocalGrid(client_app, nodes, run_config=run)
+        result, bench = prune_with_flower(grid, run, str(tiny_model_dir))
+        assert bench.blockwise == blockwise
+        save_model(bench, result, tmp_path / str(blockwise))
+        saved[blockwise] = AutoModelForCausalLM.from_pretrained(tmp_path / str(blockwise))
+    expected, streamed = saved[False].state_dict(), saved[True].state_dict()
+    assert set(streamed) == set(expected)
+    assert all(torch.equal(streamed[n], t) for n, t in expected.items())
+    zeros = saved[True].model.layers[1].mlp.up_proj.weight.eq(0).float().mean()
+    assert float(zeros) == pytest.approx(0.5, abs=0.01)

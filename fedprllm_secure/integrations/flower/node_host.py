@@ -5,7 +5,8 @@ state (`load`), lets it act, and saves it back (`store`). The node's environment
 time from what the node itself holds, never from the server:
 
 * the model: node config `model` (else, on the simulation engine, the run config's), loaded once
-  per process (`workbench`) in node config `dtype`, else the run config's `dtype` (auto);
+  per process (`workbench`) in node config `dtype`, else the run config's `dtype` (auto), whole
+  or one decoder block at a time (node config `blockwise`, else the run's `pruning.blockwise`);
 * the text: node config `data`, or on the simulation engine partition `partition-id` of the run
   config's corpus (`node_documents`);
 * the randomness: the OS CSPRNG; only where the run asks for reproducible (not private) noise and
@@ -105,11 +106,20 @@ def _partition(corpus: str, split: str, seed: int, count: int) -> list[tuple[str
 
 
 @lru_cache(maxsize=2)
-def workbench(model: str, device: str, dtype: str = "auto") -> Any:
-    """The model of this process (nodes sharing a process share it: a node leaves it dense)."""
+def workbench(model: str, device: str, dtype: str = "auto", blockwise: bool = False) -> Any:
+    """The model of this process (nodes sharing a process share it: a node leaves it dense);
+    `blockwise`: its decoder blocks stay in the checkpoint, one in memory per command."""
+    from ...pipeline.blockwise_bench import BlockwiseBench
     from ...pipeline.workbench import Workbench
 
-    return Workbench(model, device, dtype)
+    return (BlockwiseBench if blockwise else Workbench)(model, device, dtype)
+
+
+def node_blockwise(context: Context) -> bool:
+    """One block in memory: node config `blockwise`, else the run config's `pruning.blockwise`
+    (the masks are the same either way: it is the node's memory, not the run's result)."""
+    value = context.node_config.get("blockwise", context.run_config.get("pruning.blockwise"))
+    return str(value).strip().lower() in ("true", "1", "yes")
 
 
 def node_dtype(context: Context) -> str:
@@ -157,7 +167,8 @@ def _restore(context: Context, client_id: int, command: NodeCommand | None) -> A
     from ...pipeline.client_step import ClientNode, NodeEnv
 
     model = node_model(context)
-    bench = workbench(model, str(context.node_config.get("device", "cpu")), node_dtype(context))
+    device = str(context.node_config.get("device", "cpu"))
+    bench = workbench(model, device, node_dtype(context), node_blockwise(context))
     documents, what, _ = node_documents(context)
     text = ClientText(f"node-{context.node_id}", tuple(documents))
     saved = None

@@ -67,6 +67,7 @@ def prune_on_flower(
 ) -> tuple[FlowerResult, Any]:
     """Run the strategy of `config` over the first `options.num_nodes` nodes of `grid`; the
     result and the server's Workbench (left dense)."""
+    from ...pipeline.blockwise_bench import BlockwiseBench
     from ...pipeline.layout import fingerprint
     from ...pipeline.run import privacy_summary, protocol_report
     from ...pipeline.strategies import Server, strategy_for
@@ -82,7 +83,8 @@ def prune_on_flower(
     fed.min_cohort = cohort_of(config)
     timer = Timer()
     with timer.phase("load_model"):
-        bench = Workbench(config.model, config.device, config.dtype)
+        kind = BlockwiseBench if config.pruning.blockwise else Workbench
+        bench = kind(config.model, config.device, config.dtype)
     fed.layout = fingerprint(bench.lengths)
     server = Server(config, bench, fed, timer, SilentProgress())
     d = config.data
@@ -159,6 +161,26 @@ def write_result(out: Path, config: RunConfig, result: FlowerResult) -> None:
     tmp.replace(out / "results.json")
 
 
+def save_model(bench: Any, result: FlowerResult, folder: Path) -> None:
+    """The pruned model at `folder`: whole, or (blockwise) streamed one block shard at a time."""
+    if not bench.blockwise:
+        bench.apply(result.masks, result.scales)
+        bench.save(folder)
+        bench.restore()
+        return
+    writer = bench.writer(folder)
+    try:
+        for block in range(bench.blocks):
+            names = [layer.name for layer in bench.block_layers(block)]
+            scales = result.scales
+            writer.write_block(block, {n: result.masks[n] for n in names},
+                               None if scales is None else {n: scales[n] for n in names})  # fmt: skip
+        writer.finish()
+    except BaseException:
+        writer.abort()
+        raise
+
+
 app = ServerApp()
 
 
@@ -178,9 +200,7 @@ def main(grid: Grid, context: Context) -> None:
         result, bench = prune_on_flower(grid, config, options, progress)
         write_result(out, config, result)
         if values.get("save-model"):
-            bench.apply(result.masks, result.scales)
-            bench.save(out / "model")
-            bench.restore()
+            save_model(bench, result, out / "model")
         log.warning(
             "fedprllm-secure: pruned with %s over clients %s (left out: %s); wrote %s",
             config.protocol.name, result.contributors, result.failures or "none", out,
