@@ -271,7 +271,8 @@ def run(
         raise ConfigError("save_masks_to needs pruning.methods fedprllm or centralized")
     started = time.perf_counter()
     progress = progress or SilentProgress()
-    progress.plan(["load model", "prepare data", "evaluate dense", *methods])
+    evaluated = [] if config.pruning.blockwise else ["evaluate dense"]
+    progress.plan(["load model", "prepare data", *evaluated, *methods])
     pipe = Pipeline(config, progress, bench)
     if pipe.bench.blockwise:
         progress.phase("fedprllm")
