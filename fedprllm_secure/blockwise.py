@@ -63,6 +63,21 @@ class BlockwiseModel:
             value = tensor.to(self.dtype) if tensor.is_floating_point() else tensor
             set_module_tensor_to_device(self.model, name, self.device, value=value)
 
+    def load_output_head(self) -> nn.Module:
+        """The output head, its weights read now if untied (calibration never loads them)."""
+        from accelerate.utils import set_module_tensor_to_device
+
+        head = self.model.get_output_embeddings()
+        if getattr(self.model.config, "tie_word_embeddings", False):
+            head.weight = self.model.get_input_embeddings().weight  # loaded with the skeleton
+            return head
+        prefix = next(name for name, module in self.model.named_modules() if module is head)
+        names = [f"{prefix}.{key}" for key, _ in head.named_parameters()]
+        for name, tensor in self.reader.read(names).items():
+            value = tensor.to(self.dtype) if tensor.is_floating_point() else tensor
+            set_module_tensor_to_device(self.model, name, self.device, value=value)
+        return head
+
     def release_block(self, index: int) -> None:
         """Drop block `index`'s weights (back to the meta device: no memory)."""
         decoder_blocks(self.model)[index].to(torch.device("meta"))

@@ -56,7 +56,7 @@ class PruningConfig:
     scaling: bool = False
     methods: tuple[str, ...] = ("fedprllm",)  # fedprllm | centralized | local
     batch_size: int = 8
-    blockwise: bool = False  # one decoder block in memory (clients and server), masks streamed
+    blockwise: bool = False  # one decoder block in memory (clients, server, evaluation)
 
 
 @dataclass(frozen=True)

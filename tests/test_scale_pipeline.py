@@ -153,13 +153,17 @@ def test_a_blockwise_run_streams_the_pruned_checkpoint(
 
     from fedprllm_secure.pipeline import run
 
-    whole = config_for(tiny_model_dir, client_dir, scaling=True)
-    run(whole, save_model_to=tmp_path / "whole")
+    whole = config_for(tiny_model_dir, client_dir, scaling=True, eval_windows=3)
+    reference = run(whole, save_model_to=tmp_path / "whole")
     blockwise = replace(whole, pruning=replace(whole.pruning, blockwise=True))
     results = run(blockwise, save_model_to=tmp_path / "blockwise")
-    assert results["perplexity"] == {"dense": None, "fedprllm": None}
-    assert "skipped" in results["evaluation"]
-    assert results["sparsity"]["fedprllm"]["overall"] == pytest.approx(0.5)
+    assert "block by block" in results["evaluation"]
+    for key in ("perplexity", "perplexity_se", "bits_per_byte"):  # evaluated block by block
+        assert set(results[key]) == {"dense", "fedprllm"}
+        for label, value in results[key].items():
+            assert value == pytest.approx(reference[key][label], rel=1e-5), (key, label)
+    assert results["perplexity"]["fedprllm"] != pytest.approx(results["perplexity"]["dense"])
+    assert results["sparsity"]["fedprllm"] == reference["sparsity"]["fedprllm"]
     expected = AutoModelForCausalLM.from_pretrained(tmp_path / "whole").state_dict()
     streamed = AutoModelForCausalLM.from_pretrained(tmp_path / "blockwise").state_dict()
     assert set(streamed) == set(expected)
@@ -197,7 +201,7 @@ def test_simulate_blockwise_on_the_command_line(
         "--save-masks", "--out", str(out), "--no-progress",
     ]  # fmt: skip
     assert main(args) == 0
-    assert "evaluation: skipped: pruning.blockwise" in " ".join(capsys.readouterr().out.split())
+    assert "evaluation: block by block" in " ".join(capsys.readouterr().out.split())
     results = json.loads((out / "results.json").read_text())
     assert results["config"]["pruning"]["blockwise"] and results["config"]["dtype"] == "float32"
     assert (out / "model" / "model.safetensors.index.json").is_file()
@@ -222,3 +226,34 @@ def test_blockwise_run_gives_the_whole_model_masks_on_the_embedded_model(mode: s
     assert list(got) == list(expected) and len(got) == 30 * 7
     for name, mask in expected.items():
         assert np.array_equal(got[name], mask), name
+
+
+def test_blockwise_evaluation_reads_an_untied_head_and_equals_the_whole_model(
+    tmp_path: Path,
+) -> None:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from fedprllm_secure.pipeline.blockwise_bench import BlockwiseBench
+    from fedprllm_secure.pipeline.blockwise_eval import BlockwiseEvaluation
+    from fedprllm_secure.pipeline.workbench import Workbench
+
+    from .conftest import make_tokenizer, synthetic_text
+
+    torch.manual_seed(3)
+    config = LlamaConfig(vocab_size=260, hidden_size=32, intermediate_size=64,
+                         num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
+                         tie_word_embeddings=False)  # fmt: skip
+    LlamaForCausalLM(config).save_pretrained(tmp_path)
+    make_tokenizer().save_pretrained(tmp_path)
+    whole, blockwise = Workbench(str(tmp_path), "cpu"), BlockwiseBench(str(tmp_path), "cpu")
+    for bench in (whole, blockwise):
+        bench.use_eval_text(synthetic_text(5, 600), 24, 4)
+    masks = {n: np.random.default_rng(0).random(s) < 0.5 for n, s in whole.shapes.items()}
+    walk = BlockwiseEvaluation(blockwise)
+    assert blockwise.model.get_output_embeddings().weight.is_meta  # read only at the end
+    for block in range(blockwise.blocks):
+        walk.block(block, {x.name: masks[x.name] for x in blockwise.block_layers(block)}, None)
+    dense, pruned = walk.finish()
+    assert dense.perplexity == pytest.approx(whole.evaluate()[0], rel=1e-5)
+    assert pruned.perplexity == pytest.approx(whole.evaluate(masks)[0], rel=1e-5)
+    assert pruned.perplexity != pytest.approx(dense.perplexity)

@@ -98,7 +98,7 @@ def simulate(
     batch_size: Annotated[int, opt(PRUNING, "Windows per forward pass.")] = 8,
     blockwise: Annotated[
         bool,
-        opt(PRUNING, "One block in memory (no evaluation).", "--blockwise", show_default=False),
+        opt(PRUNING, "One decoder block in memory at a time.", "--blockwise", show_default=False),
     ] = False,
     protocol: Annotated[
         str, opt(PROTOCOL, "plaintext, additive, ckks (see `protocols`).")

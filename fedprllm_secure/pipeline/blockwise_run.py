@@ -1,11 +1,10 @@
 """`run` under `pruning.blockwise`: the model never held whole, by the clients nor the server.
 
 The clients calibrate one decoder block at a time (`BlockwiseBench`); the server sums one block at
-a time (the masks strategies); each block's global masks go to a sink as they are made: the pruned
+a time (the masks strategies); each block's global masks go to a sink as they are made: the
+evaluation walks (`BlockwiseEvaluation`: dense and pruned perplexity, block by block), the pruned
 checkpoint (`PrunedCheckpointWriter`, one shard per block, `save_model_to`) and the sparsity
-report. The masks are kept only for `save_masks_to`. The model is not evaluated (that would need
-it whole, or a block-by-block evaluation not written yet): results.json says so in `evaluation`
-and reports perplexities as null.
+report. The masks are kept only for `save_masks_to`.
 """
 
 from __future__ import annotations
@@ -17,11 +16,9 @@ import numpy as np
 
 from ..mask_file import save_masks
 from .blockwise_bench import BlockwiseBench
+from .blockwise_eval import BlockwiseEvaluation
 
-SKIPPED = (
-    "skipped: pruning.blockwise never holds the whole model (evaluate the saved checkpoint "
-    "where it fits)"
-)
+EVALUATED = "block by block (pruning.blockwise): each block in memory once for both walks"
 
 
 def blockwise_run(
@@ -32,9 +29,12 @@ def blockwise_run(
     bench = pipe.bench
     assert isinstance(bench, BlockwiseBench)
     writer = bench.writer(save_model_to) if save_model_to is not None else None
+    evaluation = BlockwiseEvaluation(bench)
     pruned: dict[str, float] = {}
 
     def sink(block: int, masks: dict[str, np.ndarray], scales: dict[str, np.ndarray] | None):
+        with pipe.timer.phase("eval_blockwise"):
+            evaluation.block(block, masks, scales)
         if writer is not None:
             with pipe.timer.phase("save_model"):
                 writer.write_block(block, masks, scales)
@@ -54,4 +54,7 @@ def blockwise_run(
     overall = sum(pruned[name] * bench.lengths[name] for name in pruned) / total
     sparsity = {"fedprllm": {"overall": round(overall, 6),
                              "per_layer": {k: round(v, 6) for k, v in pruned.items()}}}  # fmt: skip
-    return {"dense": None, "fedprllm": None}, sparsity, fed
+    with pipe.timer.phase("eval_blockwise"):
+        dense, fedprllm = evaluation.finish()
+    pipe.evaluations.update({"dense": dense, "fedprllm": fedprllm})
+    return {"dense": dense.perplexity, "fedprllm": fedprllm.perplexity}, sparsity, fed

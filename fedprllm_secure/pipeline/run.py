@@ -31,7 +31,7 @@ from ..privacy.noise_source import describe, secret_source
 from ..progress import Progress, SilentProgress
 from ..secure_sum import registry
 from .blockwise_bench import BlockwiseBench
-from .blockwise_run import SKIPPED, blockwise_run
+from .blockwise_run import EVALUATED, blockwise_run
 from .federation import Federation, NodeCommand
 from .inprocess import InProcessFederation
 from .layout import unpack_masks
@@ -274,12 +274,12 @@ def run(
     evaluated = [] if config.pruning.blockwise else ["evaluate dense"]
     progress.plan(["load model", "prepare data", *evaluated, *methods])
     pipe = Pipeline(config, progress, bench)
-    if pipe.bench.blockwise:
+    if pipe.bench.blockwise:  # dense and pruned evaluated block by block during the run
         progress.phase("fedprllm")
         perplexities, sparsity, fed = blockwise_run(pipe, save_model_to, save_masks_to)
         results = _results(pipe, perplexities, sparsity, fed, save_model_to, started)
         results["saved_masks"] = str(save_masks_to) if save_masks_to else None
-        return {**results, "evaluation": SKIPPED}
+        return {**results, "evaluation": EVALUATED}
     progress.phase("evaluate dense")
     perplexities: dict[str, Any] = {"dense": pipe.evaluate("dense")[0]}
     sparsity: dict[str, Any] = {}
