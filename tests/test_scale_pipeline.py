@@ -139,6 +139,14 @@ def test_blockwise_clients_give_the_whole_model_global_masks(
     pipe = Pipeline(blockwise)
     assert pipe.bench.blockwise
     assert all(p.is_meta for p in pipe.bench.model.model.layers.parameters())  # never loaded
+    loaded = pipe.bench.bm.load_block
+    layers = pipe.bench.model.model.layers
+
+    def one_at_a_time(index: int) -> None:  # nothing else in memory when a block comes in
+        assert all(p.is_meta for p in layers.parameters()), index
+        loaded(index)
+
+    pipe.bench.bm.load_block = one_at_a_time  # type: ignore[method-assign]
     expected, got = _masks(whole), pipe.fedprllm().masks
     assert set(got) == set(expected) and len(got) == 14
     for name, mask in expected.items():
