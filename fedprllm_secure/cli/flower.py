@@ -1,8 +1,14 @@
 """`fedprllm-secure flower deploy`: a real Flower deployment on 127.0.0.1 (one SuperLink, one
 SuperNode per --data, `flwr run`, then every process started here is stopped), or with
---write-app only the Flower App project for running `flwr run` by hand (docs/flower.md).
+--write-app only the Flower App project for running it by hand (docs/flower.md).
 
-The library behind it is `integrations.flower.deploy` (run_deployment, write_app_dir).
+`fedprllm-secure flower run APP_DIR [CONNECTION]`: submit that project to a running SuperLink
+(`flwr run`), print one line per stage, and wait for the result: exit 0 and a JSON summary, or
+exit 1 and one line (`error: ...`) with the ServerApp's error. `flwr run --stream` itself exits 0
+however the run ends (Flower 1.42).
+
+The libraries behind them: `integrations.flower.deploy` (run_deployment, write_app_dir) and
+`integrations.flower.submit` (run_app).
 """
 
 from __future__ import annotations
@@ -84,7 +90,7 @@ def deploy(
 
     settings = parse_run_config(run_config)
     if write_app is not None:
-        config = {"model": str(Path(model).resolve()), "out": str(out_dir.resolve())}
+        config = {"model": library.model_spec(model), "out": str(out_dir.resolve())}
         config.update(settings)
         print(library.write_app_dir(write_app, config))
         return
@@ -105,3 +111,42 @@ def deploy(
     finally:
         signal.signal(signal.SIGTERM, previous)
     print(json.dumps({k: result[k] for k in ("contributors", "failures", "timings_s")}, indent=1))
+
+
+@app.command("run", cls=PanelCommand)
+def run(
+    app_dir: Annotated[
+        Path,
+        typer.Argument(help="The Flower App project (written by `flower deploy --write-app`)."),
+    ],
+    connection: Annotated[
+        str, typer.Argument(help="The SuperLink connection in $FLWR_HOME/config.toml.")
+    ] = "local",
+    run_config: Annotated[
+        list[str],
+        typer.Option(
+            metavar="KEY=VALUE", help="Override a run config entry (VALUE: JSON or text)."
+        ),
+    ] = [],  # noqa: B006
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the result.")] = 600.0,
+) -> None:
+    """Submit the app to a running SuperLink and wait for its results.json (one line per stage).
+
+    Exit 0 with a JSON summary (results path, contributors, failures, perplexity), or exit 1 with
+    the run's one-line error. SIGTERM stops the waiting like Ctrl-C (the run goes on: `flwr stop`).
+    """
+    from ..integrations.flower.submit import run_app
+
+    def say(line: str) -> None:
+        print(f"fedprllm-secure: {line}", file=sys.stderr, flush=True)
+
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        path, result = run_app(app_dir, connection, parse_run_config(run_config), timeout, say)
+    except KeyboardInterrupt:
+        print("error: interrupted (the Flower run goes on; `flwr stop RUN_ID`)", file=sys.stderr)
+        raise typer.Exit(130) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    keys = ("contributors", "failures", "perplexity")
+    print(json.dumps({"results": str(path), **{k: result.get(k) for k in keys}}, indent=1))

@@ -11,9 +11,10 @@ saved whole: `writer(dest)` streams the pruned checkpoint block by block instead
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from ..blockwise import BlockwiseModel, open_blockwise
 from ..checkpoint import PrunedCheckpointWriter
@@ -50,6 +51,15 @@ class BlockwiseBench(Workbench):
             yield
         finally:
             self.bm.release_block(block)
+
+    def block_part(
+        self, block: int, masks: Mapping[str, Any], scales: Mapping[str, Any] | None
+    ) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        """The entries of `masks` (and `scales`) that belong to block `block`'s layers."""
+        names = [layer.name for layer in self.block_layers(block)]
+        return {n: masks[n] for n in names}, None if scales is None else {
+            n: scales[n] for n in names
+        }
 
     def writer(self, dest: Path) -> PrunedCheckpointWriter:
         """A pruned copy of the checkpoint at `dest`, written block by block."""

@@ -12,6 +12,7 @@ two copies of the windows' activations.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -57,3 +58,25 @@ class BlockwiseEvaluation:
                     counts.append(int(window.numel()) - 1)
                 results.append(summarize(sums, counts, bench.window_bytes))
         return results[0], results[1]
+
+
+def evaluate_masks(
+    bench: BlockwiseBench, masks: Mapping[str, np.ndarray], scales: Mapping[str, np.ndarray] | None
+) -> tuple[Evaluation, Evaluation]:
+    """(dense, pruned by `masks`) evaluations of a blockwise model whose global masks are known
+    (Flower's server: they arrive whole, not block by block)."""
+    walk = BlockwiseEvaluation(bench)
+    for block in range(bench.blocks):
+        walk.block(block, *bench.block_part(block, masks, scales))
+    return walk.finish()
+
+
+def mask_sparsity(masks: Mapping[str, np.ndarray], lengths: Mapping[str, int]) -> dict[str, Any]:
+    """The sparsity report of `masks` (the pruned fraction, overall and per layer), as
+    `Workbench.sparsity` reports it for a pruned model."""
+    per_layer = {name: float(np.mean(mask)) for name, mask in masks.items()}
+    overall = sum(per_layer[n] * lengths[n] for n in per_layer) / sum(lengths[n] for n in per_layer)
+    return {
+        "overall": round(overall, 6),
+        "per_layer": {k: round(v, 6) for k, v in per_layer.items()},
+    }

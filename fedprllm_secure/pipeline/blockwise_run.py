@@ -16,7 +16,7 @@ import numpy as np
 
 from ..mask_file import save_masks
 from .blockwise_bench import BlockwiseBench
-from .blockwise_eval import BlockwiseEvaluation
+from .blockwise_eval import BlockwiseEvaluation, mask_sparsity
 
 EVALUATED = "block by block (pruning.blockwise): each block in memory once for both walks"
 
@@ -30,7 +30,7 @@ def blockwise_run(
     assert isinstance(bench, BlockwiseBench)
     writer = bench.writer(save_model_to) if save_model_to is not None else None
     evaluation = BlockwiseEvaluation(bench)
-    pruned: dict[str, float] = {}
+    pruned: dict[str, np.ndarray] = {}  # the pruned fraction of each layer (a 0-d array)
 
     def sink(block: int, masks: dict[str, np.ndarray], scales: dict[str, np.ndarray] | None):
         with pipe.timer.phase("eval_blockwise"):
@@ -38,7 +38,7 @@ def blockwise_run(
         if writer is not None:
             with pipe.timer.phase("save_model"):
                 writer.write_block(block, masks, scales)
-        pruned.update({name: float(np.mean(mask)) for name, mask in masks.items()})
+        pruned.update({name: np.mean(mask) for name, mask in masks.items()})
 
     try:
         fed = pipe.fedprllm(sink=sink, keep_masks=save_masks_to is not None)
@@ -50,10 +50,7 @@ def blockwise_run(
         raise
     if save_masks_to is not None:
         save_masks(save_masks_to, fed.masks)
-    total = sum(bench.lengths.values())
-    overall = sum(pruned[name] * bench.lengths[name] for name in pruned) / total
-    sparsity = {"fedprllm": {"overall": round(overall, 6),
-                             "per_layer": {k: round(v, 6) for k, v in pruned.items()}}}  # fmt: skip
+    sparsity = {"fedprllm": mask_sparsity(pruned, bench.lengths)}
     with pipe.timer.phase("eval_blockwise"):
         dense, fedprllm = evaluation.finish()
     pipe.evaluations.update({"dense": dense, "fedprllm": fedprllm})

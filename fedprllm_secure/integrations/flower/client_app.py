@@ -31,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import logging
+import re
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -38,7 +39,7 @@ import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message
 from flwr.clientapp import ClientApp
 
-from ...errors import FedPrError, ProtocolError
+from ...errors import DataError, FedPrError, ProtocolError
 from ...randomness import SystemRandomSource
 from ...secure_sum import registry
 from ...secure_sum.api import ChunkSpec, ClientProtocol, config_digest
@@ -96,11 +97,29 @@ def command(message: Message, context: Context) -> Message:
     client_id = int(R.settings_of(message.content)["client-id"])
     H.refuse(received)
     node = H.load(context, client_id, received)
-    answer = node.handle(received)
+    try:
+        answer = node.handle(received)
+    except DataError as exc:
+        raise DataError(flower_hint(str(exc))) from None
     H.store(context, node)
     if received.kind == "calibrate":
         H.note_round(context, node, client_id)
     return Message(R.answer_content(answer, **_identity(context)), reply_to=message)
+
+
+# How a node's text too short for the run's samples is fixed on Flower (not simulate's flags).
+FLOWER_HINT = (
+    "lower the run config's samples-per-client or seqlen (e.g. --run-config seqlen=128 "
+    "--run-config samples-per-client=2 when writing the app or running it) or give this node "
+    "more text (node config data='PATH')"
+)
+
+
+def flower_hint(message: str) -> str:
+    """`message` with a hint naming `simulate`'s flags (--seqlen, ...) replaced by Flower's."""
+    if "--seqlen" not in message and "--samples-per-client" not in message:
+        return message
+    return re.sub(r";[^;]*--(seqlen|samples-per-client)[^;]*$", "", message) + "; " + FLOWER_HINT
 
 
 def _identity(context: Context) -> dict[str, Any]:

@@ -28,14 +28,11 @@ names the SuperLink connection `local` (see `write_flwr_home`).
 from __future__ import annotations
 
 import json
-import subprocess
 import tempfile
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ...errors import one_line
 from .processes import (  # noqa: F401 - re-exported: the deployment's library is this module
     NODE_MAX_RETRIES,
     NODE_MAX_WAIT_S,
@@ -46,6 +43,15 @@ from .processes import (  # noqa: F401 - re-exported: the deployment's library i
     log_reason,
     write_flwr_home,
 )
+from .run_status import clear_outputs
+from .submit import (  # noqa: F401 - flwr_failure re-exported
+    RunTimeout,
+    flwr_failure,
+    run_state,
+    start_run,
+    toml_value,
+    wait_for_result,
+)
 
 APP_COMPONENTS = {
     "serverapp": "fedprllm_secure.integrations.flower.server_app:app",
@@ -53,18 +59,17 @@ APP_COMPONENTS = {
 }
 
 
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    return json.dumps(str(value))
+def model_spec(model: str) -> str:
+    """`model` as the ServerApp (another working folder) must see it: an existing path made
+    absolute; an embedded model's name or a Hub id as given."""
+    path = Path(model).expanduser()
+    return str(path.resolve()) if path.exists() else model
 
 
 def write_app_dir(folder: Path, run_config: Mapping[str, Any]) -> Path:
     """A Flower App project whose components are this package's apps (no code is copied)."""
     folder.mkdir(parents=True, exist_ok=True)
-    config_lines = "\n".join(f'"{k}" = {_toml_value(v)}' for k, v in run_config.items())
+    config_lines = "\n".join(f'"{k}" = {toml_value(v)}' for k, v in run_config.items())
     (folder / "pyproject.toml").write_text(
         f"""[build-system]
 requires = ["hatchling"]
@@ -156,65 +161,39 @@ def submit_run(
     """`flwr run` the app on a started federation; wait (at most `timeout` s) for its result.
 
     Returns OUT/results.json; raises DeploymentError with the run's own error (OUT/error.txt),
-    a dead process's log, or the SuperLink log's tail on timeout. `on_progress(deployment,
-    progress)` is called while waiting (tests use it to kill a node mid-round).
+    a dead process's log, or the last stage on timeout. `on_progress(deployment, progress)` is
+    called while waiting (tests use it to kill a node mid-round).
     `federation_config`: the simulation engine's settings (`flwr run --federation-config`, e.g.
     {"num-supernodes": 64, "client-resources-num-cpus": 1}) for a SuperLink in simulation mode.
     """
     out = Path(out).resolve()
-    path = Path(model).expanduser()
-    model = str(path.resolve()) if path.exists() else model  # else an embedded model's name
-    config: dict[str, Any] = {"model": model, "out": str(out)}
+    config: dict[str, Any] = {"model": model_spec(model), "out": str(out)}
     config["num-nodes"] = num_nodes
     config.update(run_config or {})
     app_dir = write_app_dir(Path(tempfile.mkdtemp(prefix="app-", dir=deployment.workdir)), config)
     out.mkdir(parents=True, exist_ok=True)
-    for stale in ("results.json", "error.txt", "progress.json"):
-        (out / stale).unlink(missing_ok=True)
-    deadline = time.monotonic() + timeout
-    args = ["run", str(app_dir), "local", "--format", "json"]
+    clear_outputs(out)
+    extra: list[str] = []
     if federation_config:
-        pairs = " ".join(f"{k}={_toml_value(v)}" for k, v in federation_config.items())
-        args += ["--federation-config", pairs]
-    started = deployment.flwr(args, timeout=120)
-    failure = flwr_failure(started)
-    if failure is not None:
-        raise DeploymentError(f"flwr run failed: {failure}")
-    while time.monotonic() < deadline:
-        if (out / "results.json").is_file():
-            return dict(json.loads((out / "results.json").read_text()))
-        if (out / "error.txt").is_file():
-            raise DeploymentError(one_line((out / "error.txt").read_text()))
-        # A SuperNode dying is a dropout: the ServerApp leaves it out at its round deadline.
-        deployment.check_alive(nodes=False)
-        if on_progress is not None:
-            on_progress(deployment, _progress(out))
-        time.sleep(0.5)
-    stage = _progress(out).get("stage", "before the first stage")
-    raise DeploymentError(
-        f"the run did not finish within {timeout:.0f} s (last stage: {stage}; "
-        f"logs: {deployment.workdir})"
-    )
+        pairs = " ".join(f"{k}={toml_value(v)}" for k, v in federation_config.items())
+        extra = ["--federation-config", pairs]
+    env = deployment.env()
+    run_id = start_run(app_dir, "local", {}, env=env, cwd=deployment.workdir, extra=extra)
 
+    def ended() -> str | None:
+        state = run_state(run_id, "local", env)
+        return state if state and state.startswith("finished") else None
 
-def flwr_failure(completed: subprocess.CompletedProcess) -> str | None:
-    """The one-line reason a `flwr ... --format json` failed, or None if it succeeded.
-
-    flwr 1.42 exits 0 with {"success": false, "error-message": ...} when, e.g., the SuperLink is
-    unreachable, so the JSON decides, not only the exit code."""
     try:
-        answer = json.loads(completed.stdout)
-    except ValueError:
-        answer = None
-    if isinstance(answer, dict):
-        if answer.get("success", True) and completed.returncode == 0:
-            return None
-        reason = answer.get("error-message") or answer.get("error")
-        if reason:
-            return one_line(str(reason))
-    elif completed.returncode == 0:
-        return None
-    return log_reason(completed.stderr + "\n" + completed.stdout)
+        return wait_for_result(
+            out, timeout,
+            # A SuperNode dying is a dropout: the ServerApp leaves it out at its round deadline.
+            check=lambda: deployment.check_alive(nodes=False),
+            on_progress=None if on_progress is None else lambda p: on_progress(deployment, p),
+            ended=ended,
+        )  # fmt: skip
+    except RunTimeout as exc:
+        raise RunTimeout(f"{exc}; logs: {deployment.workdir}") from None
 
 
 def run_deployment(
@@ -258,10 +237,3 @@ def run_simulation_engine(
             deployment, model, num_supernodes, out, run_config, timeout,
             federation_config=federation,
         )  # fmt: skip
-
-
-def _progress(out: Path) -> dict[str, Any]:
-    try:
-        return json.loads((out / "progress.json").read_text())
-    except (OSError, ValueError):
-        return {}

@@ -19,8 +19,8 @@ it, or answers with an error, is left out and `failures` says why (first reason 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Protocol
 
 from flwr.app import Message
 from flwr.serverapp import Grid
@@ -99,6 +99,15 @@ def wait_for_nodes(grid: Grid, count: int, wait_s: float) -> list[int]:
         time.sleep(0.5)
 
 
+class StageReport(Protocol):
+    """Where the federation says which stage runs and how many nodes answered it
+    (`run_status.RunStatus` in the ServerApp)."""
+
+    def stage(self, name: str, detail: str = "") -> None: ...
+
+    def done(self, name: str, answered: int, asked: int, seconds: float) -> None: ...
+
+
 class FlowerFederation(Federation):
     """The clients of one run: client id c is Flower node `node_of[c]` (roster order = node ids
     sorted). `round_timeout_s` bounds enrollment and every protocol round; `poll_s` is the pull
@@ -110,7 +119,7 @@ class FlowerFederation(Federation):
         node_ids: Sequence[int],
         round_timeout_s: float = 120.0,
         poll_s: float = 0.1,
-        progress: Callable[[str], None] | None = None,
+        progress: StageReport | None = None,
         rng: RandomSource | None = None,
         chunk_entries: int = 1 << 24,
     ) -> None:
@@ -140,7 +149,7 @@ class FlowerFederation(Federation):
         time and without error (the others get their reason in `failures`)."""
         started = time.perf_counter()
         if self.progress is not None:
-            self.progress(stage)
+            self.progress.stage(stage, f"asking {len(messages)} nodes (deadline {timeout:.0f} s)")
         outgoing = {
             self.node_of[c]: Message(
                 content,
@@ -167,6 +176,8 @@ class FlowerFederation(Federation):
             answered[c] = reply
         elapsed = time.perf_counter() - started
         self.timings[stage] = round(self.timings.get(stage, 0.0) + elapsed, 3)
+        if self.progress is not None:
+            self.progress.done(stage, len(answered), len(messages), elapsed)
         return answered
 
     def command(

@@ -105,14 +105,22 @@ def _partition(corpus: str, split: str, seed: int, count: int) -> list[tuple[str
     return [client.documents for client in split_clients(pool, count, split, seed)]
 
 
-@lru_cache(maxsize=2)
+Spec = tuple[str, str, str, bool]  # model, device, dtype, blockwise
+_BENCHES: dict[Spec, Any] = {}  # the models this process loaded (at most 2)
+
+
 def workbench(model: str, device: str, dtype: str = "auto", blockwise: bool = False) -> Any:
     """The model of this process (nodes sharing a process share it: a node leaves it dense);
     `blockwise`: its decoder blocks stay in the checkpoint, one in memory per command."""
     from ...pipeline.blockwise_bench import BlockwiseBench
     from ...pipeline.workbench import Workbench
 
-    return (BlockwiseBench if blockwise else Workbench)(model, device, dtype)
+    key = (model, device, dtype, blockwise)
+    if key not in _BENCHES:
+        if len(_BENCHES) >= 2:
+            _BENCHES.pop(next(iter(_BENCHES)))
+        _BENCHES[key] = (BlockwiseBench if blockwise else Workbench)(model, device, dtype)
+    return _BENCHES[key]
 
 
 def node_blockwise(context: Context) -> bool:
@@ -125,6 +133,77 @@ def node_blockwise(context: Context) -> bool:
 def node_dtype(context: Context) -> str:
     """The weights' dtype: node config `dtype`, else the run config's (`dtype`), else auto."""
     return str(context.node_config.get("dtype") or context.run_config.get("dtype") or "auto")
+
+
+class LazyBench:
+    """The node's `Workbench`, loaded on first use of anything but its tokenizer and its block
+    count. Flower runs each message in a fresh ClientApp process, and most messages (describe,
+    prepare, every masked-input round) restore the node without computing on the model: for a
+    checkpoint folder or the embedded model they read only the tokenizer and config.json (the
+    files `model.load_model` reads them from), not the weights."""
+
+    def __init__(self, model: str, device: str, dtype: str = "auto", blockwise: bool = False):
+        self.spec: Spec = (model, device, dtype, blockwise)
+        self._light: dict[str, Any] = {}
+
+    @property
+    def blockwise(self) -> bool:
+        return self.spec[3]
+
+    def _folder(self) -> str | None:
+        """The checkpoint folder the model loads from, or None (GGUF, Hub id: load it all)."""
+        from ... import assets
+        from ...model import _embedded_checkpoint
+
+        model = self.spec[0]
+        if model in assets.ASSETS and assets.ASSETS[model].kind == "model":
+            return str(_embedded_checkpoint(model))
+        path = Path(model).expanduser()
+        return str(path) if (path / "config.json").is_file() else None
+
+    def _cheap(self, name: str) -> Any:
+        """The tokenizer or block count: from the loaded model if this process has it, else
+        from the checkpoint folder's files, else by loading the model."""
+        if self.spec not in _BENCHES and not self._light:
+            folder = self._folder()
+            if folder is not None:
+                from transformers import AutoConfig, AutoTokenizer
+
+                self._light["tokenizer"] = AutoTokenizer.from_pretrained(folder)
+                config = AutoConfig.from_pretrained(folder)
+                self._light["blocks"] = int(config.num_hidden_layers)
+                self._light["config"] = config
+        if self.spec not in _BENCHES and name in self._light:
+            return self._light[name]
+        return getattr(workbench(*self.spec), name)
+
+    @property
+    def tokenizer(self) -> Any:
+        return self._cheap("tokenizer")
+
+    @property
+    def blocks(self) -> int:
+        return int(self._cheap("blocks"))
+
+    def block_layers(self, block: int) -> list[Any]:
+        """Block `block`'s prunable layers (names and shapes) from the model's skeleton on the
+        meta device when the weights are not loaded (`prepare masks {block}` needs only names)."""
+        self._cheap("blocks")
+        if self.spec in _BENCHES or "config" not in self._light:
+            return workbench(*self.spec).block_layers(block)
+        if "layers" not in self._light:
+            from accelerate import init_empty_weights
+            from transformers import AutoModelForCausalLM
+
+            from ...model import prunable_layers
+
+            with init_empty_weights():
+                skeleton = AutoModelForCausalLM.from_config(self._light["config"])
+            self._light["layers"] = prunable_layers(skeleton)
+        return [layer for layer in self._light["layers"] if layer.block == block]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(workbench(*self.spec), name)
 
 
 def node_source(context: Context, client_id: int, privacy: dict[str, Any] | None) -> Any:
@@ -168,7 +247,7 @@ def _restore(context: Context, client_id: int, command: NodeCommand | None) -> A
 
     model = node_model(context)
     device = str(context.node_config.get("device", "cpu"))
-    bench = workbench(model, device, node_dtype(context), node_blockwise(context))
+    bench = LazyBench(model, device, node_dtype(context), node_blockwise(context))
     documents, what, _ = node_documents(context)
     text = ClientText(f"node-{context.node_id}", tuple(documents))
     saved = None

@@ -67,6 +67,64 @@ def group_gone(pgid: int, timeout: float = 0.0) -> bool:
         time.sleep(0.1)
 
 
+def _parents() -> dict[int, int]:
+    """pid -> parent pid of every live process (Linux /proc, else `ps`)."""
+    table: dict[int, int] = {}
+    proc = Path("/proc")
+    if (proc / "self" / "stat").is_file():
+        for entry in proc.iterdir():
+            if entry.name.isdigit():
+                try:
+                    stat = (entry / "stat").read_text()
+                except OSError:
+                    continue
+                table[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+        return table
+    try:
+        listing = subprocess.run(
+            ["ps", "-A", "-o", "pid=,ppid="], capture_output=True, text=True, timeout=10
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return table
+    for line in listing.splitlines():
+        fields = line.split()
+        if len(fields) == 2 and all(f.isdigit() for f in fields):
+            table[int(fields[0])] = int(fields[1])
+    return table
+
+
+def process_groups(pid: int) -> set[int]:
+    """The process group `pid` leads and those of its live descendants. Flower starts its
+    SuperExec (and through it the ServerApp) in a session of its own, which a signal to the
+    SuperLink's group alone does not reach."""
+    children: dict[int, list[int]] = {}
+    for child, parent in _parents().items():
+        children.setdefault(parent, []).append(child)
+    groups, todo = {pid}, [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            todo.append(child)
+            try:
+                groups.add(os.getpgid(child))
+            except ProcessLookupError:
+                continue
+    groups.discard(os.getpgrp())  # never the group of the process stopping them
+    return {group for group in groups if group > 1}
+
+
+def signal_groups(groups: set[int], sig: signal.Signals) -> None:
+    for group in groups:
+        try:
+            os.killpg(group, sig)
+        except (ProcessLookupError, PermissionError):
+            continue
+
+
+def groups_gone(groups: set[int], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    return all(group_gone(g, max(0.0, deadline - time.monotonic())) for g in groups)
+
+
 def write_flwr_home(folder: Path, control_address: str) -> Path:
     """FLWR_HOME with one SuperLink connection, `local`, at `control_address` (insecure)."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -173,59 +231,33 @@ class Deployment:
                     f"{log_reason(log.read_text(errors='replace'))} (log: {log})"
                 )
 
-    def flwr(self, args: Sequence[str], timeout: float) -> subprocess.CompletedProcess:
-        try:
-            return subprocess.run(
-                [str(self.bin_dir / "flwr"), *args],
-                capture_output=True,
-                text=True,
-                env=self.env(),
-                cwd=self.workdir,
-                timeout=timeout,
-            )
-        except subprocess.TimeoutExpired as exc:
-            raise DeploymentError(
-                f"flwr {' '.join(args[:1])} did not return within {timeout:.0f} s"
-            ) from exc
-
     def stop_process(self, process: subprocess.Popen, grace: float = 10.0) -> None:
-        """SIGTERM the process group this object started for `process`, then SIGKILL."""
-        if process.poll() is None:
-            for sig in (signal.SIGTERM, signal.SIGKILL):
-                try:
-                    os.killpg(process.pid, sig)  # the group id is the PID (start_new_session)
-                except ProcessLookupError:
-                    break
-                try:
-                    process.wait(timeout=grace)
-                    break
-                except subprocess.TimeoutExpired:
-                    continue
-        # The leader is gone; app processes it spawned may remain in its group.
-        if not group_gone(process.pid, timeout=1.0):
-            try:
-                os.killpg(process.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-            group_gone(process.pid, timeout=grace)
+        """Stop `process` and its descendants: SIGTERM their process groups, SIGKILL after
+        `grace` s what is left."""
+        self._stop_groups([process], grace)
 
     def stop(self, grace: float = 10.0) -> None:
-        """Stop every process group started here: SIGTERM all, wait `grace` s, SIGKILL the rest."""
-        started = [process for _name, process in self.processes]
+        """Stop every process group started here and those of their descendants (Flower's
+        SuperExec, ServerApp and ClientApp processes): SIGTERM all, wait `grace` s, SIGKILL."""
+        self._stop_groups([process for _name, process in self.processes], grace)
+
+    def _stop_groups(self, started: list[subprocess.Popen], grace: float) -> None:
+        groups: set[int] = set()
         for process in started:
-            if process.poll() is None:
-                try:
-                    os.killpg(process.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
+            groups |= process_groups(process.pid)  # before any dies: its children reparent
+        signal_groups(groups, signal.SIGTERM)
         deadline = time.monotonic() + grace
         for process in started:
             try:
                 process.wait(timeout=max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 pass
+        if not groups_gone(groups, max(0.0, deadline - time.monotonic())):
+            signal_groups(groups, signal.SIGKILL)
+            groups_gone(groups, 5.0)
         for process in started:
-            self.stop_process(process, grace=5.0)  # SIGKILL what is left, leader or group
+            if process.poll() is None:
+                process.wait(timeout=5.0)
 
     def __enter__(self) -> Deployment:
         return self

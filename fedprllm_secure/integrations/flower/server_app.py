@@ -12,8 +12,15 @@ and takes part in each secure-sum session through its own protocol client. Stage
 3. per session: enrollment, each secret made on its node, public parts attested and relayed
    (`trust.py`); then the protocol's rounds, driven by `secure_sum.driver.drive`
    (`federation.round_timeout_s` each);
-4. `simulate`'s release guard on every sum (minimum cohort, RR debiasing), global masks, written
-   to `out` (masks.npz, counts.npz in one-shot masks mode, results.json).
+4. `simulate`'s release guard on every sum (minimum cohort, RR debiasing), global masks;
+5. the perplexity of the dense and the pruned model on the evaluation text (`data.eval_text`, else
+   the corpus' held-out part; `eval-windows` x `eval-seqlen` tokens), as `simulate` reports it;
+6. written to `out`: masks.npz, counts.npz (one-shot masks mode), results.json (last).
+
+Each stage is one line on the ServerApp's log (`flwr run --stream`, `flwr log RUN_ID`) and in
+`out/progress.json` (`run_status.RunStatus`); outputs of an earlier run in `out` are removed at the
+start; a failure is `out/error.txt`, one line (no traceback for a failure the project raised on
+purpose).
 
 Run config: `settings.flower_run_config` (RunConfig field paths, e.g. `pruning.sparsity`).
 """
@@ -21,9 +28,7 @@ Run config: `settings.flower_run_config` (RunConfig field paths, e.g. `pruning.s
 from __future__ import annotations
 
 import json
-import logging
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -34,14 +39,13 @@ from flwr.serverapp import Grid, ServerApp
 
 from ... import __version__
 from ...config import RunConfig
-from ...errors import ConfigError
+from ...errors import ConfigError, FedPrError
 from ...pipeline.federation import NodeCommand
-from .federation import FlowerFederation, NodeFailure, exchange, wait_for_nodes
+from .federation import FlowerFederation, NodeFailure, StageReport, exchange, wait_for_nodes
+from .run_status import RunFailed, RunStatus, quiet_tracebacks, write_atomic
 from .settings import FlowerOptions, cohort_of, flower_run_config
 
 __all__ = ["FlowerResult", "NodeFailure", "exchange", "prune_on_flower", "prune_with_flower"]
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -63,7 +67,7 @@ def prune_on_flower(
     grid: Grid,
     config: RunConfig,
     options: FlowerOptions,
-    progress: Callable[[str], None] | None = None,
+    progress: StageReport | None = None,
 ) -> tuple[FlowerResult, Any]:
     """Run the strategy of `config` over the first `options.num_nodes` nodes of `grid`; the
     result and the server's Workbench (left dense)."""
@@ -75,13 +79,18 @@ def prune_on_flower(
     from ...pipeline.workbench import Workbench
     from ...progress import SilentProgress
 
-    nodes = wait_for_nodes(grid, options.num_nodes, config.federation.node_wait_s)
+    wait_s = config.federation.node_wait_s
+    if progress is not None:
+        progress.stage("wait for nodes", f"{options.num_nodes} SuperNodes (at most {wait_s:.0f} s)")
+    nodes = wait_for_nodes(grid, options.num_nodes, wait_s)
     fed = FlowerFederation(
         grid, nodes, config.federation.round_timeout_s, options.poll_interval_s, progress,
         chunk_entries=config.federation.chunk_entries,
     )  # fmt: skip
     fed.min_cohort = cohort_of(config)
     timer = Timer()
+    if progress is not None:
+        progress.stage("load model", config.model)
     with timer.phase("load_model"):
         kind = BlockwiseBench if config.pruning.blockwise else Workbench
         bench = kind(config.model, config.device, config.dtype)
@@ -130,7 +139,7 @@ def prune_with_flower(
     grid: Grid,
     run_config: Mapping[str, Any],
     model: str | None = None,
-    progress: Callable[[str], None] | None = None,
+    progress: StageReport | None = None,
 ) -> tuple[FlowerResult, Any]:
     """`prune_on_flower` from a Flower run config (`settings.flower_run_config`); `model`, if
     given, is the run config's `model`."""
@@ -138,15 +147,50 @@ def prune_with_flower(
     return prune_on_flower(grid, config, options, progress)
 
 
-def write_result(out: Path, config: RunConfig, result: FlowerResult) -> None:
-    """OUT/masks.npz (global masks), OUT/counts.npz, OUT/results.json (written last)."""
+def evaluate(config: RunConfig, bench: Any, result: FlowerResult) -> dict[str, Any]:
+    """Perplexity of the dense and the pruned model on the evaluation text (as `simulate`)."""
+    from ...pipeline.texts import eval_text
+
+    d = config.data
+    bench.use_eval_text(eval_text(d), d.eval_seqlen or d.seqlen, d.eval_windows)
+    if bench.blockwise:  # one block in memory: both walks block by block
+        from ...pipeline.blockwise_eval import evaluate_masks, mask_sparsity
+
+        evaluations = evaluate_masks(bench, result.masks, result.scales)
+        dense, pruned = (e.perplexity for e in evaluations)
+        sparsity = mask_sparsity(result.masks, bench.lengths)
+    else:
+        dense = bench.perplexity()
+        pruned, sparsity = bench.evaluate(result.masks, result.scales)
+    return {
+        "perplexity": {"dense": dense, "fedprllm": pruned},
+        "sparsity": {"fedprllm": sparsity},
+        "eval": {"windows": len(bench.windows), "window_tokens": int(bench.windows[0].numel())},
+    }
+
+
+def write_result(
+    out: Path,
+    config: RunConfig,
+    result: FlowerResult,
+    evaluation: Mapping[str, Any] | None = None,
+    run_id: int | None = None,
+) -> None:
+    """OUT/masks.npz (global masks), OUT/counts.npz, OUT/results.json (last); each atomically."""
     out.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(out / "masks.npz", **dict(result.masks))
-    np.savez_compressed(out / "counts.npz", **dict(result.counts))
+    for name, arrays in (("masks.npz", result.masks), ("counts.npz", result.counts)):
+        staging = out / f".{name}.partial.npz"
+        np.savez_compressed(staging, **dict(arrays))
+        staging.replace(out / name)
+    evaluation = dict(evaluation or {})
     summary = {
         "fedprllm_secure_version": __version__,
-        "config": asdict(config),
         "engine": "flower",
+        "flower_run_id": run_id,
+        "config": asdict(config),
+        "perplexity": evaluation.get("perplexity"),
+        "sparsity": evaluation.get("sparsity"),
+        "eval": evaluation.get("eval"),
         "contributors": result.contributors,
         "nodes": {str(c): n for c, n in result.nodes.items()},
         "failures": {str(c): why for c, why in result.failures.items()},
@@ -156,9 +200,7 @@ def write_result(out: Path, config: RunConfig, result: FlowerResult) -> None:
         "privacy": result.privacy,
         "timings_s": result.timings_s,
     }
-    tmp = out / "results.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=1, default=str))
-    tmp.replace(out / "results.json")
+    write_atomic(out / "results.json", json.dumps(summary, indent=1, default=str) + "\n")
 
 
 def save_model(bench: Any, result: FlowerResult, folder: Path) -> None:
@@ -171,10 +213,7 @@ def save_model(bench: Any, result: FlowerResult, folder: Path) -> None:
     writer = bench.writer(folder)
     try:
         for block in range(bench.blocks):
-            names = [layer.name for layer in bench.block_layers(block)]
-            scales = result.scales
-            writer.write_block(block, {n: result.masks[n] for n in names},
-                               None if scales is None else {n: scales[n] for n in names})  # fmt: skip
+            writer.write_block(block, *bench.block_part(block, result.masks, result.scales))
         writer.finish()
     except BaseException:
         writer.abort()
@@ -187,25 +226,32 @@ app = ServerApp()
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     values = dict(context.run_config)
-    out = Path(str(values.get("out", "runs/flower"))).expanduser()
-    out.mkdir(parents=True, exist_ok=True)
-
-    def progress(stage: str) -> None:
-        (out / "progress.json").write_text(json.dumps({"stage": stage, "time": time.time()}))
-
+    out = Path(str(values.get("out", "runs/flower"))).expanduser().resolve()
+    status = RunStatus(out, context.run_id)
+    status.clear()
+    quiet_tracebacks()
     try:
         config, options = flower_run_config(values)
         if not config.model:
             raise ConfigError("run config needs model='PATH' (the global model)")
-        result, bench = prune_on_flower(grid, config, options, progress)
-        write_result(out, config, result)
+        result, bench = prune_on_flower(grid, config, options, status)
+        status.stage(
+            "evaluate", f"perplexity, {config.data.eval_windows} windows, dense and pruned"
+        )
+        evaluation = evaluate(config, bench, result)
         if values.get("save-model"):
+            status.stage("save model", str(out / "model"))
             save_model(bench, result, out / "model")
-        log.warning(
-            "fedprllm-secure: pruned with %s over clients %s (left out: %s); wrote %s",
-            config.protocol.name, result.contributors, result.failures or "none", out,
-        )  # fmt: skip
-    except Exception as exc:  # the launcher waits for results.json or error.txt
-        (out / "error.txt").write_text(f"{type(exc).__name__}: {exc}\n")
-        log.error("fedprllm-secure: %s", exc)
+        status.stage("write results", str(out))
+        write_result(out, config, result, evaluation, context.run_id)
+        ppl = evaluation["perplexity"]
+        status.finish(
+            f"done: pruned with {config.protocol.name} over clients {result.contributors} "
+            f"(left out: {result.failures or 'none'}); perplexity dense {ppl['dense']:.2f}, "
+            f"pruned {ppl['fedprllm']:.2f}; wrote {out / 'results.json'}"
+        )
+    except FedPrError as exc:  # the launcher waits for results.json or error.txt
+        raise RunFailed(status.fail(exc)) from None
+    except Exception as exc:  # a bug: error.txt, and Flower logs the traceback
+        status.fail(exc)
         raise

@@ -30,6 +30,8 @@ FLAT = {
     "model": "model", "device": "device", "dtype": "dtype", "seed": "seed",
     "corpus": "data.corpus", "split": "data.split",
     "samples-per-client": "data.samples_per_client", "seqlen": "data.seqlen",
+    "eval-windows": "data.eval_windows", "eval-seqlen": "data.eval_seqlen",
+    "eval-text": "data.eval_text",
     "sparsity": "pruning.sparsity", "group": "pruning.group", "pruner": "pruning.pruner",
     "calibration": "pruning.calibration", "mode": "pruning.mode",
     "aggregate": "pruning.aggregate", "scaling": "pruning.scaling",
