@@ -107,18 +107,32 @@ def test_a_blockwise_flower_server_streams_the_same_pruned_checkpoint(
     import torch
     from transformers import AutoModelForCausalLM
 
-    from fedprllm_secure.integrations.flower.server_app import save_model
+    from fedprllm_secure.integrations.flower.server_app import evaluate, save_model
+    from fedprllm_secure.integrations.flower.settings import flower_run_config
 
     nodes = {i: {"model": str(tiny_model_dir), "data": str(client_dir / e)}
              for i, e in enumerate(ENTRIES)}  # fmt: skip
-    saved = {}
+    saved, evaluated = {}, {}
     for blockwise in (False, True):
-        run = {**BASE, "pruning.scaling": True, "pruning.blockwise": blockwise}
+        run = {
+            **BASE,
+            "pruning.scaling": True,
+            "pruning.blockwise": blockwise,
+            "data.eval_text": str(client_dir.parent / "eval.txt"),
+            "data.eval_windows": 3,
+        }
         grid = LocalGrid(client_app, nodes, run_config=run)
         result, bench = prune_with_flower(grid, run, str(tiny_model_dir))
         assert bench.blockwise == blockwise
+        config, _ = flower_run_config({**run, "model": str(tiny_model_dir)})
+        evaluated[blockwise] = evaluate(config, bench, result)
         save_model(bench, result, tmp_path / str(blockwise))
         saved[blockwise] = AutoModelForCausalLM.from_pretrained(tmp_path / str(blockwise))
+    for label, value in evaluated[False]["perplexity"].items():  # evaluated block by block
+        assert evaluated[True]["perplexity"][label] == pytest.approx(value, rel=1e-5), label
+    assert evaluated[True]["sparsity"]["fedprllm"]["overall"] == pytest.approx(
+        evaluated[False]["sparsity"]["fedprllm"]["overall"], abs=1e-6
+    )
     expected, streamed = saved[False].state_dict(), saved[True].state_dict()
     assert set(streamed) == set(expected)
     assert all(torch.equal(streamed[n], t) for n, t in expected.items())
