@@ -124,6 +124,7 @@ def test_a_blockwise_flower_server_streams_the_same_pruned_checkpoint(
         grid = LocalGrid(client_app, nodes, run_config=run)
         result, bench = prune_with_flower(grid, run, str(tiny_model_dir))
         assert bench.blockwise == blockwise
+        assert len(result.counts) == (0 if blockwise else 14)  # blockwise: no sums kept
         config, _ = flower_run_config({**run, "model": str(tiny_model_dir)})
         evaluated[blockwise] = evaluate(config, bench, result)
         save_model(bench, result, tmp_path / str(blockwise))

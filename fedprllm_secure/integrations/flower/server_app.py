@@ -88,6 +88,7 @@ def prune_on_flower(
         chunk_entries=config.federation.chunk_entries,
     )  # fmt: skip
     fed.min_cohort = cohort_of(config)
+    fed.keep_sums = not config.pruning.blockwise  # blockwise: no counts.npz, one block's sums
     timer = Timer()
     if progress is not None:
         progress.stage("load model", config.model)
