@@ -28,7 +28,7 @@ from .client.calibrate import (
     check_mask_options,
     method_block_masks,
 )
-from .client.scores import magnitude_scores, row_mask
+from .client.methods import PruneMethod
 from .errors import ConfigError, ModelError
 from .model import block_linears, block_prefix, decoder_blocks, resolve_device, resolve_dtype
 
@@ -62,6 +62,21 @@ class BlockwiseModel:
         for name, tensor in self.reader.read(sorted(expected)).items():
             value = tensor.to(self.dtype) if tensor.is_floating_point() else tensor
             set_module_tensor_to_device(self.model, name, self.device, value=value)
+
+    def load_output_head(self) -> nn.Module:
+        """The output head, its weights read now if untied (calibration never loads them)."""
+        from accelerate.utils import set_module_tensor_to_device
+
+        head = self.model.get_output_embeddings()
+        if getattr(self.model.config, "tie_word_embeddings", False):
+            head.weight = self.model.get_input_embeddings().weight  # loaded with the skeleton
+            return head
+        prefix = next(name for name, module in self.model.named_modules() if module is head)
+        names = [f"{prefix}.{key}" for key, _ in head.named_parameters()]
+        for name, tensor in self.reader.read(names).items():
+            value = tensor.to(self.dtype) if tensor.is_floating_point() else tensor
+            set_module_tensor_to_device(self.model, name, self.device, value=value)
+        return head
 
     def release_block(self, index: int) -> None:
         """Drop block `index`'s weights (back to the meta device: no memory)."""
@@ -138,28 +153,39 @@ def iter_block_masks(
     batch_size: int = 8,
     stats_transform: StatsTransform | None = None,
     max_blocks: int | None = None,
+    method: PruneMethod | None = None,
 ) -> Iterator[BlockResult]:
-    """`local_masks`'s walk, one block in memory at a time; yields each block's result in order."""
+    """`local_masks`'s walk, one block in memory at a time; yields each block's result in order.
+    `method` (default: `pruner` alone) as in `local_masks`, except OWL: its per-block sparsities
+    need every block's statistics before the first mask, so it is refused here (ConfigError)."""
+    method = method or PruneMethod(pruner=pruner)
+    pruner = method.pruner
+    if method.layerwise == "owl":
+        raise ConfigError("block-by-block calibration does not support OWL (layerwise owl)")
     check_mask_options(sparsity, pruner, calibration)
     stop = bm.blocks if max_blocks is None else min(max_blocks, bm.blocks)
     if pruner == "magnitude":
         for index in range(stop):
             bm.load_block(index)
-            masks = {layer.name: row_mask(magnitude_scores(layer.module.weight.data), sparsity).cpu()
-                     for layer in block_linears(bm.model, index)}  # fmt: skip
+            layers = block_linears(bm.model, index)
+            masks = {
+                n: m.cpu() for n, m in method_block_masks(layers, {}, sparsity, method).items()
+            }
             bm.release_block(index)
             yield BlockResult(index, {}, masks)
         return
     if samples is None:
         raise ConfigError("wanda needs calibration samples")
-    walk = BlockwiseCalibration(bm.model, samples, batch_size, stats_transform)
+    walk = BlockwiseCalibration(
+        bm.model, samples, batch_size, stats_transform, first_moment=method.first_moment
+    )
     while walk.index < stop:
         index = walk.index
         bm.load_block(index)
         try:
             layers = walk.layers
             stats = walk.statistics()
-            masks = method_block_masks(layers, stats, sparsity)
+            masks = method_block_masks(layers, stats, sparsity, method)
             if calibration == "one-shot":
                 walk.propagate_dense()
             else:

@@ -18,7 +18,8 @@ from fedprllm_secure.checkpoint import (
     resolve_checkpoint,
 )
 from fedprllm_secure.client.calibrate import local_masks
-from fedprllm_secure.errors import ModelError
+from fedprllm_secure.client.methods import PruneMethod
+from fedprllm_secure.errors import ConfigError, ModelError
 from fedprllm_secure.model import decoder_blocks, load_model
 
 from .conftest import make_tiny_model, make_tokenizer, save_tiny
@@ -249,3 +250,27 @@ def test_writer_prunes_and_scales_as_apply_masks_does(tiny3: Path, tmp_path: Pat
     apply_masks(layers, masks, scales)
     for name, param in dense.named_parameters():
         assert torch.equal(pruned[name], param), name
+
+
+@pytest.mark.parametrize(
+    "method",
+    [PruneMethod(pruner="ria"), PruneMethod(sparsity_type="2:4"), PruneMethod(refine="dsnot")],
+    ids=["ria", "2:4", "dsnot"],
+)
+def test_iter_block_masks_follows_the_prune_method(tiny3: Path, method: PruneMethod) -> None:
+    samples = _samples()
+    whole = load_model(str(tiny3), "cpu")
+    expected, _ = local_masks(whole.model, samples, 0.5, batch_size=2, method=method)
+    bm = open_blockwise(str(tiny3), "cpu", "float32")
+    got = {n: m for r in iter_block_masks(bm, samples, 0.5, batch_size=2, method=method)
+           for n, m in r.masks.items()}  # fmt: skip
+    assert list(got) == list(expected)
+    assert all(torch.equal(got[n], expected[n]) for n in expected)
+    plain, _ = local_masks(whole.model, samples, 0.5, batch_size=2)
+    assert any(not torch.equal(plain[n], expected[n]) for n in expected)  # the method mattered
+
+
+def test_iter_block_masks_refuses_owl(tiny3: Path) -> None:
+    bm = open_blockwise(str(tiny3), "cpu", "float32")
+    with pytest.raises(ConfigError, match="does not support OWL"):
+        next(iter_block_masks(bm, _samples(), 0.5, method=PruneMethod(layerwise="owl")))

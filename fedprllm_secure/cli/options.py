@@ -79,6 +79,13 @@ class Device(str, Enum):
     cuda = "cuda"
 
 
+class Dtype(str, Enum):
+    auto = "auto"
+    float32 = "float32"
+    bfloat16 = "bfloat16"
+    float16 = "float16"
+
+
 class Accountant(str, Enum):
     rdp = "rdp"
     prv = "prv"
@@ -118,6 +125,7 @@ METHODS = ("fedprllm", "centralized", "local")
 FLAGS: dict[str, str] = {
     "model": "--model",
     "device": "--device",
+    "dtype": "--dtype",
     "seed": "--seed",
     "data.corpus": "--corpus",
     "data.client_data": "--client-data",
@@ -144,6 +152,7 @@ FLAGS: dict[str, str] = {
     "pruning.scaling": "--scaling",
     "pruning.methods": "--method",
     "pruning.batch_size": "--batch-size",
+    "pruning.blockwise": "--blockwise",
     "protocol.name": "--protocol",
     "protocol.options.threshold": "--threshold",
     "protocol.options.neighbors": "--neighbors",

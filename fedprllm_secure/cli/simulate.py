@@ -41,6 +41,15 @@ def simulate(
         str, opt(RUN, "smollm2-135m, a .gguf file, a model folder or a Hub id.")
     ] = "smollm2-135m",
     device: Annotated[o.Device, opt(RUN, "auto: CUDA when present.")] = o.Device.auto,
+    dtype: Annotated[
+        o.Dtype,
+        opt(
+            RUN,
+            "Weights: auto (stored), float32, bfloat16, float16.",
+            metavar="DTYPE",
+            show_default=False,
+        ),
+    ] = o.Dtype.auto,
     seed: Annotated[int, opt(RUN, "Seed of the split and tie breaking.")] = 0,
     corpus: Annotated[str, opt(DATA, "wiki-topics or a JSON file in its format.")] = "wiki-topics",
     client_data: Annotated[
@@ -86,7 +95,11 @@ def simulate(
     method: Annotated[
         list[str], opt(PRUNING, "fedprllm, centralized, local (comma-separated).", metavar="NAMES")
     ] = ["fedprllm"],  # noqa: B006
-    batch_size: Annotated[int, opt(PRUNING, "Calibration windows per forward pass.")] = 8,
+    batch_size: Annotated[int, opt(PRUNING, "Windows per forward pass.")] = 8,
+    blockwise: Annotated[
+        bool,
+        opt(PRUNING, "One decoder block in memory at a time.", "--blockwise", show_default=False),
+    ] = False,
     protocol: Annotated[
         str, opt(PROTOCOL, "plaintext, additive, ckks (see `protocols`).")
     ] = "plaintext",
@@ -231,7 +244,7 @@ def _print_summary(results: dict[str, Any], out_dir: Path) -> None:
             continue
         sparsity = results["sparsity"].get(name.replace("_mean", ""), {}).get("overall")
         table.add_row(
-            name, f"{value:.3f}", _number(se.get(name), 3), _number(bpb.get(name), 4),
+            name, _number(value, 3), _number(se.get(name), 3), _number(bpb.get(name), 4),
             "-" if sparsity is None else f"{sparsity:.4f}",
         )  # fmt: skip
     out.print(table)
@@ -244,6 +257,8 @@ def _print_summary(results: dict[str, Any], out_dir: Path) -> None:
             f"dropped {protocol['dropped'] or 'none'}, upload {average / 1e6:.2f} MB per client "
             f"({protocol['uplink_bytes_per_weight']} bytes per weight)"
         )
+    if results.get("evaluation"):
+        out.print(f"evaluation: {results['evaluation']}")
     windows = results.get("eval_windows", {})
     if windows.get("used", 0) < windows.get("asked", 0):
         out.print(

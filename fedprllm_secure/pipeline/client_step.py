@@ -16,9 +16,11 @@ calibrate     {samples_per_client, seqlen, batch_size, pruner, calibration, spar
               Starts a new calibration (pruning round): a new ledger, a new randomized-response
               key (drawn once from the node's source), a new DP statistics mechanism (one release
               per block). "masks": the local masks of every block now (reused, with its mechanism,
-              when the same options were calibrated before); "blocks": a block-by-block walk.
+              when the same options were calibrated before; on a blockwise bench, block by block
+              as `prepare masks {block}` asks); "blocks": a block-by-block walk.
 prepare       {aggregation, upload, ...} -> see below; stages the upload of aggregation `k`:
-  upload "masks"        the local masks' bits (walk "masks")                       -> {}
+  upload "masks"        {block (optional)}: the local masks' bits of `block`'s layers (all
+                        layers without it) (walk "masks")                          -> {}
   upload "block-masks"  {block, sparsity}: the current block's statistics -> its Wanda masks
                         (walk "blocks", iterative masks)                           -> {block}
   upload "histogram"    {blocks: [b..], one_shot}: statistics of `blocks` (one_shot: dense, the
@@ -247,9 +249,9 @@ class ClientNode:
         samples = self.samples(int(options["samples_per_client"]), int(options["seqlen"]))
         calibration = self.begin_calibration(options, privacy)
         model = self.env.bench.model
-        if options["walk"] == "masks":
-            if privacy.distributed:
-                raise ProtocolError("distributed DP noises the stats upload: masks mode refused")
+        if options["walk"] == "masks" and privacy.distributed:
+            raise ProtocolError("distributed DP noises the stats upload: masks mode refused")
+        if options["walk"] == "masks" and not self.env.bench.blockwise:
             key = json.dumps({**options, "privacy": asdict(privacy)}, sort_keys=True)
             if key not in self._mask_cache:
                 masks, _ = local_masks(
@@ -264,7 +266,7 @@ class ClientNode:
                 )
                 self._mask_cache[key] = (pack_masks(masks), calibration.dp)
             calibration.masks, calibration.dp = self._mask_cache[key]
-        else:
+        elif options["walk"] == "blocks" or method.pruner != "magnitude":  # blockwise: lazily
             calibration.walk = BlockwiseCalibration(
                 model, samples, int(options["batch_size"]), calibration.transform,
                 first_moment=method.first_moment,
@@ -285,13 +287,13 @@ class ClientNode:
         aggregation, upload = int(s["aggregation"]), s.get("upload")
         answer: dict[str, Any] = {}
         if upload == "masks":
-            if calibration.masks is None:
-                raise ProtocolError("prepare masks: the current calibration has no local masks")
-            staged = Staged(aggregation, dict(calibration.masks), packed=True)
+            staged = Staged(aggregation, self._mask_bits(s.get("block")), packed=True)
         elif upload == "block-masks":
             walk = self._walk(int(s["block"]))
             method = PruneMethod.from_settings(calibration.options.get("method"))
-            masks = method_block_masks(walk.layers, walk.statistics(), float(s["sparsity"]), method)
+            with self.env.bench.holding(walk.index):
+                stats = walk.statistics()
+                masks = method_block_masks(walk.layers, stats, float(s["sparsity"]), method)
             arrays = {n: m.cpu().reshape(-1).numpy().astype(np.uint8) for n, m in masks.items()}
             staged, answer = Staged(aggregation, arrays), {"block": walk.index}
         elif upload in ("histogram", "limbs") and calibration.privacy.distributed:
@@ -378,7 +380,7 @@ class ClientNode:
         scales = None
         if any(f"scale/{layer.name}" in arrays for layer in layers):
             scales = {layer.name: np.asarray(arrays[f"scale/{layer.name}"]) for layer in layers}
-        with bench.pruned(layers, masks, scales):
+        with bench.holding(walk.index), bench.pruned(layers, masks, scales):
             walk.propagate(None)  # through the globally pruned block
         return NodeAnswer({"block": walk.index})
 
@@ -403,6 +405,38 @@ class ClientNode:
         if self.current is None:
             raise ProtocolError(f"client {self.client_id} has not calibrated")
         return self.current
+
+    def _mask_bits(self, block: int | None) -> dict[str, np.ndarray]:
+        """The packed local masks of `block`'s layers (every layer when `block` is None). On a
+        blockwise bench they are computed now, block after block (one block in memory)."""
+        calibration = self._need()
+        if self.env.bench.blockwise and calibration.options["walk"] == "masks":
+            if block is None:
+                raise ProtocolError("a blockwise node stages one block at a time: name the block")
+            return pack_masks(self._blockwise_masks(calibration, int(block)))
+        if calibration.masks is None:
+            raise ProtocolError("prepare masks: the current calibration has no local masks")
+        if block is None:
+            return dict(calibration.masks)
+        layers = self.env.bench.block_layers(int(block))
+        return {layer.name: calibration.masks[layer.name] for layer in layers}
+
+    def _blockwise_masks(self, calibration: Calibration, block: int) -> dict[str, torch.Tensor]:
+        """`local_masks`'s masks of `block`, the walk moving on (one-shot: dense; sequential:
+        through the block pruned by them), with the block's weights in memory meanwhile."""
+        options, bench = calibration.options, self.env.bench
+        method = PruneMethod.from_settings(options.get("method"))
+        sparsity = float(options["sparsity"])
+        with bench.holding(block):
+            if calibration.walk is None:  # magnitude: no data, no walk
+                return method_block_masks(bench.block_layers(block), {}, sparsity, method)
+            walk = self._walk(block)
+            masks = method_block_masks(walk.layers, walk.statistics(), sparsity, method)
+            if options["calibration"] == "one-shot":
+                walk.propagate_dense()
+            else:
+                walk.propagate(masks)
+        return masks
 
     def _walk(self, block: int) -> BlockwiseCalibration:
         walk = self._need().walk

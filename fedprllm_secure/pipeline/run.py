@@ -10,6 +10,7 @@ variants of the pruning / protocol / privacy settings (the experiments use it).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from statistics import mean
@@ -29,6 +30,8 @@ from ..preflight import check_protocol, check_run
 from ..privacy.noise_source import describe, secret_source
 from ..progress import Progress, SilentProgress
 from ..secure_sum import registry
+from .blockwise_bench import BlockwiseBench
+from .blockwise_run import EVALUATED, blockwise_run
 from .federation import Federation, NodeCommand
 from .inprocess import InProcessFederation
 from .layout import unpack_masks
@@ -38,6 +41,7 @@ from .timer import Timer
 from .workbench import Workbench
 
 Masks = dict[str, np.ndarray]
+BlockSink = Callable[[int, Masks, Masks | None], None]
 
 
 @dataclass
@@ -72,7 +76,8 @@ class Pipeline:
         self.evaluations: dict[str, Evaluation] = {}
         self.progress.phase("load model")
         with self.timer.phase("load_model"), self.progress.status(f"loading model {config.model}"):
-            self.bench = bench or Workbench(config.model, config.device)
+            kind = BlockwiseBench if config.pruning.blockwise else Workbench
+            self.bench = bench or kind(config.model, config.device, config.dtype)
         self.progress.phase("prepare data")
         with self.timer.phase("prepare_data"):
             texts = client_texts(config.data, config.seed)
@@ -108,9 +113,9 @@ class Pipeline:
         config.validate()
         if config.data.client_data:
             config = replace(config, data=replace(config.data, clients=self.config.data.clients))
-        same = ("model", "device", "seed", "data")
+        same = ("model", "device", "dtype", "seed", "data")
         if any(getattr(config, k) != getattr(self.config, k) for k in same):
-            raise ConfigError("a variant keeps the pipeline's model, device, seed and data")
+            raise ConfigError("a variant keeps the pipeline's model, device, dtype, seed and data")
         check_protocol(config, self.federation.clients)
         return config
 
@@ -145,13 +150,19 @@ class Pipeline:
         finally:
             bench.restore()
 
-    def fedprllm(self, config: RunConfig | None = None) -> FedResult:
+    def fedprllm(
+        self,
+        config: RunConfig | None = None,
+        sink: BlockSink | None = None,
+        keep_masks: bool = True,
+    ) -> FedResult:
         """Global masks of FedPrLLM under `config` (a variant of the pipeline's); one new
-        calibration of every client (masks are reused by a node when identical)."""
+        calibration of every client (masks are reused by a node when identical). `sink` gets
+        each block's global masks as they are made (`Server.sink`; masks mode)."""
         config = self.variant(config)
         self.federation.simulate_drops(config.federation.drop)
         server = Server(config, self.bench, self.federation, self.timer, self.progress)
-        server.described = self.described
+        server.described, server.sink, server.keep_masks = self.described, sink, keep_masks
         try:
             masks, scales = strategy_for(config)(server)
         finally:
@@ -262,8 +273,15 @@ def run(
         raise ConfigError("save_masks_to needs pruning.methods fedprllm or centralized")
     started = time.perf_counter()
     progress = progress or SilentProgress()
-    progress.plan(["load model", "prepare data", "evaluate dense", *methods])
+    evaluated = [] if config.pruning.blockwise else ["evaluate dense"]
+    progress.plan(["load model", "prepare data", *evaluated, *methods])
     pipe = Pipeline(config, progress, bench)
+    if pipe.bench.blockwise:  # dense and pruned evaluated block by block during the run
+        progress.phase("fedprllm")
+        perplexities, sparsity, fed = blockwise_run(pipe, save_model_to, save_masks_to)
+        results = _results(pipe, perplexities, sparsity, fed, save_model_to, started)
+        results["saved_masks"] = str(save_masks_to) if save_masks_to else None
+        return {**results, "evaluation": EVALUATED}
     progress.phase("evaluate dense")
     perplexities: dict[str, Any] = {"dense": pipe.evaluate("dense")[0]}
     sparsity: dict[str, Any] = {}

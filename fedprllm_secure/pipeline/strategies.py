@@ -1,6 +1,7 @@
 """One strategy per mode, each talking only to a `Federation` (commands and secure sums).
 
-* `one_shot_masks`: every client calibrates its local masks; one secure sum of all the bits.
+* `one_shot_masks`: every client calibrates its local masks; one secure sum per decoder block
+  (one session), the server holding one block's sums at a time.
 * `iterative_masks`: one secure sum per decoder block; the clients run their samples through
   the globally pruned block before the next one.
 * `stats_one_shot` / `stats_sequential`: clients sum activation statistics in fixed point
@@ -68,6 +69,8 @@ class Server:
     stats_groups: list[list[str]] = field(default_factory=list)  # input groups summed so far
     privacy: PrivacySettings | None = None  # the resolved settings sent at the last calibrate
     dp_release: ServerRelease | None = None  # distributed DP: the releases' public parameters
+    sink: Callable[[int, Masks, Scales], None] | None = None  # each block's global masks, once
+    keep_masks: bool = True  # False: masks mode returns no masks (the sink had every block)
 
     @property
     def method(self) -> PruneMethod:
@@ -140,14 +143,47 @@ class Server:
 
 
 def one_shot_masks(server: Server) -> tuple[Masks, Scales]:
+    """Every client calibrates its local masks at once; then one session (keys set up once) and
+    one aggregation per block under its own index, each block's counts turned into its global
+    masks (and scales) and dropped before the next block's sums exist: the server holds one
+    block's sums, never the model's. A client dropping in block l leaves blocks < l as released
+    (their cohort) and blocks >= l summed over the survivors, or the run aborts (cohort guard)."""
     bench = server.bench
     server.calibrate("masks")
     session = server.open_session()
-    server.command("prepare", {"aggregation": 0, "upload": "masks"})
-    spec = AggregationSpec.from_lengths(0, bench.lengths, bound=1)
-    with server.progress.stage(f"secure sum ({server.config.protocol.name})", 1) as advance:
-        sums, contributors = server.sum(session, spec)
-        advance()
+    masks: Masks = {}
+    scales: Scales = {} if server.rule.scaling else None
+    stage = f"secure sum ({server.config.protocol.name}, per block)"
+    with server.progress.stage(stage, bench.blocks) as advance:
+        for block in range(bench.blocks):
+            with server.timer.phase("calibration_clients"):
+                server.command("prepare", {"aggregation": block, "upload": "masks", "block": block})
+            block_masks, block_scales = _block_global_masks(server, session, block)
+            _keep(server, block, (masks, scales), block_masks, block_scales)
+            advance()
+    return masks, scales
+
+
+def _keep(
+    server: Server, block: int, kept: tuple[Masks, Scales], masks: Masks, scales: Scales
+) -> None:
+    """Hand block `block`'s global masks to the server's sink and keep them (`keep_masks`)."""
+    if server.sink is not None:
+        server.sink(block, masks, scales)
+    if server.keep_masks:
+        kept[0].update(masks)
+        if kept[1] is not None and scales is not None:
+            kept[1].update(scales)
+
+
+def _block_global_masks(
+    server: Server, session: SecureSumSession, block: int
+) -> tuple[Masks, Scales]:
+    """Aggregation `block` of `session` (the block's layers, bits) -> the block's global masks;
+    its sums go out of scope on return."""
+    bench = server.bench
+    lengths = {layer.name: layer.numel for layer in bench.block_layers(block)}
+    sums, contributors = server.sum(session, AggregationSpec.from_lengths(block, lengths, 1))
     with server.timer.phase("server_prune"):
         return global_masks(server.rule, sums, bench.shapes, bench.index, contributors)
 
@@ -165,17 +201,8 @@ def iterative_masks(server: Server) -> tuple[Masks, Scales]:
                        "sparsity": sparsity}  # fmt: skip
             with server.timer.phase("calibration_clients"):
                 server.command("prepare", prepare)
-            lengths = {layer.name: layer.numel for layer in bench.block_layers(block)}
-            sums, contributors = server.sum(
-                session, AggregationSpec.from_lengths(block, lengths, 1)
-            )
-            with server.timer.phase("server_prune"):
-                block_masks, block_scales = global_masks(
-                    server.rule, sums, bench.shapes, bench.index, contributors
-                )
-            masks.update(block_masks)
-            if scales is not None and block_scales is not None:
-                scales.update(block_scales)
+            block_masks, block_scales = _block_global_masks(server, session, block)
+            _keep(server, block, (masks, scales), block_masks, block_scales)
             server.apply_block(block, block_masks, block_scales)
             advance()
     return masks, scales

@@ -7,7 +7,7 @@ on it and leave it dense), by `audit` and by the experiments (one workbench for 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +27,11 @@ Masks = Mapping[str, np.ndarray | torch.Tensor]
 class Workbench:
     """One loaded model and its dense weights; `windows` are set by `use_eval_text`."""
 
-    def __init__(self, model: str, device: str = "auto") -> None:
+    def __init__(self, model: str, device: str = "auto", dtype: str = "auto") -> None:
+        """`dtype`: the weights' (`model.load_model`; auto: the checkpoint's own)."""
         from ..saving import checkpoint_dtype
 
-        self.loaded: LoadedModel = load_model(model, device)
+        self.loaded: LoadedModel = load_model(model, device, dtype)
         self.source_dtype: str | None = checkpoint_dtype(model)
         self.model = self.loaded.model
         self.tokenizer = self.loaded.tokenizer
@@ -58,6 +59,8 @@ class Workbench:
         self.windows = eval_windows(self.eval_tokens, seqlen, count)
         self.window_bytes = predicted_bytes(self.tokenizer, self.windows)
 
+    blockwise = False  # BlockwiseBench: the decoder blocks stay in the checkpoint
+
     def use_public_text(self, text: str) -> None:
         """Public text for `reference_windows` when no evaluation text was set (a Flower server
         does not evaluate)."""
@@ -78,6 +81,10 @@ class Workbench:
 
     def block_layers(self, block: int) -> list[PrunableLayer]:
         return [layer for layer in self.layers if layer.block == block]
+
+    def holding(self, block: int) -> AbstractContextManager[None]:
+        """Block `block`'s weights in memory while the context lasts (here: always)."""
+        return nullcontext()
 
     def apply(
         self,

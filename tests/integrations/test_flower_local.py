@@ -121,6 +121,7 @@ def assert_counts_of(counts: dict, model: Path, clients: Path, entries: dict[int
         solo = LocalGrid(client_app, {1: {"model": str(model), "data": str(clients / entry)}})
         r, _ = prune_with_flower(solo, settings(protocol="plaintext", num_nodes=1), str(model))
         single[c] = r.counts
+    assert set(counts) == set(single[next(iter(entries))]) and len(counts) == 14  # every block
     for name, value in counts.items():
         assert np.array_equal(value, sum(single[c][name] for c in entries)), name
 

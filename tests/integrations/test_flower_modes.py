@@ -38,6 +38,11 @@ MODES = {
         {"aggregate": "stats", "calibration": "one-shot"},
     ),
     "stats-sequential": ({"pruning.aggregate": "stats"}, {"aggregate": "stats"}),
+    # blockwise nodes and server (one block in memory) give the whole-model pipeline's masks
+    "blockwise-one-shot": ({"pruning.blockwise": True, "pruning.scaling": True}, {"scaling": True}),
+    "blockwise-iterative": (
+        {"pruning.blockwise": True, "pruning.mode": "iterative"}, {"mode": "iterative"}
+    ),
     "rr-epsilon": (
         {"privacy.rr_epsilon": 1.0, "privacy.reproducible_noise": True, "pruning.group": "row"},
         {"privacy": PrivacySettings(rr_epsilon=1.0, reproducible_noise=True), "group": "row"},
@@ -112,3 +117,43 @@ def test_every_mode_on_flower_equals_the_in_process_pipeline(
     if "reproducible" in str(flower_run):  # the noise is the seed's, not one fixed draw
         other = flower_result(tiny_model_dir, client_dir, {**flower_run, "seed": 1}).masks
         assert any(not np.array_equal(other[n], masks[n]) for n in masks)
+
+
+def test_a_blockwise_flower_server_streams_the_same_pruned_checkpoint(
+    tiny_model_dir: Path, client_dir: Path, tmp_path: Path
+) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from fedprllm_secure.integrations.flower.server_app import evaluate, save_model
+    from fedprllm_secure.integrations.flower.settings import flower_run_config
+
+    nodes = {i: {"model": str(tiny_model_dir), "data": str(client_dir / e)}
+             for i, e in enumerate(ENTRIES)}  # fmt: skip
+    saved, evaluated = {}, {}
+    for blockwise in (False, True):
+        run = {
+            **BASE,
+            "pruning.scaling": True,
+            "pruning.blockwise": blockwise,
+            "data.eval_text": str(client_dir.parent / "eval.txt"),
+            "data.eval_windows": 3,
+        }
+        grid = LocalGrid(client_app, nodes, run_config=run)
+        result, bench = prune_with_flower(grid, run, str(tiny_model_dir))
+        assert bench.blockwise == blockwise
+        assert len(result.counts) == (0 if blockwise else 14)  # blockwise: no sums kept
+        config, _ = flower_run_config({**run, "model": str(tiny_model_dir)})
+        evaluated[blockwise] = evaluate(config, bench, result)
+        save_model(bench, result, tmp_path / str(blockwise))
+        saved[blockwise] = AutoModelForCausalLM.from_pretrained(tmp_path / str(blockwise))
+    for label, value in evaluated[False]["perplexity"].items():  # evaluated block by block
+        assert evaluated[True]["perplexity"][label] == pytest.approx(value, rel=1e-5), label
+    assert evaluated[True]["sparsity"]["fedprllm"]["overall"] == pytest.approx(
+        evaluated[False]["sparsity"]["fedprllm"]["overall"], abs=1e-6
+    )
+    expected, streamed = saved[False].state_dict(), saved[True].state_dict()
+    assert set(streamed) == set(expected)
+    assert all(torch.equal(streamed[n], t) for n, t in expected.items())
+    zeros = saved[True].model.layers[1].mlp.up_proj.weight.eq(0).float().mean()
+    assert float(zeros) == pytest.approx(0.5, abs=0.01)

@@ -30,11 +30,22 @@ def test_the_tokenizer_and_block_count_come_without_the_weights(tiny_model_dir: 
     full = Workbench(str(tiny_model_dir), "cpu")
     assert windows.equal(calibration_samples(full.tokenizer, text, 2, 16))  # same samples
     assert lazy.lengths == full.lengths  # anything else loads the model, once
-    assert list(node_host._BENCHES) == [(str(tiny_model_dir), "cpu")]
-    assert lazy.tokenizer is node_host._BENCHES[(str(tiny_model_dir), "cpu")].tokenizer
+    assert list(node_host._BENCHES) == [(str(tiny_model_dir), "cpu", "auto", False)]
+    assert (
+        lazy.tokenizer is node_host._BENCHES[(str(tiny_model_dir), "cpu", "auto", False)].tokenizer
+    )
 
 
 def test_a_model_that_is_not_a_checkpoint_folder_is_loaded_whole(tmp_path: Path) -> None:
     lazy = node_host.LazyBench(str(tmp_path / "absent"), "cpu")
     with pytest.raises(Exception, match="absent"):
         lazy.tokenizer  # noqa: B018 - the load itself is the test
+
+
+def test_a_block_s_layer_names_come_without_the_weights(tiny_model_dir: Path) -> None:
+    """`prepare masks {block}` stages the block's layers: their names come from the skeleton."""
+    lazy = node_host.LazyBench(str(tiny_model_dir), "cpu")
+    names = [[layer.name for layer in lazy.block_layers(b)] for b in range(2)]
+    assert not node_host._BENCHES and not lazy.blockwise  # nothing loaded
+    full = Workbench(str(tiny_model_dir), "cpu")
+    assert names == [[layer.name for layer in full.block_layers(b)] for b in range(2)]

@@ -9,6 +9,8 @@ Node config (`flower-supernode --node-config "model='DIR' data='PATH' ..."`):
   data      this node's calibration text: a .txt or .jsonl file, or a folder of them (on the
             simulation engine: partition `partition-id` of the run's corpus instead)
   device    optional: auto | cpu | cuda (default cpu)
+  dtype     optional: auto | float32 | bfloat16 | float16 (default: the run config's dtype)
+  blockwise optional: true = one decoder block in memory (default: the run's pruning.blockwise)
   identity  this node's long-term Ed25519 key file (`fedprllm-secure node-key PATH`)
   trust     a trust file (what this node pins: `trust.py`), or 'server' to let the server
             distribute keys unchecked; without it only the insecure plaintext protocol runs

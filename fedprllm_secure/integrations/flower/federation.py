@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any, Protocol
 
 from flwr.app import Message
@@ -133,6 +134,7 @@ class FlowerFederation(Federation):
         self.progress = progress
         self.rng = rng or SystemRandomSource()
         self.timings: dict[str, float] = {}
+        self.keep_sums = True  # False: a session keeps no aggregation's sums (O(block) server)
         self.uplink: dict[ClientId, int] = {}  # protocol bytes each client sent, all sessions
         self.rounds = 0  # protocol rounds, all sessions
         self.layout: str | None = None  # the server's layout fingerprint: answers must match it
@@ -355,5 +357,5 @@ class FlowerSession(SecureSumSession):
         )
         if not result.contributors:
             raise NodeFailure(f"no client contributed to the sum. {fed.reasons()}".strip())
-        self.results.append(result)
+        self.results.append(result if fed.keep_sums else replace(result, sums={}))
         return result

@@ -5,7 +5,8 @@ state (`load`), lets it act, and saves it back (`store`). The node's environment
 time from what the node itself holds, never from the server:
 
 * the model: node config `model` (else, on the simulation engine, the run config's), loaded once
-  per process (`workbench`);
+  per process (`workbench`) in node config `dtype`, else the run config's `dtype` (auto), whole
+  or one decoder block at a time (node config `blockwise`, else the run's `pruning.blockwise`);
 * the text: node config `data`, or on the simulation engine partition `partition-id` of the run
   config's corpus (`node_documents`);
 * the randomness: the OS CSPRNG; only where the run asks for reproducible (not private) noise and
@@ -104,19 +105,34 @@ def _partition(corpus: str, split: str, seed: int, count: int) -> list[tuple[str
     return [client.documents for client in split_clients(pool, count, split, seed)]
 
 
-_BENCHES: dict[tuple[str, str], Any] = {}  # the models this process loaded (at most 2)
+Spec = tuple[str, str, str, bool]  # model, device, dtype, blockwise
+_BENCHES: dict[Spec, Any] = {}  # the models this process loaded (at most 2)
 
 
-def workbench(model: str, device: str) -> Any:
-    """The model of this process (nodes sharing a process share it: a node leaves it dense)."""
+def workbench(model: str, device: str, dtype: str = "auto", blockwise: bool = False) -> Any:
+    """The model of this process (nodes sharing a process share it: a node leaves it dense);
+    `blockwise`: its decoder blocks stay in the checkpoint, one in memory per command."""
+    from ...pipeline.blockwise_bench import BlockwiseBench
     from ...pipeline.workbench import Workbench
 
-    key = (model, device)
+    key = (model, device, dtype, blockwise)
     if key not in _BENCHES:
         if len(_BENCHES) >= 2:
             _BENCHES.pop(next(iter(_BENCHES)))
-        _BENCHES[key] = Workbench(model, device)
+        _BENCHES[key] = (BlockwiseBench if blockwise else Workbench)(model, device, dtype)
     return _BENCHES[key]
+
+
+def node_blockwise(context: Context) -> bool:
+    """One block in memory: node config `blockwise`, else the run config's `pruning.blockwise`
+    (the masks are the same either way: it is the node's memory, not the run's result)."""
+    value = context.node_config.get("blockwise", context.run_config.get("pruning.blockwise"))
+    return str(value).strip().lower() in ("true", "1", "yes")
+
+
+def node_dtype(context: Context) -> str:
+    """The weights' dtype: node config `dtype`, else the run config's (`dtype`), else auto."""
+    return str(context.node_config.get("dtype") or context.run_config.get("dtype") or "auto")
 
 
 class LazyBench:
@@ -126,9 +142,13 @@ class LazyBench:
     checkpoint folder or the embedded model they read only the tokenizer and config.json (the
     files `model.load_model` reads them from), not the weights."""
 
-    def __init__(self, model: str, device: str) -> None:
-        self.spec = (model, device)
+    def __init__(self, model: str, device: str, dtype: str = "auto", blockwise: bool = False):
+        self.spec: Spec = (model, device, dtype, blockwise)
         self._light: dict[str, Any] = {}
+
+    @property
+    def blockwise(self) -> bool:
+        return self.spec[3]
 
     def _folder(self) -> str | None:
         """The checkpoint folder the model loads from, or None (GGUF, Hub id: load it all)."""
@@ -150,7 +170,9 @@ class LazyBench:
                 from transformers import AutoConfig, AutoTokenizer
 
                 self._light["tokenizer"] = AutoTokenizer.from_pretrained(folder)
-                self._light["blocks"] = int(AutoConfig.from_pretrained(folder).num_hidden_layers)
+                config = AutoConfig.from_pretrained(folder)
+                self._light["blocks"] = int(config.num_hidden_layers)
+                self._light["config"] = config
         if self.spec not in _BENCHES and name in self._light:
             return self._light[name]
         return getattr(workbench(*self.spec), name)
@@ -162,6 +184,23 @@ class LazyBench:
     @property
     def blocks(self) -> int:
         return int(self._cheap("blocks"))
+
+    def block_layers(self, block: int) -> list[Any]:
+        """Block `block`'s prunable layers (names and shapes) from the model's skeleton on the
+        meta device when the weights are not loaded (`prepare masks {block}` needs only names)."""
+        self._cheap("blocks")
+        if self.spec in _BENCHES or "config" not in self._light:
+            return workbench(*self.spec).block_layers(block)
+        if "layers" not in self._light:
+            from accelerate import init_empty_weights
+            from transformers import AutoModelForCausalLM
+
+            from ...model import prunable_layers
+
+            with init_empty_weights():
+                skeleton = AutoModelForCausalLM.from_config(self._light["config"])
+            self._light["layers"] = prunable_layers(skeleton)
+        return [layer for layer in self._light["layers"] if layer.block == block]
 
     def __getattr__(self, name: str) -> Any:
         return getattr(workbench(*self.spec), name)
@@ -207,7 +246,8 @@ def _restore(context: Context, client_id: int, command: NodeCommand | None) -> A
     from ...pipeline.client_step import ClientNode, NodeEnv
 
     model = node_model(context)
-    bench = LazyBench(model, str(context.node_config.get("device", "cpu")))
+    device = str(context.node_config.get("device", "cpu"))
+    bench = LazyBench(model, device, node_dtype(context), node_blockwise(context))
     documents, what, _ = node_documents(context)
     text = ClientText(f"node-{context.node_id}", tuple(documents))
     saved = None

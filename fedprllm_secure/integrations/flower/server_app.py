@@ -71,6 +71,7 @@ def prune_on_flower(
 ) -> tuple[FlowerResult, Any]:
     """Run the strategy of `config` over the first `options.num_nodes` nodes of `grid`; the
     result and the server's Workbench (left dense)."""
+    from ...pipeline.blockwise_bench import BlockwiseBench
     from ...pipeline.layout import fingerprint
     from ...pipeline.run import privacy_summary, protocol_report
     from ...pipeline.strategies import Server, strategy_for
@@ -87,11 +88,13 @@ def prune_on_flower(
         chunk_entries=config.federation.chunk_entries,
     )  # fmt: skip
     fed.min_cohort = cohort_of(config)
+    fed.keep_sums = not config.pruning.blockwise  # blockwise: no counts.npz, one block's sums
     timer = Timer()
     if progress is not None:
         progress.stage("load model", config.model)
     with timer.phase("load_model"):
-        bench = Workbench(config.model, config.device)
+        kind = BlockwiseBench if config.pruning.blockwise else Workbench
+        bench = kind(config.model, config.device, config.dtype)
     fed.layout = fingerprint(bench.lengths)
     server = Server(config, bench, fed, timer, SilentProgress())
     d = config.data
@@ -125,10 +128,11 @@ def prune_on_flower(
 def _counts(
     config: RunConfig, fed: FlowerFederation, shapes: Mapping[str, tuple[int, ...]]
 ) -> dict[str, np.ndarray]:
-    """One-shot masks: the counts of the one aggregation, per layer (empty in other modes)."""
+    """One-shot masks: the counts of the session's aggregations (one per block), per layer
+    (empty in other modes)."""
     if config.pruning.aggregate != "masks" or config.pruning.mode != "one-shot" or not fed.sessions:
         return {}
-    sums = fed.sessions[-1].results[-1].sums
+    sums = {name: s for result in fed.sessions[-1].results for name, s in result.sums.items()}
     return {name: sums[name].reshape(shape) for name, shape in shapes.items() if name in sums}
 
 
@@ -150,8 +154,15 @@ def evaluate(config: RunConfig, bench: Any, result: FlowerResult) -> dict[str, A
 
     d = config.data
     bench.use_eval_text(eval_text(d), d.eval_seqlen or d.seqlen, d.eval_windows)
-    dense = bench.perplexity()
-    pruned, sparsity = bench.evaluate(result.masks, result.scales)
+    if bench.blockwise:  # one block in memory: both walks block by block
+        from ...pipeline.blockwise_eval import evaluate_masks, mask_sparsity
+
+        evaluations = evaluate_masks(bench, result.masks, result.scales)
+        dense, pruned = (e.perplexity for e in evaluations)
+        sparsity = mask_sparsity(result.masks, bench.lengths)
+    else:
+        dense = bench.perplexity()
+        pruned, sparsity = bench.evaluate(result.masks, result.scales)
     return {
         "perplexity": {"dense": dense, "fedprllm": pruned},
         "sparsity": {"fedprllm": sparsity},
@@ -193,6 +204,23 @@ def write_result(
     write_atomic(out / "results.json", json.dumps(summary, indent=1, default=str) + "\n")
 
 
+def save_model(bench: Any, result: FlowerResult, folder: Path) -> None:
+    """The pruned model at `folder`: whole, or (blockwise) streamed one block shard at a time."""
+    if not bench.blockwise:
+        bench.apply(result.masks, result.scales)
+        bench.save(folder)
+        bench.restore()
+        return
+    writer = bench.writer(folder)
+    try:
+        for block in range(bench.blocks):
+            writer.write_block(block, *bench.block_part(block, result.masks, result.scales))
+        writer.finish()
+    except BaseException:
+        writer.abort()
+        raise
+
+
 app = ServerApp()
 
 
@@ -214,9 +242,7 @@ def main(grid: Grid, context: Context) -> None:
         evaluation = evaluate(config, bench, result)
         if values.get("save-model"):
             status.stage("save model", str(out / "model"))
-            bench.apply(result.masks, result.scales)
-            bench.save(out / "model")
-            bench.restore()
+            save_model(bench, result, out / "model")
         status.stage("write results", str(out))
         write_result(out, config, result, evaluation, context.run_id)
         ppl = evaluation["perplexity"]

@@ -27,7 +27,7 @@ from ...secure_sum import registry
 
 # the flat keys of earlier releases -> their RunConfig field path
 FLAT = {
-    "model": "model", "device": "device", "seed": "seed",
+    "model": "model", "device": "device", "dtype": "dtype", "seed": "seed",
     "corpus": "data.corpus", "split": "data.split",
     "samples-per-client": "data.samples_per_client", "seqlen": "data.seqlen",
     "eval-windows": "data.eval_windows", "eval-seqlen": "data.eval_seqlen",
