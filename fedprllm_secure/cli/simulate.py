@@ -149,10 +149,15 @@ def simulate(
         list[str], opt(FEDERATION, "Drop a client, e.g. 3@masked-input.", metavar="CLIENT@ROUND")
     ] = [],  # noqa: B006
     out_dir: Annotated[Path, opt(OUTPUT, "Folder for results.json.", "--out")] = DEFAULT_OUT,
-    overwrite: Annotated[bool, opt(OUTPUT, "Replace an existing --out folder.")] = False,
-    save_model: Annotated[bool, opt(OUTPUT, "Save the pruned model in OUT/model.")] = False,
+    overwrite: Annotated[
+        bool, opt(OUTPUT, "Replace an existing --out folder.", "--overwrite", show_default=False)
+    ] = False,
+    save_model: Annotated[
+        bool, opt(OUTPUT, "Save the pruned model in OUT/model.", "--save-model", show_default=False)
+    ] = False,
     save_masks: Annotated[
-        bool, opt(OUTPUT, "Save the global masks in OUT/masks.npz (packed bits).")
+        bool,
+        opt(OUTPUT, "Save the global masks in OUT/masks.npz.", "--save-masks", show_default=False),
     ] = False,
     json_summary: Annotated[
         bool, opt(OUTPUT, "Print only a JSON summary on stdout.", "--json")
