@@ -57,10 +57,33 @@ def attack_table(path: Path) -> list[str]:
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["--summary"]:  # writes experiments/results/ddp/summary.json
+        from fedprllm_secure.outputs import write_json
+
+        paths = [Path(p) for p in sys.argv[2:]]
+        write_json(Path(__file__).parent / "results" / "ddp" / "summary.json", summary(paths))
+        return
     for name in sys.argv[1:]:
         path = Path(name)
         table = attack_table if path.name.startswith("topic_attack") else sweep_table
         print("\n".join(table(path)) + "\n")
+
+
+def summary(paths: list[Path]) -> dict:
+    """Per sweep: local / distributed noise std on the sum at eps 4 (window level) and sqrt(n)."""
+    out = {}
+    for path in paths:
+        data = json.loads(path.read_text())
+        rows, n = data["rows"], data["settings"]["clients"]
+        local, dist = rows.get("local-window-feature-e4"), rows.get("dist-window-feature-e4")
+        if local and dist:
+            out[path.name] = {
+                "local_over_distributed_std": round(
+                    local["measured_sum_std"] / dist["measured_sum_std"], 2
+                ),
+                "sqrt_clients": round(n**0.5, 2),
+            }
+    return out
 
 
 if __name__ == "__main__":

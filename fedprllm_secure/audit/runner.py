@@ -222,7 +222,7 @@ class AuditRun:
 
     def _stats_utility(self, point: Point) -> dict[str, Any]:
         """Stats mode, one-shot, one release under distributed or local noise
-        (`audit.noisy_stats`), public scale (group) and clip from the held-out text."""
+        (`audit.noisy_stats`), public scale (feature) and clip from the held-out text."""
         bench, config = self.bench, self.config
         clients, groups = self.setting(point).window_statistics()
         if self._public is None:
@@ -230,7 +230,7 @@ class AuditRun:
         leaders = [group[0] for group in groups]
         unit = "client" if point.mechanism == "ddp-client" else "window"
         per_unit = config.samples_per_client if unit == "client" else 1
-        spec = public_spec(self._public, leaders, "group", None, per_unit)
+        spec = public_spec(self._public, leaders, "feature", None, per_unit)
         budget = {"epsilon": point.epsilon, "delta": config.dp_delta, "unit": unit,
                   "mechanism": "skellam", "accountant": config.accountant}  # fmt: skip
         mechanism = local_totals if point.mechanism == "ldp-stats" else distributed_totals

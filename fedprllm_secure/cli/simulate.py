@@ -143,8 +143,8 @@ def simulate(
         int | None, opt(PRIVACY, "Honest shares needed (default: protocol).", show_default=False)
     ] = None,
     dp_domain: Annotated[
-        o.DpDomain, opt(PRIVACY, "Scale before clip (default: group).", show_default=False)
-    ] = o.DpDomain.group,
+        o.DpDomain, opt(PRIVACY, "Scale before clip (default: feature).", show_default=False)
+    ] = o.DpDomain.feature,
     drop: Annotated[
         list[str], opt(FEDERATION, "Drop a client, e.g. 3@masked-input.", metavar="CLIENT@ROUND")
     ] = [],  # noqa: B006

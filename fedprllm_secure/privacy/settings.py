@@ -56,7 +56,7 @@ class PrivacySettings:
     dp_mechanism: str = "skellam"  # distributed: skellam | ddgauss
     dp_unit: str = "window"  # distributed: window (sample level) | client
     dp_min_survivors: int | None = None  # distributed: None = the protocol's smallest release
-    dp_domain: str = "group"  # distributed: raw | group | feature (public normalisation)
+    dp_domain: str = "feature"  # distributed: raw | group | feature (public normalisation)
 
     def validate(self) -> None:
         """Raise ConfigError naming the first bad or inconsistent flag."""
