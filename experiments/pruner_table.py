@@ -32,6 +32,7 @@ import json
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from statistics import mean
 from typing import Any
@@ -59,7 +60,7 @@ from fedprllm_secure.pipeline.server_step import (  # noqa: E402
 ROWS = {  # key -> (label, kind, pruning changes)
     "wanda-central": ("centralized Wanda", "central", {}),
     "wanda-masks": ("FedPrLLM Wanda masks (paper)", "masks-seq", {}),
-    "wanda-stats": ("federated Wanda stats (= centralized)", "stats", {}),
+    "wanda-stats": ("federated Wanda stats, one-shot (= centralized one-shot)", "stats", {}),
     "ria-stats": ("federated RIA stats", "stats", dict(pruner="ria")),
     "ria-owl-stats": ("federated RIA + OWL stats", "stats", dict(pruner="ria", layerwise="owl")),
     "ria-owl-dsnot-stats": (
@@ -215,6 +216,44 @@ def reuse_paper_table(args: argparse.Namespace, row: str, column: str) -> dict[s
     return None if found is None else {**found, "source": "experiments/results/paper_table"}
 
 
+FRONTIER_LAMBDAS = (0.04, 0.08, 0.12)
+FRONTIER_MS = (3.0, 5.0, 10.0)
+
+
+def frontier(table: Table, rows: Rows, columns: list[str]) -> dict[str, Any]:
+    """OWL's (lambda, M) and DSnoT on Wanda's summed statistics, selected on validation windows
+    (the next `eval_windows` held-out windows, disjoint from the test windows), then the selected
+    setting measured on the test windows. Every candidate is a stats-mode mask (exact)."""
+    from fedprllm_secure.pipeline.texts import eval_text
+
+    bench, args = table.pipe.bench, table.args
+    test = list(bench.windows)
+    bench.use_eval_text(eval_text(table.base.data), args.seqlen, 2 * args.eval_windows)
+    validation = bench.windows[len(test) :]
+    if len(validation) < len(test):
+        raise SystemExit("not enough held-out text for validation windows")
+    chosen: dict[str, Any] = {}
+    for column in (c for c in columns if ":" not in c):
+        room = min(float(column), 1 - float(column)) / 2
+        candidates: dict[str, dict[str, Any]] = {
+            f"owl l={lam} M={m:g}": dict(layerwise="owl", owl_lambda=lam, owl_m=m)
+            for lam in FRONTIER_LAMBDAS if lam < room for m in FRONTIER_MS
+        }  # fmt: skip
+        candidates["dsnot"] = dict(refine="dsnot")
+        candidates["owl + dsnot"] = dict(layerwise="owl", refine="dsnot")
+        bench.windows = validation
+        for name, changes in candidates.items():
+            rows.get(f"frontier-val/{column}/{name}", partial(table.stats, column, changes))
+        scores = {n: rows.rows[f"frontier-val/{column}/{n}"]["ppl"] for n in candidates}
+        best = min(scores, key=scores.__getitem__)
+        bench.windows = test
+        rows.get(f"frontier-test/{column}/{best}", partial(table.stats, column, candidates[best]))
+        chosen[column] = {"setting": best, "changes": candidates[best],
+                          "test_ppl": rows.rows[f"frontier-test/{column}/{best}"]["ppl"]}  # fmt: skip
+    bench.windows = test
+    return chosen
+
+
 def ppl_text(value: float) -> str:
     return f"{value:.2f}" if value < 1e4 else f"{value:.1e}"
 
@@ -272,6 +311,19 @@ def markdown(rows: Rows, args: argparse.Namespace) -> str:
             f"{ppl_text(c['best_federated_ppl'])} | {c['centralized_over_best']:.3f} | {target} | "
             f"{'-' if c['met'] is None else 'yes' if c['met'] else 'no'} |"
         )
+    frontier_keys = sorted(k for k in rows.rows if k.startswith("frontier-test/"))
+    if frontier_keys:
+        lines += ["", "Frontier: Wanda's summed statistics with OWL (lambda, M) or DSnoT, the "
+                  f"setting chosen on {args.eval_windows} validation windows (held out, disjoint "
+                  "from the test windows), measured on the test windows:", "",
+                  "| column | chosen setting | perplexity | centralized Wanda / it |",
+                  "|---|---|---|---|"]  # fmt: skip
+        for key in frontier_keys:
+            _, column, name = key.split("/", 2)
+            ppl = rows.rows[key]["ppl"]
+            central = rows.rows.get(f"wanda-central/{column}", {}).get("ppl")
+            ratio = "-" if central is None else f"{central / ppl:.3f}"
+            lines.append(f"| {column} | Wanda + {name} | {ppl_text(ppl)} | {ratio} |")
     return "\n".join(lines) + "\n"
 
 
@@ -322,6 +374,7 @@ def main() -> None:
     parser.add_argument("--columns", nargs="+", default=COLUMNS, choices=COLUMNS)
     parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
     parser.add_argument("--bench", action="store_true", help="also the client time/upload bench")
+    parser.add_argument("--frontier", action="store_true", help="also OWL/DSnoT settings")
     parser.add_argument("--quick", action="store_true", help="tiny settings for a smoke run")
     args = parser.parse_args()
     if args.quick:
@@ -337,6 +390,10 @@ def main() -> None:
             table.cell(row, column)
     if args.bench:
         bench(table, args.out)
+    chosen = frontier(table, rows, args.columns) if args.frontier else None
+    if chosen is not None:
+        write_json(args.out / "frontier.json", chosen)
+        print(json.dumps(chosen, indent=1), flush=True)
     text = markdown(rows, args)
     (args.out / "pruner_table.md").write_text(text)
     write_json(

@@ -224,6 +224,7 @@ def validate_run(self: RunConfig) -> None:
         if not ok:
             raise ConfigError(problem)
     self.privacy.validate()
+    check_dp_noise(self)
     if self.privacy.rr_epsilon is not None and self.pruning.aggregate != "masks":
         raise ConfigError(
             "privacy.rr_epsilon randomizes mask bits: it needs pruning.aggregate masks"
@@ -258,3 +259,35 @@ def validate_run(self: RunConfig) -> None:
                 f"federation.drop names round {round_name!r}, unknown to protocol "
                 f"{self.protocol.name} (rounds: {', '.join(rounds)})"
             )
+
+
+def check_dp_noise(config: RunConfig) -> None:
+    """ConfigError for a DP noise kind the run cannot offer: distributed noise needs the stats
+    aggregate under a protocol that hides each client's upload; local noise needs --dp-clip."""
+    from .errors import ConfigError
+    from .privacy.distributed_dp import refuse_unprotected
+
+    privacy = config.privacy
+    kind = privacy.noise_kind(config.protocol.name, config.pruning.aggregate)
+    if kind == "local":
+        if privacy.dp_clip is None:
+            raise ConfigError("--dp-stats-epsilon needs --dp-clip C (the per-sample L2 bound)")
+        if privacy.dp_unit != "window":
+            raise ConfigError("privacy.dp_unit client needs privacy.dp_noise distributed")
+    if kind != "distributed":
+        return
+    refuse_unprotected(config.protocol.name)
+    if config.pruning.aggregate != "stats":
+        raise ConfigError(
+            "privacy.dp_noise distributed needs pruning.aggregate stats (in masks mode each "
+            "client computes its mask from its own statistics: use privacy.dp_noise local)"
+        )
+    p = config.pruning
+    if p.refine != "none" or p.layerwise != "uniform":
+        raise ConfigError(
+            "privacy.dp_noise distributed needs pruning.refine none and pruning.layerwise uniform "
+            "(their extra statistics and rounds are not in the privacy budget)"
+        )
+    m = privacy.dp_min_survivors
+    if m is not None and not config.data.client_data and m > config.data.clients:
+        raise ConfigError(f"privacy.dp_min_survivors {m} exceeds the {config.data.clients} clients")

@@ -45,6 +45,9 @@ class AuditConfig:
     splits: list[str] = field(default_factory=lambda: ["topic"])
     rr_epsilons: list[float] = field(default_factory=lambda: [1.0, 4.0])
     dp_epsilons: list[float] = field(default_factory=lambda: [1.0, 8.0])
+    # stats mode, one-shot, one release: distributed noise at window and client level, and local
+    # noise at the same budget and public clip (audit.noisy_stats); empty: not swept
+    stats_dp_epsilons: list[float] = field(default_factory=list)
     dp_delta: float = 1e-5
     dp_clip: float = 1000.0
     accountant: str = "rdp"
@@ -104,7 +107,8 @@ class AuditConfig:
         for split in self.splits:
             if split not in ("iid", "topic"):
                 raise ConfigError(f"unknown split {split!r} (use iid or topic)")
-        for name, values in (("rr_epsilons", self.rr_epsilons), ("dp_epsilons", self.dp_epsilons)):
+        for name, values in (("rr_epsilons", self.rr_epsilons), ("dp_epsilons", self.dp_epsilons),
+                             ("stats_dp_epsilons", self.stats_dp_epsilons)):  # fmt: skip
             if any(not isinstance(v, int | float) or not v > 0 for v in values):
                 raise ConfigError(f"{name} must hold positive numbers")
         checks = [

@@ -7,7 +7,13 @@ from dataclasses import dataclass
 from .config import AuditConfig
 
 KINDS = ("dense", "magnitude", "utility", "cost", "leakage", "leakage-dp")
-MECHANISMS = ("none", "rr", "dp")
+MECHANISMS = ("none", "rr", "dp", "ddp", "ddp-client", "ldp-stats")
+STATS_MECHANISMS = {
+    "ddp": "distributed DP statistics (window)",
+    "ddp-client": "distributed DP statistics (client)",
+    "ldp-stats": "local DP statistics (stats mode)",
+}
+"""Stats-mode mechanisms (one-shot, one release: `audit.noisy_stats`)."""
 
 
 @dataclass(frozen=True)
@@ -39,7 +45,8 @@ class Point:
         """What measuring this point does, in words (the progress display shows it)."""
         noise = "no noise"
         if self.epsilon is not None:
-            name = {"rr": "randomized response", "dp": "DP statistics"}[self.mechanism]
+            names = {"rr": "randomized response", "dp": "DP statistics", **STATS_MECHANISMS}
+            name = names[self.mechanism]
             noise = f"{name} eps {self.epsilon:g}"
         return {
             "dense": "perplexity of the dense model",
@@ -65,6 +72,11 @@ def plan(config: AuditConfig) -> list[Point]:
             points.append(Point("utility", clients, split))
             points += [Point("utility", clients, split, "rr", e) for e in config.rr_epsilons]
             points += [Point("utility", clients, split, "dp", e) for e in config.dp_epsilons]
+            points += [
+                Point("utility", clients, split, mechanism, e)
+                for mechanism in STATS_MECHANISMS
+                for e in config.stats_dp_epsilons
+            ]
     for protocol in config.protocols:
         points += [Point("cost", n, protocol=protocol) for n in config.cost_clients]
     points.append(Point("leakage"))

@@ -23,6 +23,9 @@ LINESTYLES = ("-", "--", "-.", ":")
 PANELS = (
     ("rr", "randomized response", "epsilon per weight (local DP of each mask bit)"),
     ("dp", "DP statistics", "epsilon per client mask ((eps, delta)-DP per window)"),
+    ("ddp", "distributed DP statistics", "epsilon per window (stats, one release)"),
+    ("ddp-client", "distributed DP, client level", "epsilon per client (stats, one release)"),
+    ("ldp-stats", "local DP statistics (stats)", "epsilon per window (stats, one release)"),
 )
 
 

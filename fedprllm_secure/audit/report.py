@@ -120,6 +120,10 @@ def _settings_and_utility(config: AuditConfig, results: dict[str, dict[str, Any]
             )
         elif mechanism == "dp":
             guarantee = f"({eps}, {config.dp_delta})-DP per client mask, per sample"
+        elif mechanism in ("ddp", "ldp-stats"):
+            guarantee = f"({eps}, {config.dp_delta})-DP per window of the released statistics"
+        elif mechanism == "ddp-client":
+            guarantee = f"({eps}, {config.dp_delta})-DP per client of the released statistics"
         else:
             guarantee = "none beyond the secure sum"
         lines.append(

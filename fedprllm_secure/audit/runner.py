@@ -15,9 +15,11 @@ import numpy as np
 
 from .. import data
 from ..client.calibrate import local_masks
+from ..pipeline.dp_reference import reference_statistics
 from ..pipeline.layout import Packed, unpack
-from ..pipeline.server_step import MaskRule, global_masks
+from ..pipeline.server_step import MaskRule, global_masks, stats_masks
 from ..pipeline.workbench import Workbench
+from ..privacy.distributed_stats import public_spec
 from ..privacy.noise_source import secret_source
 from ..privacy.randomized_response import draw_rr_key, randomized_provider
 from ..privacy.release import release_counts
@@ -26,7 +28,8 @@ from ..randomness import RandomSource, SeededRandomSource
 from ..secure_sum.api import ChunkSpec
 from .config import AuditConfig
 from .leakage_run import run_leakage, run_leakage_dp
-from .plan import Point, plan
+from .noisy_stats import distributed_totals, local_totals, window_statistics
+from .plan import STATS_MECHANISMS, Point, plan
 from .sessions import calibrate, sum_bits
 from .store import PointStore
 
@@ -63,6 +66,15 @@ class Setting:
             for c in self.clients
         ]
         self._masks: dict[float | None, tuple[list[Packed], list[Any]]] = {}
+        self._windows: tuple[list[dict[str, np.ndarray]], list[list[str]]] | None = None
+
+    def window_statistics(self) -> tuple[list[dict[str, np.ndarray]], list[list[str]]]:
+        """Every client's per-window statistics (dense, one-shot) and the input groups."""
+        if self._windows is None:
+            pairs = [window_statistics(self.bench, s, self.config.batch_size)
+                     for s in self.samples]  # fmt: skip
+            self._windows = ([p[0] for p in pairs], pairs[0][1])
+        return self._windows
 
     def masks(
         self, dp_epsilon: float | None, source: RandomSource
@@ -102,6 +114,7 @@ class AuditRun:
         self.articles: list[data.Article] = []
         self._settings: dict[tuple[int, str], Setting] = {}
         self._reference: dict[tuple[int, str], dict[str, np.ndarray]] = {}
+        self._public: dict[str, np.ndarray] | None = None  # public text's window statistics
 
     @property
     def bench(self) -> Workbench:
@@ -167,6 +180,8 @@ class AuditRun:
         return self._reference[point.setting]
 
     def _utility(self, point: Point) -> dict[str, Any]:
+        if point.mechanism in STATS_MECHANISMS:
+            return self._stats_utility(point)
         bench, setting = self.bench, self.setting(point)
         dp = point.epsilon if point.mechanism == "dp" else None
         rr = point.epsilon if point.mechanism == "rr" else None
@@ -204,6 +219,27 @@ class AuditRun:
         if dp is not None:
             outcome["statistics_dp"] = reports[0]
         return outcome
+
+    def _stats_utility(self, point: Point) -> dict[str, Any]:
+        """Stats mode, one-shot, one release under distributed or local noise
+        (`audit.noisy_stats`), public scale (group) and clip from the held-out text."""
+        bench, config = self.bench, self.config
+        clients, groups = self.setting(point).window_statistics()
+        if self._public is None:
+            self._public = reference_statistics(bench, config.seqlen, config.batch_size)[0]
+        leaders = [group[0] for group in groups]
+        unit = "client" if point.mechanism == "ddp-client" else "window"
+        per_unit = config.samples_per_client if unit == "client" else 1
+        spec = public_spec(self._public, leaders, "group", None, per_unit)
+        budget = {"epsilon": point.epsilon, "delta": config.dp_delta, "unit": unit,
+                  "mechanism": "skellam", "accountant": config.accountant}  # fmt: skip
+        mechanism = local_totals if point.mechanism == "ldp-stats" else distributed_totals
+        totals, report = mechanism(clients, spec, budget, self.source.child(point.id))
+        tokens = len(clients) * config.samples_per_client * config.seqlen
+        weights = {layer.name: layer.module.weight.data for layer in bench.layers}
+        masks = stats_masks(groups, totals, tokens, weights, config.sparsity)
+        return {"perplexity": self.perplexity(masks), "statistics_dp": report,
+                "topics": [list(c.topics) for c in self.setting(point).clients]}  # fmt: skip
 
     def _cost(self, point: Point) -> dict[str, Any]:
         """Bytes and time of one protocol on random masks of the model's layout (sizes and time

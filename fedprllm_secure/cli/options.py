@@ -92,6 +92,27 @@ class Accountant(str, Enum):
     gaussian = "gaussian"
 
 
+class DpNoise(str, Enum):
+    distributed = "distributed"
+    local = "local"
+
+
+class DpMechanism(str, Enum):
+    skellam = "skellam"
+    ddgauss = "ddgauss"
+
+
+class DpUnit(str, Enum):
+    window = "window"
+    client = "client"
+
+
+class DpDomain(str, Enum):
+    raw = "raw"
+    group = "group"
+    feature = "feature"
+
+
 class HeScheme(str, Enum):
     ckks = "ckks"
     bfv = "bfv"
@@ -144,6 +165,11 @@ FLAGS: dict[str, str] = {
     "privacy.accountant": "--dp-accountant",
     "privacy.min_cohort": "--min-cohort",
     "privacy.reproducible_noise": "--reproducible-noise",
+    "privacy.dp_noise": "--dp-noise",
+    "privacy.dp_mechanism": "--dp-mechanism",
+    "privacy.dp_unit": "--dp-unit",
+    "privacy.dp_min_survivors": "--dp-min-survivors",
+    "privacy.dp_domain": "--dp-domain",
     "federation.drop": "--drop",
 }
 

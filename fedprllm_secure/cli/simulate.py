@@ -58,8 +58,8 @@ def simulate(
     eval_text: Annotated[
         Path | None, opt(DATA, "Evaluation text (default: held-out articles).")
     ] = None,
-    clients: Annotated[int, opt(DATA, "Clients m (ignored with --client-data).")] = 8,
-    split: Annotated[o.Split, opt(DATA, "topic: non-IID, 1-2 topics per client.")] = o.Split.iid,
+    clients: Annotated[int, opt(DATA, "Clients (unless --client-data).")] = 8,
+    split: Annotated[o.Split, opt(DATA, "topic: non-IID (1-2 topics each).")] = o.Split.iid,
     samples_per_client: Annotated[int, opt(DATA, "Calibration windows per client.")] = 8,
     seqlen: Annotated[int, opt(DATA, "Tokens per calibration window.")] = 512,
     eval_windows: Annotated[int, opt(DATA, "Evaluation windows.")] = 16,
@@ -113,28 +113,51 @@ def simulate(
     dp_stats_epsilon: Annotated[
         float | None, opt(PRIVACY, "DP statistics eps per client mask.")
     ] = None,
-    dp_delta: Annotated[float, opt(PRIVACY, "delta of --dp-stats-epsilon.")] = 1e-5,
+    dp_delta: Annotated[
+        float, opt(PRIVACY, "delta of the DP (default 1e-5).", show_default=False)
+    ] = 1e-5,
     dp_clip: Annotated[
-        float | None, opt(PRIVACY, "Per-sample L2 clip C of the statistics.")
+        float | None, opt(PRIVACY, "Per-sample L2 clip C (distributed: auto).")
     ] = None,
     dp_accountant: Annotated[
         o.Accountant, opt(PRIVACY, "Accountant that sets sigma.")
     ] = o.Accountant.rdp,
     min_cohort: Annotated[
         int | None,
-        opt(PRIVACY, "Fewest clients in a release (default: 3, plaintext 1).", show_default=False),
+        opt(PRIVACY, "Fewest clients summed (3, plaintext 1).", show_default=False),
     ] = None,
     reproducible_noise: Annotated[
         bool, opt(PRIVACY, "Noise and secrets from --seed: NOT private.")
     ] = False,
+    dp_noise: Annotated[
+        o.DpNoise | None,
+        opt(PRIVACY, "Default: distributed in stats + secure.", show_default=False),
+    ] = None,
+    dp_mechanism: Annotated[
+        o.DpMechanism, opt(PRIVACY, "distributed noise (skellam default).", show_default=False)
+    ] = o.DpMechanism.skellam,
+    dp_unit: Annotated[
+        o.DpUnit, opt(PRIVACY, "What DP hides (default: window).", show_default=False)
+    ] = o.DpUnit.window,
+    dp_min_survivors: Annotated[
+        int | None, opt(PRIVACY, "Honest shares needed (default: protocol).", show_default=False)
+    ] = None,
+    dp_domain: Annotated[
+        o.DpDomain, opt(PRIVACY, "Scale before clip (default: group).", show_default=False)
+    ] = o.DpDomain.group,
     drop: Annotated[
         list[str], opt(FEDERATION, "Drop a client, e.g. 3@masked-input.", metavar="CLIENT@ROUND")
     ] = [],  # noqa: B006
     out_dir: Annotated[Path, opt(OUTPUT, "Folder for results.json.", "--out")] = DEFAULT_OUT,
-    overwrite: Annotated[bool, opt(OUTPUT, "Replace an existing --out folder.")] = False,
-    save_model: Annotated[bool, opt(OUTPUT, "Save the pruned model in OUT/model.")] = False,
+    overwrite: Annotated[
+        bool, opt(OUTPUT, "Replace an existing --out folder.", "--overwrite", show_default=False)
+    ] = False,
+    save_model: Annotated[
+        bool, opt(OUTPUT, "Save the pruned model in OUT/model.", "--save-model", show_default=False)
+    ] = False,
     save_masks: Annotated[
-        bool, opt(OUTPUT, "Save the global masks in OUT/masks.npz (packed bits).")
+        bool,
+        opt(OUTPUT, "Save the global masks in OUT/masks.npz.", "--save-masks", show_default=False),
     ] = False,
     json_summary: Annotated[
         bool, opt(OUTPUT, "Print only a JSON summary on stdout.", "--json")

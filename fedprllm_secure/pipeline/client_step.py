@@ -29,6 +29,8 @@ prepare       {aggregation, upload, ...} -> see below; stages the upload of aggr
                         is DSnoT) -> {groups: [[layer names]], lengths: {key: features}}
   upload "limbs"        {exponents: {leader: e}, precision}: the fixed-point limbs
                         `"<leader>#<k>"` of the statistics of the last histogram   -> {}
+  upload "dp-sums"      distributed DP, instead of histogram + limbs (refused then): the noisy
+                        residues of `blocks` (`pipeline.dp_rounds`)            -> {groups}
 apply         {block}, arrays {"mask/<layer>": packed bits, "scale/<layer>": float64 (optional)}
               The global mask of the current block: the node runs its samples through the block
               pruned (and scaled) so, and moves to the next block.           -> {block: next}
@@ -70,18 +72,21 @@ from .. import data
 from ..client import fixed_point
 from ..client.calibrate import (
     BlockwiseCalibration,
+    StatsTransform,
     local_masks,
     method_block_masks,
     shared_input_groups,
 )
 from ..client.methods import PruneMethod
-from ..errors import ConfigError, ProtocolError
+from ..errors import ConfigError, PrivacyError, ProtocolError
 from ..privacy.randomized_response import draw_rr_key
 from ..privacy.settings import PrivacySettings
 from ..privacy.statistics import StatisticsMechanism
 from ..randomness import RandomSource
 from ..secure_sum.api import ChunkSpec
 from ..secure_sum.ledger import ContributionLedger
+from . import dp_rounds
+from .dp_reference import WindowRecorder
 from .federation import NodeAnswer, NodeCommand
 from .layout import Packed, fingerprint, limb_chunk, pack_masks, unpack, unpack_masks
 from .server_step import FIRST_MOMENT, moment_key
@@ -121,6 +126,13 @@ class Calibration:
     ledger: ContributionLedger
     rr_key: bytes
     dp: StatisticsMechanism | None = None
+    recorder: WindowRecorder | None = None  # distributed DP: per-window statistics of the walk
+    dp_released: list[int] = field(default_factory=list)  # distributed DP: releases made
+
+    @property
+    def transform(self) -> StatsTransform | None:  # local DP, or the distributed DP recorder
+        return self.dp if self.dp is not None else self.recorder
+
     masks: Packed | None = None  # walk "masks": the local masks, packed
     walk: BlockwiseCalibration | None = None  # walk "blocks"
     stats: dict[str, np.ndarray] = field(default_factory=dict)  # last histogram's statistics
@@ -222,6 +234,7 @@ class ClientNode:
             ContributionLedger(),
             draw_rr_key(source.child("rr-key")),
             privacy.statistics_mechanism(self.env.bench.blocks, source.child("dp-stats")),
+            recorder=WindowRecorder() if privacy.distributed else None,
         )
 
     def _calibrate(self, command: NodeCommand) -> NodeAnswer:
@@ -236,6 +249,8 @@ class ClientNode:
         samples = self.samples(int(options["samples_per_client"]), int(options["seqlen"]))
         calibration = self.begin_calibration(options, privacy)
         model = self.env.bench.model
+        if options["walk"] == "masks" and privacy.distributed:
+            raise ProtocolError("distributed DP noises the stats upload: masks mode refused")
         if options["walk"] == "masks" and not self.env.bench.blockwise:
             key = json.dumps({**options, "privacy": asdict(privacy)}, sort_keys=True)
             if key not in self._mask_cache:
@@ -253,7 +268,7 @@ class ClientNode:
             calibration.masks, calibration.dp = self._mask_cache[key]
         elif options["walk"] == "blocks" or method.pruner != "magnitude":  # blockwise: lazily
             calibration.walk = BlockwiseCalibration(
-                model, samples, int(options["batch_size"]), calibration.dp,
+                model, samples, int(options["batch_size"]), calibration.transform,
                 first_moment=method.first_moment,
             )  # fmt: skip
         self.current = calibration
@@ -281,12 +296,16 @@ class ClientNode:
                 masks = method_block_masks(walk.layers, stats, float(s["sparsity"]), method)
             arrays = {n: m.cpu().reshape(-1).numpy().astype(np.uint8) for n, m in masks.items()}
             staged, answer = Staged(aggregation, arrays), {"block": walk.index}
+        elif upload in ("histogram", "limbs") and calibration.privacy.distributed:
+            raise PrivacyError(f"upload {upload!r} would send unnoised statistics: refused")
         elif upload == "histogram":
             staged, answer = self._histogram(aggregation, s["blocks"], bool(s["one_shot"]))
         elif upload == "limbs":
             staged = self._limbs(aggregation, s["exponents"], int(s["precision"]))
+        elif upload == dp_rounds.UPLOAD:
+            staged, answer = self._dp_sums(aggregation, s, command.arrays)
         else:
-            raise ConfigError(f"unknown upload {upload!r} (masks, block-masks, histogram, limbs)")
+            raise ConfigError(f"unknown upload {upload!r} (see the module docstring)")
         calibration.staged = staged
         return NodeAnswer(answer)
 
@@ -323,6 +342,23 @@ class ClientNode:
         )
         lengths = {name: int(v.size) for name, v in calibration.stats.items()}
         return staged, {"groups": groups, "lengths": lengths}
+
+    def _dp_sums(
+        self, aggregation: int, s: dict[str, Any], arrays: dict[str, np.ndarray]
+    ) -> tuple[Staged, dict[str, Any]]:
+        """Distributed DP: the noisy residues of the statistics of `s["blocks"]`."""
+        calibration = self._need()
+        if calibration.recorder is None:
+            raise ProtocolError("dp-sums: this calibration has no distributed DP")
+        groups, per_window = dp_rounds.walk_blocks(
+            self._walk, calibration.recorder, [int(b) for b in s["blocks"]], bool(s["one_shot"])
+        )
+        releases = 1 if calibration.options["calibration"] == "one-shot" else self.env.bench.blocks
+        source = self.env.source.child(f"calibration-{calibration.number}/dp-share-{aggregation}")
+        chunks = dp_rounds.client_release(
+            calibration.privacy, per_window, (s, arrays), calibration.dp_released, releases, source
+        )
+        return Staged(aggregation, chunks), {"groups": groups}
 
     def _limbs(self, aggregation: int, exponents: dict[str, int], precision: int) -> Staged:
         """The last histogram's statistics in fixed point under the server's common exponents

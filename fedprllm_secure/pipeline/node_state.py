@@ -78,6 +78,7 @@ def save_node(node: ClientNode) -> Saved:
         "options": dict(calibration.options),
         "privacy": {k: getattr(calibration.privacy, k) for k in _privacy_fields()},
         "dp_released": None if calibration.dp is None else list(calibration.dp.released),
+        "distributed_released": list(calibration.dp_released),
         "walk_index": None if walk is None else walk.index,
         "walk_dtype": None if walk is None else str(walk.hidden[0].dtype),
         "staged": None if staged is None else {"aggregation": staged.aggregation,
@@ -128,12 +129,13 @@ def restore_node(cls: type[ClientNode], env: NodeEnv, saved: Saved) -> ClientNod
     calibration.rr_key = arrays["rr_key"].tobytes()
     if calibration.dp is not None:
         calibration.dp.released = [int(b) for b in saved_calibration["dp_released"] or []]
+    calibration.dp_released = [int(a) for a in saved_calibration.get("distributed_released") or []]
     masks = _prefixed(arrays, "masks/")
     calibration.masks = masks if options["walk"] == "masks" else None
     if saved_calibration["walk_index"] is not None:
         samples = node.samples(int(options["samples_per_client"]), int(options["seqlen"]))
         walk = BlockwiseCalibration(
-            env.bench.model, samples, int(options["batch_size"]), calibration.dp,
+            env.bench.model, samples, int(options["batch_size"]), calibration.transform,
             first_moment=PruneMethod.from_settings(options.get("method")).first_moment,
         )  # fmt: skip
         hidden = _prefixed(arrays, "walk/")

@@ -208,7 +208,9 @@ def privacy_summary(server: Server) -> dict[str, Any]:
             "report", {first: NodeCommand("report")}, config.federation.round_timeout_s
         )
         statistics = answers[first].settings.get("statistics_dp") if first in answers else None
+    distributed = server.dp_release.report() if server.dp_release is not None else None
     return config.privacy.report(
+        distributed=distributed,
         protocol=config.protocol.name,
         protocol_secure=registry.get(config.protocol.name).secure,
         weights=server.bench.weights,
@@ -371,7 +373,10 @@ def model_card_fields(
     if settings.rr_epsilon is not None:
         privacy.append(f"randomized response, eps {settings.rr_epsilon} per weight")
     if settings.dp_stats_epsilon is not None:
-        privacy.append(f"DP statistics ({settings.dp_stats_epsilon}, {settings.dp_delta})-DP")
+        noise = settings.noise_kind(protocol.name, p.aggregate)
+        privacy.append(
+            f"DP statistics ({settings.dp_stats_epsilon}, {settings.dp_delta})-DP, {noise} noise"
+        )
     return {
         "base_model": config.model,
         "method": f"{method} ({p.pruner}, {p.calibration} calibration, {p.mode}, "

@@ -7,7 +7,8 @@
 * `stats_one_shot` / `stats_sequential`: clients sum activation statistics in fixed point
   (exponent histogram, then limbs); the server computes centralized Wanda masks. One-shot: one
   round over every block on dense activations; sequential: one round per block, the clients
-  propagating through the globally pruned block.
+  propagating through the globally pruned block. Under distributed DP each round is one noisy
+  release instead (`dp_rounds`: public scale, no exponent histogram).
 
 A strategy returns the global masks (and scaling factors); `Server` keeps what the run reports.
 """
@@ -24,9 +25,13 @@ from ..client import fixed_point
 from ..client.methods import PruneMethod
 from ..config import RunConfig
 from ..errors import DataError, ProtocolError
+from ..privacy import distributed_stats
+from ..privacy.settings import PrivacySettings
 from ..progress import Progress
 from ..secure_sum import registry
 from ..secure_sum.api import AggregationSpec, ClientId
+from .dp_reference import reference_statistics
+from .dp_rounds import ServerRelease
 from .federation import Federation, NodeAnswer, NodeCommand, SecureSumSession
 from .layout import pack
 from .server_step import (
@@ -38,6 +43,7 @@ from .server_step import (
     owl_stats_sparsities,
     stats_masks,
 )
+from .texts import eval_text
 from .timer import Timer
 from .workbench import Workbench
 
@@ -61,6 +67,8 @@ class Server:
     stats_exponents: dict[str, dict[str, int]] = field(default_factory=dict)
     stats_totals: dict[str, np.ndarray] = field(default_factory=dict)
     stats_groups: list[list[str]] = field(default_factory=list)  # input groups summed so far
+    privacy: PrivacySettings | None = None  # the resolved settings sent at the last calibrate
+    dp_release: ServerRelease | None = None  # distributed DP: the releases' public parameters
     sink: Callable[[int, Masks, Scales], None] | None = None  # each block's global masks, once
     keep_masks: bool = True  # False: masks mode returns no masks (the sink had every block)
 
@@ -84,13 +92,17 @@ class Server:
 
     def calibrate(self, walk: str) -> None:
         d, p = self.config.data, self.config.pruning
+        clients = len(self.federation.alive())
+        protocol = self.config.protocol
+        self.privacy = self.config.privacy.resolved(
+            protocol.name, dict(protocol.options), clients, p.aggregate
+        )
         settings = {
             "samples_per_client": d.samples_per_client, "seqlen": d.seqlen,
             "batch_size": p.batch_size, "pruner": p.pruner, "calibration": p.calibration,
-            "sparsity": p.sparsity, "walk": walk, "privacy": asdict(self.config.privacy),
+            "sparsity": p.sparsity, "walk": walk, "privacy": asdict(self.privacy),
             "method": self.method.settings(),
         }  # fmt: skip
-        clients = len(self.federation.alive())
         with self.timer.phase("calibration_clients"):
             with self.progress.stage(f"calibrate {clients} clients", 1) as advance:
                 self.command("calibrate", settings)
@@ -228,7 +240,7 @@ def _stats_rounds(
     else one per block); the server's summed statistics end in `server.stats_totals`. Masks at
     `sparsities` (per layer; None: `pruning.sparsity`, or OWL's from the one-shot round)."""
     bench, p = server.bench, server.config.pruning
-    method, precision = server.method, p.stats_precision_bits
+    method = server.method
     window_tokens = _window_tokens(server)
     server.calibrate("blocks")
     session = server.open_session()
@@ -236,33 +248,20 @@ def _stats_rounds(
     rounds = [list(range(bench.blocks))] if one_shot else [[b] for b in range(bench.blocks)]
     masks: Masks = {}
     server.stats_groups = []
+    distributed = server.privacy is not None and server.privacy.distributed
+    release = _dp_release(server, len(rounds)) if distributed else None
     with server.progress.stage("stats (per round)", len(rounds)) as advance:
         for number, blocks in enumerate(rounds):
-            prepare = {"aggregation": 2 * number, "upload": "histogram", "blocks": blocks,
-                       "one_shot": one_shot}  # fmt: skip
-            with server.timer.phase("calibration_clients"):
-                answers = server.command("prepare", prepare)
-            groups, lengths = _agreed(answers, "groups"), _agreed(answers, "lengths")
+            if release is None:
+                groups, contributors = _fixed_point_round(server, session, number, blocks, one_shot)
+            else:
+                groups, contributors = _distributed_round(
+                    server, session, release, number, blocks, one_shot
+                )
             server.stats_groups += groups
-            slots = {name: fixed_point.EXPONENT_SLOTS for name in lengths}
-            histograms, _ = server.sum(session, AggregationSpec.from_lengths(2 * number, slots, 1))
-            exponents, report = common_exponents(histograms)
-            server.stats_exponents.update(report)
-            limbs = {"aggregation": 2 * number + 1, "upload": "limbs", "exponents": exponents,
-                     "precision": precision}  # fmt: skip
-            with server.timer.phase("calibration_clients"):
-                server.command("prepare", limbs)
-            spec = AggregationSpec.from_lengths(
-                2 * number + 1, limb_lengths(lengths, precision), fixed_point.LIMB_BOUND
-            )
-            sums, contributors = server.sum(session, spec)
             tokens = contributors * window_tokens
             samples = contributors * server.config.data.samples_per_client
             with server.timer.phase("server_prune"):
-                for leader in lengths:
-                    server.stats_totals[leader] = decode_statistics(
-                        sums, leader, exponents[leader], precision
-                    )
                 if masks_wanted and sparsities is None and method.layerwise == "owl":
                     block_of = {layer.name: layer.block for layer in bench.layers}
                     sparsities = owl_stats_sparsities(
@@ -277,6 +276,77 @@ def _stats_rounds(
                 server.apply_block(blocks[0], round_masks, None)
             advance()
     return masks
+
+
+def _fixed_point_round(
+    server: Server, session: SecureSumSession, number: int, blocks: list[int], one_shot: bool
+) -> tuple[list[list[str]], int]:
+    """One exact round (`protocols/stats.md`): exponent histogram, then the fixed-point limbs;
+    the decoded totals go to `server.stats_totals`. Returns (input groups, contributors)."""
+    precision = server.config.pruning.stats_precision_bits
+    prepare = {"aggregation": 2 * number, "upload": "histogram", "blocks": blocks,
+               "one_shot": one_shot}  # fmt: skip
+    with server.timer.phase("calibration_clients"):
+        answers = server.command("prepare", prepare)
+    groups, lengths = _agreed(answers, "groups"), _agreed(answers, "lengths")
+    slots = {name: fixed_point.EXPONENT_SLOTS for name in lengths}
+    histograms, _ = server.sum(session, AggregationSpec.from_lengths(2 * number, slots, 1))
+    exponents, report = common_exponents(histograms)
+    server.stats_exponents.update(report)
+    limbs = {"aggregation": 2 * number + 1, "upload": "limbs", "exponents": exponents,
+             "precision": precision}  # fmt: skip
+    with server.timer.phase("calibration_clients"):
+        server.command("prepare", limbs)
+    spec = AggregationSpec.from_lengths(
+        2 * number + 1, limb_lengths(lengths, precision), fixed_point.LIMB_BOUND
+    )
+    sums, contributors = server.sum(session, spec)
+    with server.timer.phase("server_prune"):
+        for leader in lengths:
+            server.stats_totals[leader] = decode_statistics(
+                sums, leader, exponents[leader], precision
+            )
+    return groups, contributors
+
+
+def _dp_release(server: Server, releases: int) -> ServerRelease:
+    """The public parameters of a distributed-DP calibration: statistics of public text."""
+    d, p = server.config.data, server.config.pruning
+    assert server.privacy is not None
+    with server.timer.phase("dp_reference"):
+        if server.bench.eval_tokens is None:
+            server.bench.use_public_text(eval_text(d))
+        reference, groups = reference_statistics(server.bench, d.seqlen, p.batch_size)
+    clients = len(server.federation.alive())
+    server.dp_release = ServerRelease(
+        server.privacy, reference, groups, d.samples_per_client, clients, releases
+    )
+    return server.dp_release
+
+
+def _distributed_round(
+    server: Server,
+    session: SecureSumSession,
+    release: ServerRelease,
+    number: int,
+    blocks: list[int],
+    one_shot: bool,
+) -> tuple[list[list[str]], int]:
+    """One noisy release of `blocks` (`dp_rounds`); totals to `server.stats_totals`."""
+    spec = release.spec([group[0] for block in blocks for group in release.groups[block]])
+    settings, arrays = release.command(spec, 2 * number + 1, blocks, one_shot)
+    with server.timer.phase("calibration_clients"):
+        answers = server.command("prepare", settings, arrays)
+    groups = _agreed(answers, "groups")
+    plan = release.plan(spec)
+    chunks = distributed_stats.chunk_lengths(spec, plan)
+    bound = distributed_stats.chunk_bound(plan)
+    sums, contributors = server.sum(
+        session, AggregationSpec.from_lengths(2 * number + 1, chunks, bound)
+    )
+    with server.timer.phase("server_prune"):
+        server.stats_totals.update(release.decode(sums, spec, contributors))
+    return groups, contributors
 
 
 def _stats(server: Server, one_shot: bool) -> tuple[Masks, Scales]:

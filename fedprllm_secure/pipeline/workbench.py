@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from .. import data
+from ..errors import DataError
 from ..evaluate import Evaluation, eval_windows, evaluate, predicted_bytes
 from ..model import LoadedModel, PrunableLayer, decoder_blocks, load_model, prunable_layers
 from ..progress import Advance
@@ -42,6 +43,7 @@ class Workbench:
         self.dense = snapshot_weights(self.layers)
         self.windows: list[torch.Tensor] = []
         self.window_bytes: int | None = None
+        self.eval_tokens: torch.Tensor | None = None
 
     @property
     def weights(self) -> int:
@@ -53,10 +55,29 @@ class Workbench:
 
     def use_eval_text(self, text: str, seqlen: int, count: int) -> None:
         """Evaluate on at most `count` windows of `seqlen` tokens of `text`."""
-        self.windows = eval_windows(data.tokenize(self.tokenizer, text), seqlen, count)
+        self.eval_tokens = data.tokenize(self.tokenizer, text)
+        self.windows = eval_windows(self.eval_tokens, seqlen, count)
         self.window_bytes = predicted_bytes(self.tokenizer, self.windows)
 
     blockwise = False  # BlockwiseBench: the decoder blocks stay in the checkpoint
+
+    def use_public_text(self, text: str) -> None:
+        """Public text for `reference_windows` when no evaluation text was set (a Flower server
+        does not evaluate)."""
+        if self.eval_tokens is None:
+            self.eval_tokens = data.tokenize(self.tokenizer, text)
+
+    def reference_windows(self, count: int, seqlen: int) -> torch.Tensor:
+        """[count', seqlen] windows of public text, to set public DP parameters: the last
+        count' <= count whole windows of the evaluation text (evaluation reads its first ones:
+        disjoint when the text holds both)."""
+        if self.eval_tokens is None:
+            raise DataError("no evaluation text: call use_eval_text first")
+        available = min(count, self.eval_tokens.numel() // seqlen)
+        if available < 1:
+            raise DataError(f"the evaluation text has fewer than {seqlen} tokens")
+        tail = self.eval_tokens[self.eval_tokens.numel() - available * seqlen :]
+        return tail.reshape(available, seqlen)
 
     def block_layers(self, block: int) -> list[PrunableLayer]:
         return [layer for layer in self.layers if layer.block == block]

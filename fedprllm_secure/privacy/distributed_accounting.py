@@ -191,6 +191,10 @@ def calibrate(
         if high > 1e40:
             raise ConfigError(f"no noise level reaches epsilon {epsilon} at delta {delta}")
     low = high / 4.0
+    while meets(low):  # large epsilon: the smallest noise may lie far below D2^2
+        high, low = low, low / 4.0
+        if low < 1e-12:
+            raise ConfigError(f"epsilon {epsilon} needs no noise at this sensitivity")
     while high / low > 1.001:
         middle = math.sqrt(low * high)
         low, high = (low, middle) if meets(middle) else (middle, high)

@@ -61,6 +61,25 @@ def _statistics_guarantee(statistics: dict[str, Any]) -> dict[str, str]:
     )
 
 
+def _distributed_guarantee(report: dict[str, Any]) -> list[dict[str, str]]:
+    unit = "one calibration window" if report["adjacency"].startswith("replace-one calibration")\
+        else "one client's whole calibration set"  # fmt: skip
+    return [
+        _holds(
+            f"({report['epsilon']}, {report['delta']})-DP of the released statistics and every "
+            f"mask computed from them for replacing {unit} ({report['mechanism']} noise added "
+            f"inside the secure sum, {report['releases_made']} release(s), epsilon spent "
+            f"{report['epsilon_spent']}), as long as at least {report['min_survivors']} honest "
+            "clients' noise shares are in each sum (the server refuses to decode fewer)",
+            "the honest-but-curious server and anyone who sees only the released sums",
+            f"a party that sees one client's residues (plaintext is refused; an additive server "
+            f"with >= t colluding clients, a ckks server with the key authority): against it "
+            f"only that client's share protects it, epsilon {report['epsilon_if_one_share_is_seen']}"
+            "; clients colluding with the server, who subtract their own shares",
+        )
+    ]
+
+
 def _seeded_noise_warning(noise_source: str) -> dict[str, str]:
     return _holds(
         "none of the above against whoever knows --seed: randomized "
@@ -81,6 +100,7 @@ def privacy_report(
     rr_epsilon: float | None,
     statistics: dict[str, Any] | None,
     noise_source: str = OS_CSPRNG,
+    distributed: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Describe, for one run, each guarantee and the adversaries it holds against.
 
@@ -102,6 +122,8 @@ def privacy_report(
         holds.append(_rr_guarantee(rr_epsilon, weights))
     if statistics is not None:
         holds.append(_statistics_guarantee(statistics))
+    if distributed is not None:
+        holds += _distributed_guarantee(distributed)
     if noise_source != OS_CSPRNG:
         holds.append(_seeded_noise_warning(noise_source))
     return {
@@ -109,5 +131,6 @@ def privacy_report(
         "cohort": {"contributors": contributors, "min_cohort": min_cohort},
         "randomized_response": rr,
         "statistics_dp": statistics,
+        "distributed_dp": distributed,
         "guarantees": holds,
     }

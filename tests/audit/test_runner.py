@@ -157,3 +157,32 @@ def test_the_sweep_says_what_it_is_doing(tiny_model_dir: Path, tmp_path: Path) -
         assert f"point {k}/{len(points)} ({point.id}): {point.describe()}" in text
     assert "perplexity of the federated mask: 3 clients, topic split, no noise" in text
     assert f"point {len(points)}/{len(points)}" in text and "ETA" in text
+
+
+def test_stats_dp_points_measure_distributed_and_local_noise(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """The audit's stats-mode points: distributed noise on the sum has the plan's std, about
+    sqrt(n) below local noise at the same budget and clip (n = 3); client level is reported."""
+    from fedprllm_secure.audit.plan import Point
+    from fedprllm_secure.audit.runner import AuditRun
+    from fedprllm_secure.randomness import SystemRandomSource
+
+    config = tiny_config(tiny_model_dir, write_corpus(tmp_path), stats_dp_epsilons=[4.0])
+    ids = {p.id for p in plan(config)}
+    assert {"utility-topic-c3-ddp-eps4", "utility-topic-c3-ddp-client-eps4",
+            "utility-topic-c3-ldp-stats-eps4"} <= ids  # fmt: skip
+    run = AuditRun(config, SystemRandomSource())
+    out = {m: run.measure(Point("utility", 3, "topic", m, 4.0))
+           for m in ("ddp", "ddp-client", "ldp-stats")}  # fmt: skip
+    for result in out.values():
+        report = result["statistics_dp"]
+        assert result["perplexity"] > 1
+        assert report["measured_sum_std"] == pytest.approx(report["plan_sum_std"], rel=0.2)
+    ratio = (
+        out["ldp-stats"]["statistics_dp"]["measured_sum_std"]
+        / (out["ddp"]["statistics_dp"]["measured_sum_std"])
+    )
+    assert ratio == pytest.approx(3**0.5, rel=0.2)
+    assert "client" in out["ddp-client"]["statistics_dp"]["adjacency"]
+    assert out["ddp"]["statistics_dp"]["epsilon_spent"] <= 4.0

@@ -53,6 +53,13 @@ MODES = {
         {"aggregate": "stats",
          "privacy": PrivacySettings(dp_stats_epsilon=0.5, dp_clip=5.0, reproducible_noise=True)},
     ),
+    "dp-distributed": (
+        {"pruning.aggregate": "stats", "pruning.calibration": "one-shot", "protocol": "additive",
+         "privacy.dp_stats_epsilon": 4.0, "privacy.reproducible_noise": True,
+         "data.eval_text": "EVAL"},  # the public text of the release's scale and clip
+        {"aggregate": "stats", "calibration": "one-shot", "protocol": "additive",
+         "privacy": PrivacySettings(dp_stats_epsilon=4.0, reproducible_noise=True)},
+    ),
 }  # fmt: skip
 
 
@@ -63,10 +70,21 @@ def flower_result(model: Path, clients: Path, run: dict) -> FlowerResult:
             "data": str(clients / e),
             "partition-id": i,
             "reproducible-noise": "allow",
+            # secure protocols: keys from the server; a ledger file per run (it outlives the run)
+            **(
+                {
+                    "trust": "server",
+                    "ledger": str(clients.parent / f"ledger-{run.get('seed', 0)}-{i}"),
+                }
+                if "protocol" in run
+                else {}
+            ),
         }
         for i, e in enumerate(ENTRIES)
     }
     run = {**BASE, **run}
+    if run.get("data.eval_text") == "EVAL":
+        run["data.eval_text"] = str(clients.parent / "eval.txt")
     grid = LocalGrid(client_app, nodes, run_config=run)  # what Flower hands each node's context
     result, _ = prune_with_flower(grid, run, str(model))
     assert result.contributors == [0, 1, 2] and not result.failures

@@ -122,3 +122,18 @@ def test_calibrate_refuses_bad_settings() -> None:
     noise = dda.calibrate("skellam", 1.0, 1e-5, 1, 1.0, 1.0, 1, 1, 1)
     with pytest.raises(PrivacyError):
         noise.epsilon(0)
+
+
+def test_calibration_keeps_decreasing_the_noise_for_large_epsilon() -> None:
+    """The search also goes below D2^2: a larger epsilon always gets less noise, tightly."""
+    from dataclasses import replace
+
+    variances = []
+    for eps in (4.0, 16.0, 64.0):
+        noise = dda.calibrate("skellam", eps, 1e-5, 1, 100.0, 1000.0, 1000, 8, 8)
+        assert noise.epsilon() <= eps
+        looser = replace(noise, share_variance=noise.share_variance / 1.002)
+        assert looser.epsilon() > eps  # 0.2% less noise would miss the target
+        variances.append(noise.share_variance)
+    assert variances[0] > variances[1] > variances[2]
+    assert variances[2] * 8 < 100.0**2 / 4  # below the old floor D2^2 / 4
