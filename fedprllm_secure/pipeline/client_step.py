@@ -15,12 +15,10 @@ calibrate     {samples_per_client, seqlen, batch_size, pruner, calibration, spar
               -> {calibration: number, layout: layout fingerprint, blocks}
               Starts a new calibration (pruning round): a new ledger, a new randomized-response
               key (drawn once from the node's source), a new DP statistics mechanism (one release
-              per block). "masks": the local masks of every block now (reused, with its mechanism,
-              when the same options were calibrated before; on a blockwise bench, block by block
-              as `prepare masks {block}` asks); "blocks": a block-by-block walk.
+              per block). "masks": every block's local masks (now, reused with its mechanism for
+              the same options; blockwise: at `prepare masks {block}`); "blocks": a block walk.
 prepare       {aggregation, upload, ...} -> see below; stages the upload of aggregation `k`:
-  upload "masks"        {block (optional)}: the local masks' bits of `block`'s layers (all
-                        layers without it) (walk "masks")                          -> {}
+  upload "masks"        {block?}: the local masks' bits of `block` (else all) (walk "masks") -> {}
   upload "block-masks"  {block, sparsity}: the current block's statistics -> its Wanda masks
                         (walk "blocks", iterative masks)                           -> {block}
   upload "histogram"    {blocks: [b..], one_shot}: statistics of `blocks` (one_shot: dense, the
@@ -89,6 +87,7 @@ from . import dp_rounds
 from .dp_reference import WindowRecorder
 from .federation import NodeAnswer, NodeCommand
 from .layout import Packed, fingerprint, limb_chunk, pack_masks, unpack, unpack_masks
+from .node_masks import mask_bits
 from .server_step import FIRST_MOMENT, moment_key
 from .workbench import Workbench
 
@@ -255,15 +254,10 @@ class ClientNode:
             key = json.dumps({**options, "privacy": asdict(privacy)}, sort_keys=True)
             if key not in self._mask_cache:
                 masks, _ = local_masks(
-                    model,
-                    samples,
-                    float(options["sparsity"]),
-                    options["pruner"],
-                    options["calibration"],
-                    int(options["batch_size"]),
-                    stats_transform=calibration.dp,
-                    method=method,
-                )
+                    model, samples, float(options["sparsity"]), options["pruner"],
+                    options["calibration"], int(options["batch_size"]),
+                    stats_transform=calibration.dp, method=method,
+                )  # fmt: skip
                 self._mask_cache[key] = (pack_masks(masks), calibration.dp)
             calibration.masks, calibration.dp = self._mask_cache[key]
         elif options["walk"] == "blocks" or method.pruner != "magnitude":  # blockwise: lazily
@@ -287,7 +281,8 @@ class ClientNode:
         aggregation, upload = int(s["aggregation"]), s.get("upload")
         answer: dict[str, Any] = {}
         if upload == "masks":
-            staged = Staged(aggregation, self._mask_bits(s.get("block")), packed=True)
+            bits = mask_bits(self.env.bench, calibration, self._walk, s.get("block"))
+            staged = Staged(aggregation, bits, packed=True)
         elif upload == "block-masks":
             walk = self._walk(int(s["block"]))
             method = PruneMethod.from_settings(calibration.options.get("method"))
@@ -405,38 +400,6 @@ class ClientNode:
         if self.current is None:
             raise ProtocolError(f"client {self.client_id} has not calibrated")
         return self.current
-
-    def _mask_bits(self, block: int | None) -> dict[str, np.ndarray]:
-        """The packed local masks of `block`'s layers (every layer when `block` is None). On a
-        blockwise bench they are computed now, block after block (one block in memory)."""
-        calibration = self._need()
-        if self.env.bench.blockwise and calibration.options["walk"] == "masks":
-            if block is None:
-                raise ProtocolError("a blockwise node stages one block at a time: name the block")
-            return pack_masks(self._blockwise_masks(calibration, int(block)))
-        if calibration.masks is None:
-            raise ProtocolError("prepare masks: the current calibration has no local masks")
-        if block is None:
-            return dict(calibration.masks)
-        layers = self.env.bench.block_layers(int(block))
-        return {layer.name: calibration.masks[layer.name] for layer in layers}
-
-    def _blockwise_masks(self, calibration: Calibration, block: int) -> dict[str, torch.Tensor]:
-        """`local_masks`'s masks of `block`, the walk moving on (one-shot: dense; sequential:
-        through the block pruned by them), with the block's weights in memory meanwhile."""
-        options, bench = calibration.options, self.env.bench
-        method = PruneMethod.from_settings(options.get("method"))
-        sparsity = float(options["sparsity"])
-        with bench.holding(block):
-            if calibration.walk is None:  # magnitude: no data, no walk
-                return method_block_masks(bench.block_layers(block), {}, sparsity, method)
-            walk = self._walk(block)
-            masks = method_block_masks(walk.layers, walk.statistics(), sparsity, method)
-            if options["calibration"] == "one-shot":
-                walk.propagate_dense()
-            else:
-                walk.propagate(masks)
-        return masks
 
     def _walk(self, block: int) -> BlockwiseCalibration:
         walk = self._need().walk
