@@ -77,6 +77,10 @@ class FederationConfig:
     calibrate_timeout_s: float = 600.0
     round_timeout_s: float = 120.0
     chunk_entries: int = 1 << 24  # consecutive layers per protocol chunk (Flower)
+    # One-shot masks: one aggregation over the whole model up to this many prunable weights, one
+    # per decoder block above it (and always with pruning.blockwise): the server then holds one
+    # block's sums. Each aggregation is a protocol run (on Flower about 2 rounds of messages).
+    sum_per_block_above: int = 1 << 28
 
 
 @dataclass(frozen=True)

@@ -76,6 +76,8 @@ def _dropping_pipeline(tiny_model_dir, client_dir, monkeypatch, min_cohort: int)
         tiny_model_dir, client_dir, protocol="additive", scaling=True,
         privacy=PrivacySettings(min_cohort=min_cohort), drop={1: "masked-input"},
     )  # fmt: skip
+    # the tiny model is summed per block only when asked (a 7B model always is)
+    config = replace(config, federation=replace(config.federation, sum_per_block_above=0))
     pipe = Pipeline(config)
     pipe.federation.simulate_drops(config.federation.drop)
     return pipe, server_for(pipe)

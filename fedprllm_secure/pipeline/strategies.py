@@ -143,17 +143,32 @@ class Server:
 
 
 def one_shot_masks(server: Server) -> tuple[Masks, Scales]:
-    """Every client calibrates its local masks at once; then one session (keys set up once) and
-    one aggregation per block under its own index, each block's counts turned into its global
-    masks (and scales) and dropped before the next block's sums exist: the server holds one
-    block's sums, never the model's. A client dropping in block l leaves blocks < l as released
-    (their cohort) and blocks >= l summed over the survivors, or the run aborts (cohort guard)."""
-    bench = server.bench
+    """Every client calibrates its local masks at once; then one session (keys set up once).
+    Up to `federation.sum_per_block_above` prunable weights (and not blockwise): one aggregation
+    of every layer. Above: one aggregation per block under its own index, each block's counts
+    turned into its global masks (and scales) and dropped before the next block's sums exist: the
+    server holds one block's sums, never the model's. A client dropping in block l then leaves
+    blocks < l as released (their cohort) and blocks >= l summed over the survivors, or the run
+    aborts (cohort guard)."""
+    bench, config = server.bench, server.config
     server.calibrate("masks")
     session = server.open_session()
+    if not bench.blockwise and bench.weights <= config.federation.sum_per_block_above:
+        server.command("prepare", {"aggregation": 0, "upload": "masks"})
+        spec = AggregationSpec.from_lengths(0, bench.lengths, bound=1)
+        with server.progress.stage(f"secure sum ({config.protocol.name})", 1) as advance:
+            sums, contributors = server.sum(session, spec)
+            advance()
+        with server.timer.phase("server_prune"):
+            masks, scales = global_masks(server.rule, sums, bench.shapes, bench.index, contributors)
+        for block in range(bench.blocks) if server.sink is not None else ():
+            names = [layer.name for layer in bench.block_layers(block)]
+            server.sink(block, {n: masks[n] for n in names},
+                        None if scales is None else {n: scales[n] for n in names})  # fmt: skip
+        return masks, scales
     masks: Masks = {}
     scales: Scales = {} if server.rule.scaling else None
-    stage = f"secure sum ({server.config.protocol.name}, per block)"
+    stage = f"secure sum ({config.protocol.name}, per block)"
     with server.progress.stage(stage, bench.blocks) as advance:
         for block in range(bench.blocks):
             with server.timer.phase("calibration_clients"):

@@ -128,7 +128,7 @@ def prune_on_flower(
 def _counts(
     config: RunConfig, fed: FlowerFederation, shapes: Mapping[str, tuple[int, ...]]
 ) -> dict[str, np.ndarray]:
-    """One-shot masks: the counts of the session's aggregations (one per block), per layer
+    """One-shot masks: the counts of the session's aggregations (one, or one per block), per layer
     (empty in other modes)."""
     if config.pruning.aggregate != "masks" or config.pruning.mode != "one-shot" or not fed.sessions:
         return {}
