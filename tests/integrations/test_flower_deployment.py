@@ -148,7 +148,9 @@ def test_deployment_prunes_like_simulate(
         assert np.array_equal(masks[name], mask), name
 
 
-@pytest.mark.parametrize("mode", sorted(MODES))
+# dp-distributed sums under additive, whose ledger entries would spoil the ledger test below; it
+# runs through the same ClientApp/ServerApp in test_flower_modes (LocalGrid) and tests/privacy.
+@pytest.mark.parametrize("mode", sorted(m for m in MODES if m != "dp-distributed"))
 def test_every_mode_on_the_deployment_equals_the_in_process_pipeline(
     federation: Deployment, files: Path, tmp_path: Path, mode: str
 ) -> None:
