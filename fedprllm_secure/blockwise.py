@@ -183,13 +183,7 @@ def iter_block_masks(
         index = walk.index
         bm.load_block(index)
         try:
-            layers = walk.layers
-            stats = walk.statistics()
-            masks = method_block_masks(layers, stats, sparsity, method)
-            if calibration == "one-shot":
-                walk.propagate_dense()
-            else:
-                walk.propagate(masks)
+            stats, masks = walk.mask_and_advance(sparsity, method, calibration)
         finally:
             bm.release_block(index)
         yield BlockResult(

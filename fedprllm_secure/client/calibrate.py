@@ -319,6 +319,15 @@ class BlockwiseCalibration:
                 outputs = run_block(block, self._inputs)
         self._advance(outputs)
 
+    def mask_and_advance(
+        self, sparsity: float | dict[str, float], method: PruneMethod, calibration: str
+    ) -> tuple[dict[str, LayerStats], dict[str, torch.Tensor]]:
+        """This block's statistics and masks; move on dense (one-shot) or pruned by them."""
+        stats = self.statistics()
+        masks = method_block_masks(self.layers, stats, sparsity, method)
+        self.propagate_dense() if calibration == "one-shot" else self.propagate(masks)
+        return stats, masks
+
     def _advance(self, outputs: BlockInputs) -> None:
         self._inputs = outputs
         self._dense_outputs = None
@@ -402,13 +411,8 @@ def local_masks(
     masks: dict[str, torch.Tensor] = {}
     all_stats: dict[str, LayerStats] = {}
     while not walk.done and (max_blocks is None or walk.index < max_blocks):
-        index, layers = walk.index, walk.layers
-        stats = walk.statistics()
-        block_masks = method_block_masks(layers, stats, sparsities, method)
-        if calibration == "one-shot":
-            walk.propagate_dense()
-        else:
-            walk.propagate(block_masks)
+        index = walk.index
+        stats, block_masks = walk.mask_and_advance(sparsities, method, calibration)
         masks.update({name: mask.cpu() for name, mask in block_masks.items()})
         all_stats.update({name: s.detached() for name, s in stats.items()})
         if on_block:

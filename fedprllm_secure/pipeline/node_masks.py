@@ -47,10 +47,5 @@ def blockwise_masks(
     with bench.holding(block):
         if calibration.walk is None:  # magnitude: no data, no walk
             return method_block_masks(bench.block_layers(block), {}, sparsity, method)
-        walk = walk_at(block)
-        masks = method_block_masks(walk.layers, walk.statistics(), sparsity, method)
-        if options["calibration"] == "one-shot":
-            walk.propagate_dense()
-        else:
-            walk.propagate(masks)
+        _, masks = walk_at(block).mask_and_advance(sparsity, method, options["calibration"])
     return masks
